@@ -1,0 +1,79 @@
+"""VGG-style networks as in Rathi et al. 2020: 3x3 convs without bias, ReLU (spiking neurons in
+the SNN), 2x2 average pooling, dropout, and a classifier of linear layers. Batch norm is optional
+and only for the ANN (it is folded into the convs before conversion)."""
+from __future__ import annotations
+
+from typing import Sequence, Tuple, Union
+
+from toolchain.errors import ModelError
+from toolchain.ir import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Spike
+
+Cfg = Sequence[Union[int, str]]
+
+# 'A' is a 2x2 average pool.
+CFGS = {
+    "vgg5": [64, "A", 128, 128, "A"],
+    "vgg9": [64, 64, "A", 128, 128, "A", 256, 256, 256, "A"],
+    "vgg11": [64, "A", 128, 256, "A", 512, 512, "A", 512, 512, "A"],
+    "vgg16": [64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512],
+}
+
+
+def build_vgg(name: str, cfg: Cfg, input_shape: Tuple[int, int, int], num_classes: int, hidden: Sequence[int],
+              batch_norm: bool = False, conv_dropout: float = 0.2, fc_dropout: float = 0.5) -> Network:
+    """Features from `cfg`, then `hidden` linear layers, then the output layer."""
+    if len(input_shape) != 3:
+        raise ModelError(f"model '{name}' needs image input (C, H, W), got {input_shape}")
+    layers = []
+    channels, size = input_shape[0], min(input_shape[1:])
+    n_pool = sum(1 for c in cfg if c == "A")
+    if size < 2 ** n_pool:
+        raise ModelError(f"model '{name}' pools {n_pool} times and needs inputs of at least {2 ** n_pool}x{2 ** n_pool}, "
+                         f"got {input_shape[1]}x{input_shape[2]}")
+    for i, item in enumerate(cfg):
+        if item == "A":
+            layers.append(AvgPool2d(f"pool{i}", 2))
+            continue
+        layers.append(Conv2d(f"conv{i}", channels, int(item), 3, 1, 1))
+        if batch_norm:
+            layers.append(BatchNorm2d(f"bn{i}", int(item)))
+        layers.append(Spike(f"spike{i}"))
+        nxt = cfg[i + 1] if i + 1 < len(cfg) else None
+        if nxt != "A" and conv_dropout > 0:
+            layers.append(Dropout(f"drop{i}", conv_dropout))
+        channels = int(item)
+    layers.append(Flatten("flatten"))
+    features = _flat_features(layers, input_shape)
+    for j, width in enumerate(hidden):
+        layers += [Linear(f"fc{j}", features, width), Spike(f"fc_spike{j}")]
+        if fc_dropout > 0:
+            layers.append(Dropout(f"fc_drop{j}", fc_dropout))
+        features = width
+    layers.append(Linear("out", features, num_classes))
+    return Network(tuple(layers), input_shape, num_classes, name=name)
+
+
+def _flat_features(layers, input_shape) -> int:
+    from toolchain.ir import chain_shapes
+    return chain_shapes(layers, input_shape)[-1][0]
+
+
+def vgg_small(input_shape, num_classes, batch_norm=False, **kw) -> Network:
+    """A small VGG for 8x8 digits (two conv stages, one hidden layer); deploys to Lava in ms per step."""
+    cfg = [16, "A", 32, "A"] if min(input_shape[1:]) >= 4 else [16, 32]
+    return build_vgg("vgg-small", cfg, input_shape, num_classes, hidden=kw.pop("hidden", [64]),
+                     batch_norm=batch_norm, conv_dropout=kw.pop("conv_dropout", 0.1), fc_dropout=kw.pop("fc_dropout", 0.2))
+
+
+def _paper_vgg(key):
+    def build(input_shape, num_classes, batch_norm=False, **kw) -> Network:
+        hidden = kw.pop("hidden", [4096, 4096] if key == "vgg5" else [4096, 4096])
+        return build_vgg(key, CFGS[key], input_shape, num_classes, hidden=hidden, batch_norm=batch_norm, **kw)
+    build.__doc__ = f"{key.upper()} as in Rathi et al. 2020 (no bias, average pooling, dropout)."
+    return build
+
+
+vgg5 = _paper_vgg("vgg5")
+vgg9 = _paper_vgg("vgg9")
+vgg11 = _paper_vgg("vgg11")
+vgg16 = _paper_vgg("vgg16")

@@ -1,0 +1,333 @@
+"""Datasets: load a named image-classification dataset from local files into normalized arrays.
+
+Nothing is ever downloaded. Every loader returns raw pixels (N, C, H, W) with the format's own
+train/test split; `load_dataset` then shuffles each split with `seed`, caps it at `limit` and
+normalizes it. Each problem with the files is one DataError line naming the file.
+
+Formats: scikit-learn's bundled `digits`; the idx files of `mnist` and `fashion-mnist` (optionally
+gzipped); the python pickles of `cifar10` and `cifar100`; and an `imagefolder` tree
+(`train/<class>/*.png` plus `val/` or `test/`, the ImageNet/Imagenette layout).
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from ..errors import DataError
+
+
+@dataclass
+class Dataset:
+    """A train/test split, normalized as x = (pixel - mean[c]) / std[c] per channel."""
+    name: str
+    train_x: np.ndarray             # (N, C, H, W) float32, normalized
+    train_y: np.ndarray             # (N,) int64
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: List[str]
+    input_shape: Tuple[int, int, int]   # (C, H, W)
+    mean: Tuple[float, ...]         # per channel, in raw pixel units: what was subtracted
+    std: Tuple[float, ...]          # per channel, in raw pixel units: what was divided by
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class _Raw(NamedTuple):
+    """What a loader returns: unnormalized pixels in (N, C, H, W) and the pixel range's maximum."""
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: List[str]
+    max_value: float
+
+
+# --------------------------------------------------------------------------------------- digits
+
+def _load_digits(root, seed: int, test_fraction: float) -> _Raw:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    digits = load_digits()
+    x = digits.images.astype(np.float32)[:, None]          # (1797, 1, 8, 8), 0..16
+    y = digits.target.astype(np.int64)
+    try:
+        tr, te = train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=y)
+    except ValueError as e:
+        raise DataError(f"digits: cannot split {len(y)} samples with test_fraction={test_fraction}: {e}") from None
+    return _Raw(x[tr], y[tr], x[te], y[te], [str(i) for i in range(10)], 16.0)
+
+
+# ------------------------------------------------------------------------------------ idx (MNIST)
+
+_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX_IMAGES, _IDX_LABELS = 0x00000803, 0x00000801
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def _read_idx(path: Path, magic: int, tag: str) -> np.ndarray:
+    """Parse one idx file of unsigned bytes: big-endian magic, one uint32 per dim, then the payload."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path) as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{tag}: cannot read {path}: {e}") from None
+    ndim = magic & 0xFF
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{tag}: {path} is truncated: {len(data)} bytes, shorter than its idx header")
+    found = int.from_bytes(data[:4], "big")
+    if found != magic:
+        raise DataError(f"{tag}: {path} is not an idx file of this kind: magic 0x{found:08x}, expected 0x{magic:08x}")
+    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
+    payload = len(data) - 4 - 4 * ndim
+    if payload != int(np.prod(dims)):
+        raise DataError(f"{tag}: {path} payload is {payload} bytes, its header {dims} says {int(np.prod(dims))} "
+                        f"(truncated or corrupt file)")
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _idx_path(root: Path, name: str, tag: str) -> Path:
+    for path in (root / name, root / (name + ".gz")):
+        if path.is_file():
+            return path
+    raise DataError(f"{tag}: missing file {root / name}(.gz) — download the idx files to that directory")
+
+
+def _idx_split(root: Path, split: str, tag: str, num_classes: int):
+    images_path, labels_path = (_idx_path(root, f, tag) for f in _IDX_FILES[split])
+    x = _read_idx(images_path, _IDX_IMAGES, tag)
+    y = _read_idx(labels_path, _IDX_LABELS, tag).astype(np.int64)
+    if x.shape[1:] != (28, 28):
+        raise DataError(f"{tag}: {images_path} holds {x.shape[1]}x{x.shape[2]} images, expected 28x28")
+    if len(x) != len(y):
+        raise DataError(f"{tag}: {images_path} has {len(x)} images but {labels_path} has {len(y)} labels")
+    _check_labels(y, num_classes, labels_path, tag)
+    return x[:, None], y
+
+
+def _idx_loader(tag: str, classes: List[str]):
+    def load(root, seed: int, test_fraction: float) -> _Raw:
+        root = _root_dir(root, tag, "the idx files")
+        train_x, train_y = _idx_split(root, "train", tag, len(classes))
+        test_x, test_y = _idx_split(root, "test", tag, len(classes))
+        return _Raw(train_x, train_y, test_x, test_y, list(classes), 255.0)
+    return load
+
+
+# ----------------------------------------------------------------------------------------- CIFAR
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: a pickle cannot run arbitrary code here."""
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+                ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path, tag: str) -> dict:
+    if not path.is_file():
+        raise DataError(f"{tag}: missing file {path} — extract the python-version archive there")
+    try:
+        with open(path, "rb") as f:
+            obj = _NumpyUnpickler(f, encoding="bytes").load()
+    except Exception as e:      # a corrupt pickle raises almost any exception type
+        raise DataError(f"{tag}: {path} is not a readable CIFAR pickle: {type(e).__name__}: {e}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{tag}: {path} holds a {type(obj).__name__}, expected a dict")
+    return obj
+
+
+def _key(d: dict, key: str, path: Path, tag: str):
+    for k in (key.encode(), key):
+        if k in d:
+            return d[k]
+    raise DataError(f"{tag}: {path} has no key b'{key}' (keys: {sorted(map(str, d))})")
+
+
+def _cifar_batch(path: Path, label_key: str, num_classes: int, tag: str):
+    d = _unpickle(path, tag)
+    y = np.asarray(_key(d, label_key, path, tag), dtype=np.int64).reshape(-1)
+    x = np.asarray(_key(d, "data", path, tag))
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape != (len(y), 3072):
+        raise DataError(f"{tag}: {path} b'data' is {x.dtype} {x.shape}, expected uint8 ({len(y)}, 3072)")
+    _check_labels(y, num_classes, path, tag)
+    return x.reshape(-1, 3, 32, 32), y
+
+
+def _cifar_names(path: Path, key: str, tag: str) -> List[str]:
+    names = _key(_unpickle(path, tag), key, path, tag)
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _cifar_dir(root, subdir: str, tag: str) -> Path:
+    root = _root_dir(root, tag, f"the extracted '{subdir}' directory")
+    return root / subdir if (root / subdir).is_dir() else root
+
+
+def _load_cifar10(root, seed: int, test_fraction: float) -> _Raw:
+    d = _cifar_dir(root, "cifar-10-batches-py", "CIFAR-10")
+    classes = _cifar_names(d / "batches.meta", "label_names", "CIFAR-10")
+    parts = [_cifar_batch(d / f"data_batch_{i}", "labels", len(classes), "CIFAR-10") for i in range(1, 6)]
+    test_x, test_y = _cifar_batch(d / "test_batch", "labels", len(classes), "CIFAR-10")
+    return _Raw(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                test_x, test_y, classes, 255.0)
+
+
+def _load_cifar100(root, seed: int, test_fraction: float) -> _Raw:
+    d = _cifar_dir(root, "cifar-100-python", "CIFAR-100")
+    classes = _cifar_names(d / "meta", "fine_label_names", "CIFAR-100")
+    train_x, train_y = _cifar_batch(d / "train", "fine_labels", len(classes), "CIFAR-100")
+    test_x, test_y = _cifar_batch(d / "test", "fine_labels", len(classes), "CIFAR-100")
+    return _Raw(train_x, train_y, test_x, test_y, classes, 255.0)
+
+
+# ----------------------------------------------------------------------------------- imagefolder
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _load_image(path: Path, size: int) -> np.ndarray:
+    """RGB, shorter side resized to `size`, center-cropped to size x size; (3, size, size) uint8."""
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            scale = size / min(w, h)
+            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+            img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            img = img.crop((left, top, left + size, top + size))
+            return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+    except (OSError, ValueError, SyntaxError) as e:     # PIL's errors for unreadable/truncated files
+        raise DataError(f"imagefolder: cannot read image {path}: {e}") from None
+
+
+def _folder_split(split_dir: Path, size: int):
+    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"imagefolder: {split_dir} has no class subfolders")
+    xs, ys = [], []
+    for label, cls in enumerate(classes):
+        files = sorted(p for p in (split_dir / cls).iterdir()
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not files:
+            raise DataError(f"imagefolder: class folder {split_dir / cls} has no images ({'/'.join(IMAGE_SUFFIXES)})")
+        xs += [_load_image(p, size) for p in files]
+        ys += [label] * len(files)
+    return classes, np.stack(xs), np.asarray(ys, dtype=np.int64)
+
+
+def _load_imagefolder(root, seed: int, test_fraction: float, size: int = 32) -> _Raw:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise DataError(f"imagefolder: size must be a positive integer, got {size!r}")
+    root = _root_dir(root, "imagefolder", "train/<class>/ and val/<class>/ (or test/<class>/)")
+    train_dir = root / "train"
+    test_dir = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
+    if not train_dir.is_dir() or test_dir is None:
+        raise DataError(f"imagefolder: {root} needs a 'train' and a 'val' (or 'test') subfolder")
+    classes, train_x, train_y = _folder_split(train_dir, int(size))
+    test_classes, test_x, test_y = _folder_split(test_dir, int(size))
+    if test_classes != classes:
+        raise DataError(f"imagefolder: class folders differ between {train_dir} {classes} "
+                        f"and {test_dir} {test_classes}")
+    return _Raw(train_x, train_y, test_x, test_y, classes, 255.0)
+
+
+# ---------------------------------------------------------------------------------------- common
+
+def _root_dir(root, tag: str, what: str) -> Path:
+    if root is None:
+        raise DataError(f"{tag}: no root given — pass the directory holding {what}")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{tag}: missing root directory {path} — it should hold {what}")
+    return path
+
+
+def _check_labels(y: np.ndarray, num_classes: int, path: Path, tag: str) -> None:
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise DataError(f"{tag}: {path} has labels in [{y.min()}, {y.max()}], expected 0..{num_classes - 1}")
+
+
+DATASETS: Dict[str, Callable[..., _Raw]] = {
+    "digits": _load_digits,
+    "mnist": _idx_loader("MNIST", [str(i) for i in range(10)]),
+    "fashion-mnist": _idx_loader("Fashion-MNIST", FASHION_CLASSES),
+    "cifar10": _load_cifar10,
+    "cifar100": _load_cifar100,
+    "imagefolder": _load_imagefolder,
+}
+_EXTRA_KWARGS = {"imagefolder": {"size"}}
+NORMALIZATIONS = ("standard", "unit")
+
+
+def _check_args(key: str, name: str, test_fraction, limit, normalize, kwargs) -> None:
+    if key not in DATASETS:
+        raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
+    if not isinstance(test_fraction, (int, float)) or not 0.0 < test_fraction < 1.0:
+        raise DataError(f"{key}: test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise DataError(f"{key}: limit must be a positive integer or None, got {limit!r}")
+    if normalize not in NORMALIZATIONS:
+        raise DataError(f"{key}: unknown normalize '{normalize}'; known: {', '.join(NORMALIZATIONS)}")
+    unknown = set(kwargs) - _EXTRA_KWARGS.get(key, set())
+    if unknown:
+        raise DataError(f"{key}: unexpected argument(s) {', '.join(sorted(unknown))}")
+
+
+def _stats(x: np.ndarray, normalize: str, max_value: float):
+    """Per-channel (mean, std) in raw pixel units; one channel at a time to bound float64 memory."""
+    channels = x.shape[1]
+    if normalize == "unit":
+        return (0.0,) * channels, (float(max_value),) * channels
+    mean = tuple(float(x[:, c].mean(dtype=np.float64)) for c in range(channels))
+    std = tuple(float(x[:, c].std(dtype=np.float64)) or 1.0 for c in range(channels))
+    return mean, std
+
+
+def _take(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, limit: Optional[int], mean, std):
+    idx = rng.permutation(len(y))[:limit]
+    shape = (1, -1, 1, 1)
+    xs = (x[idx].astype(np.float32) - np.asarray(mean, np.float32).reshape(shape)) \
+        / np.asarray(std, np.float32).reshape(shape)
+    return np.ascontiguousarray(xs, dtype=np.float32), y[idx].astype(np.int64)
+
+
+def load_dataset(name: str, root: Optional[str] = None, seed: int = 0, test_fraction: float = 0.2,
+                 limit: Optional[int] = None, normalize: str = "standard", **kwargs) -> Dataset:
+    """Load dataset `name` (case-insensitive; see DATASETS) from local files under `root`.
+
+    Each split is shuffled with `seed` and cut to its first `limit` samples. `test_fraction` only
+    matters for `digits` (a stratified split of scikit-learn's bundled set). normalize "standard":
+    per-channel mean/std of the whole train split (before `limit`); "unit": pixels / max pixel
+    value. Extra keyword arguments: `size` (imagefolder, default 32).
+    """
+    key = str(name).strip().lower().replace("_", "-")
+    key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}.get(key, key)
+    _check_args(key, name, test_fraction, limit, normalize, kwargs)
+    raw = DATASETS[key](root, seed, float(test_fraction), **kwargs)
+    if len(raw.train_y) == 0 or len(raw.test_y) == 0:
+        raise DataError(f"{key}: empty split under {root} ({len(raw.train_y)} train, {len(raw.test_y)} test samples)")
+    mean, std = _stats(raw.train_x, normalize, raw.max_value)
+    rng = np.random.default_rng(seed)
+    train_x, train_y = _take(raw.train_x, raw.train_y, rng, limit, mean, std)
+    test_x, test_y = _take(raw.test_x, raw.test_y, rng, limit, mean, std)
+    return Dataset(key, train_x, train_y, test_x, test_y, list(raw.classes),
+                   tuple(int(d) for d in train_x.shape[1:]), mean, std)

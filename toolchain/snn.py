@@ -1,0 +1,174 @@
+"""The spiking network in torch, batched, run layer by layer over all time steps at once.
+
+Input x (B, ...) is coded into a (T, B, ...) sequence (Poisson spikes, or the analog image every
+step for direct coding). Each synaptic layer is applied to all T steps as one batch; each Spike
+layer runs its neurons over T (`toolchain.neurons`). The output layer accumulates its membrane
+potential; the readout is that accumulation divided by T. This layer-major order computes exactly
+what a time-major loop computes for a feed-forward network, and it is what Lava computes once each
+layer's one-step delay is accounted for.
+
+Neuron models: "if" / "lif" (reset by subtraction, Rathi et al.) run on the network as written;
+"loihi-cuba" runs on the lowered chain (pooling and batch norm folded) with Loihi's CUBA dynamics
+and quantized weights and thresholds (straight-through rounding), i.e. the deployed network.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data.encoding import InputEncoder
+from .errors import ConfigError
+from .fixed_point import DECAY_UNITY, VTH_MAX
+from .ir import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike
+from .lowering import lower
+from .neurons import CubaParams, SubtractiveParams, cuba_step, run_neurons, subtractive_step
+from .quantize import fake_quant_weight, layer_scale, round_ste
+from .surrogates import Surrogate, get_surrogate
+from .torch_net import build_modules
+
+NEURON_MODELS = ("if", "lif", "loihi-cuba")
+
+
+@dataclass
+class SnnConfig:
+    """Everything besides the weights that defines the SNN."""
+    thresholds: Dict[str, float] = field(default_factory=dict)
+    neuron: str = "if"
+    leak: float = 1.0
+    coding: str = "poisson"
+    timesteps: int = 20
+    surrogate: Dict[str, float] = field(default_factory=lambda: {"name": "stdb"})
+    i_decay: int = DECAY_UNITY          # loihi-cuba current decay (4096: no current memory)
+    v_decay: int = 0                    # loihi-cuba voltage decay (0: no leak)
+    input_scale: float = 1.0            # loihi-cuba direct coding: integer input = round(x * input_scale)
+
+    def __post_init__(self):
+        if self.neuron not in NEURON_MODELS:
+            raise ConfigError(f"unknown neuron model {self.neuron!r}; valid: {', '.join(NEURON_MODELS)}")
+        if not 0.0 < self.leak <= 1.0:
+            raise ConfigError(f"leak must be in (0, 1], got {self.leak}")
+        if self.timesteps < 1:
+            raise ConfigError(f"timesteps must be >= 1, got {self.timesteps}")
+        if not 1 <= self.i_decay <= DECAY_UNITY or not 0 <= self.v_decay < DECAY_UNITY:
+            raise ConfigError(f"decays must be 1..4096 (current) and 0..4095 (voltage), got {self.i_decay}, {self.v_decay}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "SnnConfig":
+        return SnnConfig(**d)
+
+    def spike_fn(self) -> Surrogate:
+        return get_surrogate(**self.surrogate)
+
+
+@dataclass
+class SnnOutput:
+    logits: torch.Tensor                       # (B, classes): accumulated output potential / T
+    spike_counts: Dict[str, torch.Tensor]      # per spiking layer: spikes summed over time, per sample (B,)
+    neurons: Dict[str, int]
+
+
+class SnnModel(nn.Module):
+    def __init__(self, net: Network, config: SnnConfig):
+        super().__init__()
+        self.net, self.config = net, config
+        self.layers = build_modules(net)
+        self.calibrator: Optional[Callable[[str, torch.Tensor], float]] = None
+
+    # -- public -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, timesteps: Optional[int] = None, encoder: Optional[InputEncoder] = None) -> SnnOutput:
+        T = timesteps or self.config.timesteps
+        encoder = encoder or InputEncoder(self.config.coding, seed=None)
+        seq = torch.stack([encoder(x, t) for t in range(T)])
+        counts, neurons = {}, {}
+        if self.config.neuron == "loihi-cuba":
+            out = self._run_lowered(seq, counts, neurons)
+        else:
+            self._masks = {}
+            out = self._run(self.net.layers, seq, counts, neurons)
+        return SnnOutput(out.sum(0) / T, counts, neurons)
+
+    # -- the network as written (IF / LIF) -----------------------------------------------------
+    def _run(self, layers, h, counts, neurons):
+        for layer in layers:
+            h = self._layer(layer, h, counts, neurons)
+        return h
+
+    def _layer(self, layer, h, counts, neurons):
+        if isinstance(layer, (Conv2d, Linear, BatchNorm2d)):
+            return _per_step(self.layers[layer.name], h)
+        if isinstance(layer, Spike):
+            return self._spike(layer.name, h, counts, neurons)
+        if isinstance(layer, AvgPool2d):
+            return _per_step(lambda z: F.avg_pool2d(z, layer.kernel_size), h)
+        if isinstance(layer, Flatten):
+            return h.flatten(2)
+        if isinstance(layer, Dropout):
+            return h * self._mask(layer, h)
+        if isinstance(layer, Residual):
+            body = self._run(layer.body, h, counts, neurons)
+            return body + (self._run(layer.shortcut, h, counts, neurons) if layer.shortcut else h)
+        raise TypeError(f"unhandled layer {layer}")
+
+    def _mask(self, layer: Dropout, h: torch.Tensor) -> torch.Tensor:
+        """One dropout mask per sample, the same at every time step (as in Rathi et al.)."""
+        if not self.training or layer.p == 0:
+            return torch.ones_like(h[0])
+        return F.dropout(torch.ones_like(h[0]), layer.p, True)
+
+    def threshold(self, name: str, currents: torch.Tensor) -> float:
+        if self.calibrator is not None and name not in self.config.thresholds:
+            self.config.thresholds[name] = float(self.calibrator(name, currents.detach()))
+        if name not in self.config.thresholds:
+            raise ConfigError(f"spiking layer '{name}' has no threshold: convert the ANN first")
+        return self.config.thresholds[name]
+
+    def _spike(self, name, currents, counts, neurons):
+        params = SubtractiveParams(self.threshold(name, currents), self.config.leak)
+        spikes, _ = run_neurons(currents, subtractive_step, params, self.config.spike_fn())
+        counts[name] = spikes.detach().flatten(2).sum((0, 2))
+        neurons[name] = spikes[0, 0].numel()
+        return spikes
+
+    # -- the deployed network (Loihi CUBA, quantized) -----------------------------------------
+    def lowered(self):
+        params = dict(self.layers.named_parameters())
+        params.update(dict(self.layers.named_buffers()))
+        return lower(self.net, params, self.config.thresholds)
+
+    def _run_lowered(self, seq, counts, neurons):
+        c = self.config
+        h = round_ste(seq * c.input_scale) if c.coding == "direct" else seq
+        spike_fn = c.spike_fn()
+        chain = self.lowered()
+        for i, layer in enumerate(chain):
+            in_scale = c.input_scale if (i == 0 and c.coding == "direct") else 1.0
+            scale = layer_scale(layer.weight, layer.threshold, in_scale, layer.name)
+            w = fake_quant_weight(layer.weight * in_scale, scale)
+            a = _per_step(lambda z: layer.synapse(z, w), h)
+            bias = None if layer.bias is None else _channel_bias(round_ste(layer.bias * scale * in_scale), a)
+            if layer.threshold is None:              # output layer: accumulate, never spike
+                return a / (scale * in_scale)
+            vth = torch.round(torch.tensor(layer.threshold * scale * in_scale)).item()
+            params = CubaParams(vth, c.i_decay, c.v_decay, bias)
+            h, _ = run_neurons(a, cuba_step, params, spike_fn)
+            counts[layer.spike_name] = h.detach().flatten(2).sum((0, 2))
+            neurons[layer.spike_name] = h[0, 0].numel()
+        raise ConfigError("the lowered network has no output layer")
+
+
+def _channel_bias(bias: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return bias.reshape((-1,) + (1,) * (like.dim() - 3)) if like.dim() > 3 else bias
+
+
+def _per_step(fn, h: torch.Tensor) -> torch.Tensor:
+    """Apply a per-sample function to all T steps of h (T, B, ...) as one batch."""
+    T, B = h.shape[:2]
+    y = fn(h.reshape((T * B,) + h.shape[2:]))
+    return y.reshape((T, B) + y.shape[1:])
