@@ -32,8 +32,10 @@ MAX_QUANTILE_ELEMENTS = 1 << 22
 
 
 def fold_batch_norms(net: Network, state: Dict[str, torch.Tensor]) -> Tuple[Network, Dict[str, torch.Tensor]]:
-    """Remove every BatchNorm2d that follows a Conv2d, folding it into that conv's weight and bias."""
-    state = dict(state)
+    """Remove every BatchNorm2d that follows a Conv2d, folding it into that conv's weight and bias.
+    `state` is a model state dict (keys 'layers.<layer>.<param>')."""
+    prefix = "layers."
+    state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
 
     def fold_chain(layers):
         out = []
@@ -54,7 +56,7 @@ def fold_batch_norms(net: Network, state: Dict[str, torch.Tensor]) -> Tuple[Netw
         return out
 
     folded = Network(tuple(fold_chain(net.layers)), net.input_shape, net.num_classes, net.name)
-    return folded, state
+    return folded, {prefix + k: v for k, v in state.items()}
 
 
 def statistic(values: torch.Tensor, percentile: float) -> float:

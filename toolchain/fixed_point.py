@@ -1,19 +1,35 @@
 """The fixed-point network: what the quantizer produces and what the netx writer, the Lava runner,
 the emulator and the energy counter read.
 
-Semantics (Lava's PyLifModelBitAcc with the netx blocks, checked against lava-nc 0.10.0):
-each layer is a synapse (dense or conv, integer weights) feeding CUBA LIF neurons:
+Semantics (Lava's PyLifModelBitAcc with the netx blocks, checked bit for bit against lava-nc 0.10.0
+by tests/test_emulator_vs_lava.py): each layer is a synapse (dense or conv, integer weights)
+feeding CUBA LIF neurons. Lava's u, v and messages are int32 (every sum below wraps at 32 bits):
 
     a[t]  = synapse(s_prev[t - 1])                 # one step of delay per layer (Lava's buffering)
-    u[t]  = decay(u[t-1], i_decay) + (a[t] << 6)   # 24-bit wrap
+    u[t]  = w24(decay(u[t-1], i_decay) + (a[t] << 6))
     v[t]  = decay(v[t-1], v_decay) + u[t] + (bias << 6)   # clipped to +-(2**23 - 1)
     s[t]  = v[t] > (vth << 6);  v[t] = 0 where s[t]
     decay(x, d) = sign(x) * ((|x| * (4096 - d)) >> 12)
+    w24(x) = x - 2**24 if x > 2**23; x + 2**24 if x <= -2**23; else x
+             # Lava's "24-bit wrap" is this single correction, not a modulo: for |x| < 3 * 2**23
+             # it wraps into [-2**23 + 1, 2**23] (2**23 is kept, -2**23 becomes +2**23);
+             # a larger |x| stays outside the 24-bit range
 
 so `vth` and `bias` are in the same integer units as the synaptic input `a`. netx stores
 iDecay = i_decay (Lava's du = iDecay - 1, plus Lava's offset of 1) and vDecay = v_decay.
 Weights are even integers in [-256, 254] (an 8-bit signed mantissa times 2); netx derives its own
-weight exponent from them, so the integer values themselves are what the chip computes with.
+weight exponent from them, so the integer values themselves are what the chip computes with,
+with one exception: in a dense matrix without any positive weight Lava uses its inhibitory sign
+mode, which clips -256 to -255 and then truncates it to a power-of-two step that depends on the
+other weights (-255, -254 or -252 for typical matrices); hw_targets/emulator.py reproduces it.
+Synapse details: a dense layer computes W . s exactly (an int32 dot product for graded input
+spikes, which can wrap); a conv layer ignores the weight exponent, uses the raw integer weights,
+computes in float64 (scipy) and wraps the result to 24 bits (`signed_clamp`) before the neuron.
+The bias mantissa is held as int16. Time: layer k (1-based) sees global input step t at step
+t + k; with samples presented back to back (T steps each, netx reset_interval=T,
+reset_offset=1, staggered per layer), sample n occupies steps n*T + k + 1 .. n*T + k + T of
+layer k, and in that window a_k[tau] = synapse(s_{k-1}[tau]) from zero state, tau = 1..T
+(see hw_targets/lava_sim.py). "The last step" of a sample is the end of the output layer's window.
 """
 from __future__ import annotations
 

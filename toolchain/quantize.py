@@ -19,7 +19,7 @@ import torch
 
 from .errors import QuantizationError
 from .fixed_point import (BIAS_MAX, BIAS_MIN, DECAY_UNITY, VTH_MAX, WEIGHT_MAX, WEIGHT_MIN, FxLayer, FxNetwork)
-from .lowering import LoweredLayer
+from .lowering import LoweredLayer, lower
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -28,7 +28,8 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
 
 
 def layer_scale(weight: torch.Tensor, threshold: Optional[float], input_scale: float = 1.0, name: str = "?") -> float:
-    """Float-to-integer scale of one layer (see the module docstring)."""
+    """Float-to-integer scale of one layer's weights (see the module docstring). Its currents, weights times
+    (graded) inputs, are in units of scale * input_scale, and so are its threshold and bias."""
     w_max = float(weight.detach().abs().max()) if weight.numel() else 0.0
     limits = []
     if w_max > 0:
@@ -56,7 +57,6 @@ class LayerReport:
     kind: str
     scale: float
     vth: Optional[int]
-    weight_bits: int
     weight_rms_error: float          # RMS of (dequantized - float) weight, relative to max |W|
     threshold_error: float           # relative error of vth / scale vs the float threshold
     zeroed_weights: int              # non-zero float weights that became 0
@@ -96,10 +96,10 @@ def _decays(neuron: str, leak: float, i_decay: int, v_decay: int):
 def convert_layer(layer: LoweredLayer, scale: float, input_scale: float, decays, is_output: bool):
     """Round one lowered layer at `scale`; returns (FxLayer, LayerReport)."""
     w = layer.weight.detach().double().cpu()
-    raw = w * scale * input_scale
+    raw = w * scale                       # weights take `scale`; currents (weights x input) take scale * input_scale
     w_int = torch.clamp(2 * torch.round(raw / 2), WEIGHT_MIN, WEIGHT_MAX)
     w_max = float(w.abs().max()) if w.numel() else 0.0
-    err = float(((w_int / (scale * input_scale) - w) ** 2).mean().sqrt()) / w_max if w_max > 0 else 0.0
+    err = float(((w_int / scale - w) ** 2).mean().sqrt()) / w_max if w_max > 0 else 0.0
     bias = clipped_bias = None
     if layer.bias is not None:
         b = torch.round(layer.bias.detach().double().cpu() * scale * input_scale)
@@ -116,8 +116,66 @@ def convert_layer(layer: LoweredLayer, scale: float, input_scale: float, decays,
                  i_decay=decays[0], v_decay=decays[1], bias=bias, stride=tuple(layer.stride),
                  padding=tuple(layer.padding), flatten_before=layer.flatten_before, is_output=is_output,
                  scale=scale * input_scale, source="+".join(layer.source))
-    used = int(np.ceil(np.log2(max(float(w_int.abs().max()), 1.0) + 1))) + 1
-    report = LayerReport(layer.name, layer.kind, scale * input_scale, None if is_output else vth, min(used, 9), err,
+    report = LayerReport(layer.name, layer.kind, scale * input_scale, None if is_output else vth, err,
                          th_err, int(((w != 0) & (w_int == 0)).sum()),
                          int(((raw < WEIGHT_MIN - 1) | (raw > WEIGHT_MAX + 1)).sum()), clipped_bias or 0, layer.source)
     return fx, report
+
+
+# -- the three steps -----------------------------------------------------------------------------
+INPUT_LEVELS = 127          # direct coding: graded 8-bit signed input spikes
+
+
+def prepare(ckpt) -> List[LoweredLayer]:
+    """Lower the SNN checkpoint to the deployable chain (pooling, batch norm, dropout folded)."""
+    params = {k[len("layers."):] if k.startswith("layers.") else k: v for k, v in ckpt.state_dict.items()}
+    return lower(ckpt.network, params, ckpt.snn["thresholds"])
+
+
+def calibrate(chain: List[LoweredLayer], snn_config: dict, train_x: Optional[np.ndarray] = None):
+    """(input scale, per-layer scales). Direct coding needs the data's range unless training fixed it."""
+    input_scale = 1.0
+    if snn_config["coding"] == "direct":
+        input_scale = float(snn_config.get("input_scale") or 1.0)
+        if snn_config["neuron"] != "loihi-cuba" or input_scale == 1.0:
+            if train_x is None:
+                raise QuantizationError("direct input coding: the training data is needed to choose the input scale")
+            input_scale = INPUT_LEVELS / max(float(np.abs(train_x).max()), 1e-6)
+    scales = [layer_scale(l.weight, l.threshold, input_scale if i == 0 else 1.0, l.name) for i, l in enumerate(chain)]
+    return input_scale, scales
+
+
+def convert_chain(chain, scales, input_scale, snn_config: dict, dataset: dict, signed_input: bool):
+    """Round every layer and assemble the FxNetwork with its report."""
+    decays = _decays(snn_config["neuron"], snn_config.get("leak", 1.0), snn_config.get("i_decay", DECAY_UNITY),
+                     snn_config.get("v_decay", 0))
+    layers, rows, warnings = [], [], []
+    for i, (layer, scale) in enumerate(zip(chain, scales)):
+        fx, row = convert_layer(layer, scale, input_scale if i == 0 else 1.0, decays, layer.threshold is None)
+        fx.validate()
+        layers.append(fx)
+        rows.append(row)
+        if row.zeroed_weights:
+            warnings.append(f"layer '{layer.name}': {row.zeroed_weights} non-zero weights round to 0")
+        if row.clipped_bias:
+            warnings.append(f"layer '{layer.name}': {row.clipped_bias} biases saturate the 13-bit range")
+    if snn_config["neuron"] != "loihi-cuba":
+        warnings.append(f"neuron model '{snn_config['neuron']}' resets by subtraction; Loihi resets to zero, so the "
+                        f"deployed network differs: fine-tune with --neuron loihi-cuba for one that matches")
+    coding = snn_config["coding"]
+    input_bits = 8 if coding == "direct" else (2 if signed_input else 0)
+    net = FxNetwork(input_shape=tuple(chain[0].input_shape), layers=layers, num_classes=layers[-1].output_shape[0],
+                    timesteps=int(snn_config["timesteps"]), input_coding=coding, input_bits=input_bits,
+                    input_scale=input_scale, readout="voltage", mean=tuple(dataset.get("mean", ())),
+                    std=tuple(dataset.get("std", ())),
+                    metadata={"neuron": snn_config["neuron"], "dataset": dataset.get("name")})
+    net.validate()
+    return net, QuantReport(rows, warnings)
+
+
+def quantize_snn(ckpt, train_x: Optional[np.ndarray] = None):
+    """SNN checkpoint -> (FxNetwork, QuantReport): prepare, calibrate, convert."""
+    chain = prepare(ckpt)
+    input_scale, scales = calibrate(chain, ckpt.snn, train_x)
+    signed = train_x is None or float(np.min(train_x)) < 0
+    return convert_chain(chain, scales, input_scale, ckpt.snn, ckpt.dataset, signed)

@@ -150,7 +150,7 @@ class SnnModel(nn.Module):
         for i, layer in enumerate(chain):
             in_scale = c.input_scale if (i == 0 and c.coding == "direct") else 1.0
             scale = layer_scale(layer.weight, layer.threshold, in_scale, layer.name)
-            w = fake_quant_weight(layer.weight * in_scale, scale)
+            w = fake_quant_weight(layer.weight, scale)
             a = _per_step(lambda z: layer.synapse(z, w), h)
             bias = None if layer.bias is None else _channel_bias(round_ste(layer.bias * scale * in_scale), a)
             if layer.threshold is None:              # output layer: accumulate, never spike

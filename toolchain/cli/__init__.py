@@ -1,0 +1,53 @@
+"""`snntc`: the command line. Each command parses its arguments, calls one pipeline stage, prints
+a readable summary and, with --json FILE, writes the summary as JSON.
+
+User errors (ToolchainError) print one line on stderr and exit with status 2; nothing is written.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from ..errors import ToolchainError
+from . import commands_deploy, commands_train
+from .common import CliError
+
+COMMAND_MODULES = (commands_train, commands_deploy)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="snntc",
+        description="Neuromorphic deployment toolchain: train an ANN, convert it to a spiking network, fine-tune it "
+                    "with STDB or train it directly, quantize it to Loihi fixed point, export a Lava-DL netx file, "
+                    "simulate it in Lava and estimate its energy.",
+        epilog="Typical flow: snntc train-ann -o ann.pt; snntc convert ann.pt -o snn.pt; snntc finetune snn.pt -o hybrid.pt; "
+               "snntc evaluate hybrid.pt --timesteps 5,10; snntc export hybrid.pt -o model.net; snntc simulate model.net. "
+               "Or all of it on the bundled digits: snntc demo.")
+    from .. import __version__
+    parser.add_argument("--version", action="version", version=f"snntc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        args.func(args)
+        return 0
+    except (ToolchainError, CliError) as exc:
+        print(f"snntc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"snntc {args.command}: interrupted (checkpoints written so far are kept; --resume continues)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os._exit(0)

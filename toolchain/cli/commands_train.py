@@ -1,0 +1,191 @@
+"""Commands of the front end: train-ann, convert, finetune, evaluate."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from models import model_names
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data import load_dataset
+from ..training import TrainConfig, resolve_device
+from .common import (CliError, add_data_args, add_output_args, add_train_args, check_output, configure_threads,
+                     int_list, positive_int, write_json)
+
+
+def data_from_args(args):
+    return load_dataset(args.dataset, args.data_root, seed=args.data_seed, limit=args.limit, normalize=args.normalize)
+
+
+def data_for_checkpoint(ckpt, args):
+    """The dataset a checkpoint was trained on (its root may be overridden with --data-root)."""
+    info = ckpt.dataset
+    root = getattr(args, "data_root", None) or info.get("root")
+    limit = getattr(args, "limit", None) or info.get("limit")
+    return load_dataset(info.get("name", "digits"), root, seed=info.get("seed", 0), limit=limit,
+                        normalize=info.get("normalize", "standard"))
+
+
+def train_config(args) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, device=args.device)
+
+
+# -- train-ann ---------------------------------------------------------------------------------
+def cmd_train_ann(args) -> dict:
+    from ..ann import train_ann
+    configure_threads()
+    check_output(args.output, args)
+    cfg = train_config(args)
+    resolve_device(cfg.device)
+    data = data_from_args(args)
+    start = time.time()
+    ckpt = train_ann(data, args.model, cfg, args.output, resume=args.resume, batch_norm=args.batch_norm,
+                     progress=not args.no_progress,
+                     data_args={"root": args.data_root, "seed": args.data_seed, "limit": args.limit,
+                                "normalize": args.normalize})
+    history = ckpt.training["state"]["history"]
+    summary = {"command": "train-ann", "model": args.model, "dataset": data.name, "output": args.output,
+               "epochs": len(history), "test_accuracy": history[-1]["test_accuracy"] if history else None,
+               "history": history, "wall_time_s": time.time() - start}
+    print(f"ANN {args.model} on {data.name}: test accuracy {summary['test_accuracy']:.2%} after {len(history)} epochs "
+          f"-> {args.output}")
+    write_json(args.json, summary)
+    return summary
+
+
+# -- convert -----------------------------------------------------------------------------------
+def cmd_convert(args) -> dict:
+    from ..convert import convert
+    from ..evaluate import evaluate_snn, load_snn
+    configure_threads()
+    check_output(args.output, args)
+    ann = load_checkpoint(args.ann, kind="ann")
+    data = data_for_checkpoint(ann, args)
+    device = resolve_device(args.device)
+    snn = convert(ann, data, timesteps=args.timesteps, method=args.method, scale=args.scale,
+                  percentile=args.percentile, calib_samples=args.calibration_samples, coding=args.coding,
+                  neuron=args.neuron, leak=args.leak, seed=args.seed, device=str(device))
+    result = evaluate_snn(load_snn(snn, device), data.test_x, data.test_y, [args.timesteps], seed=args.seed)[args.timesteps]
+    snn.metrics["test_accuracy"], snn.metrics["timesteps"] = result["accuracy"], args.timesteps
+    save_checkpoint(snn, args.output)
+    summary = {"command": "convert", "output": args.output, "thresholds": snn.snn["thresholds"],
+               "timesteps": args.timesteps, "accuracy": result["accuracy"],
+               "spikes_per_inference": result["spikes_per_inference"], "ann_accuracy": ann.metrics.get("test_accuracy")}
+    print("threshold per spiking layer: " + ", ".join(f"{k} {v:.4g}" for k, v in snn.snn["thresholds"].items()))
+    print(f"converted SNN: {result['accuracy']:.2%} at T={args.timesteps} "
+          f"(ANN {summary['ann_accuracy']:.2%}), {result['spikes_per_inference']:.0f} spikes per inference -> {args.output}")
+    write_json(args.json, summary)
+    return summary
+
+
+# -- finetune ----------------------------------------------------------------------------------
+def cmd_finetune(args) -> dict:
+    from ..finetune import finetune
+    configure_threads()
+    check_output(args.output, args)
+    snn = load_checkpoint(args.snn, kind="snn")
+    data = data_for_checkpoint(snn, args)
+    cfg = train_config(args)
+    surrogate = {"name": args.surrogate, "alpha": args.alpha, "beta": args.beta, "width": args.width}
+    from ..surrogates import get_surrogate
+    surrogate = get_surrogate(**surrogate).to_dict()
+    start = time.time()
+    ckpt = finetune(snn, data, cfg, args.output, timesteps=args.timesteps, surrogate=surrogate, neuron=args.neuron,
+                    resume=args.resume, progress=not args.no_progress)
+    history = ckpt.training["state"]["history"]
+    T = ckpt.snn["timesteps"]
+    summary = {"command": "finetune", "output": args.output, "timesteps": T, "surrogate": surrogate,
+               "neuron": ckpt.snn["neuron"], "test_accuracy": history[-1]["test_accuracy"], "history": history,
+               "wall_time_s": time.time() - start}
+    print(f"fine-tuned SNN ({ckpt.snn['neuron']}, {surrogate['name']} surrogate): {summary['test_accuracy']:.2%} "
+          f"at T={T} after {len(history)} epochs -> {args.output}")
+    write_json(args.json, summary)
+    return summary
+
+
+# -- evaluate ----------------------------------------------------------------------------------
+def cmd_evaluate(args) -> dict:
+    from ..ann import ann_accuracy, load_ann
+    from ..evaluate import evaluate_snn, load_snn
+    configure_threads()
+    device = resolve_device(args.device)
+    ckpt = load_checkpoint(args.model)
+    data = data_for_checkpoint(ckpt, args)
+    if ckpt.kind == "ann":
+        acc = ann_accuracy(load_ann(ckpt, device), data.test_x, data.test_y)
+        summary = {"command": "evaluate", "model": args.model, "kind": "ann", "accuracy": acc}
+        print(f"ANN {args.model}: test accuracy {acc:.2%} on {len(data.test_x)} samples")
+    else:
+        model = load_snn(ckpt, device)
+        steps = args.timesteps or [ckpt.snn["timesteps"]]
+        res = evaluate_snn(model, data.test_x, data.test_y, steps, seed=args.seed, progress=not args.no_progress)
+        summary = {"command": "evaluate", "model": args.model, "kind": "snn", "neuron": ckpt.snn["neuron"],
+                   "timesteps": {str(T): r for T, r in res.items()}}
+        print(f"SNN {args.model} ({ckpt.snn['neuron']}, {ckpt.snn['coding']} input), {len(data.test_x)} test samples")
+        print(f"{'T':>5} {'accuracy':>9} {'spikes/inference':>17}   spikes per neuron per layer")
+        for T, r in res.items():
+            per_layer = " ".join(f"{k}={v['spikes_per_neuron']:.2f}" for k, v in r["layers"].items())
+            print(f"{T:>5} {r['accuracy']:>9.2%} {r['spikes_per_inference']:>17.1f}   {per_layer}")
+    write_json(args.json, summary)
+    return summary
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train-ann", help="train an ANN under SNN constraints",
+                       description="Train an ANN (no bias, ReLU, average pooling, dropout) on a dataset; a checkpoint "
+                                   "is written after every epoch, so --resume continues an interrupted run.")
+    p.add_argument("--model", default="vgg-small", help=f"network: {', '.join(model_names())} (default vgg-small)")
+    p.add_argument("--batch-norm", action="store_true", help="batch norm after each conv (folded before conversion)")
+    add_data_args(p)
+    add_train_args(p, epochs=30, lr=3e-3)
+    add_output_args(p)
+    p.set_defaults(func=cmd_train_ann)
+
+    p = sub.add_parser("convert", help="convert an ANN checkpoint to an SNN by threshold balancing",
+                       description="Copy the ANN's weights into a spiking network and set each spiking layer's "
+                                   "threshold from the input current it receives (Rathi et al. 2020), or from the "
+                                   "ANN's activations (--method activation, Rueckauer et al. 2017).")
+    p.add_argument("ann", help="ANN checkpoint (from train-ann or import)")
+    p.add_argument("--timesteps", type=positive_int, default=100, help="time steps for calibration (default 100)")
+    p.add_argument("--method", default="spike", choices=["spike", "activation"], help="threshold source (default spike)")
+    p.add_argument("--scale", type=float, default=0.7, help="threshold scaling factor (paper default 0.7)")
+    p.add_argument("--percentile", type=float, default=100.0, help="percentile of currents (100 = max)")
+    p.add_argument("--calibration-samples", type=positive_int, default=256, help="training images for calibration")
+    p.add_argument("--coding", default="poisson", choices=["poisson", "direct"], help="input coding (default poisson)")
+    p.add_argument("--neuron", default="if", choices=["if", "lif", "loihi-cuba"], help="neuron model (default if)")
+    p.add_argument("--leak", type=float, default=1.0, help="membrane leak for lif (1.0 = integrate-and-fire)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")
+    add_output_args(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("finetune", help="fine-tune an SNN with spike-based backpropagation (STDB)",
+                       description="Back-propagate through the T time steps with a surrogate gradient: STDB "
+                                   "(alpha * exp(-beta * dt), dt = steps since the neuron's last spike) by default. "
+                                   "With --neuron loihi-cuba the network trains under Loihi's dynamics and quantization.")
+    p.add_argument("snn", help="SNN checkpoint (from convert)")
+    p.add_argument("--timesteps", type=positive_int, default=None, help="time steps (default: the checkpoint's)")
+    p.add_argument("--surrogate", default="stdb", help="stdb (default), linear, fast-sigmoid, arctan, rectangular")
+    p.add_argument("--alpha", type=float, default=None, help="surrogate height (STDB default 0.3)")
+    p.add_argument("--beta", type=float, default=None, help="STDB decay per time step (default 0.01)")
+    p.add_argument("--width", type=float, default=None, help="surrogate width (non-STDB surrogates)")
+    p.add_argument("--neuron", default=None, choices=["if", "lif", "loihi-cuba"], help="switch the neuron model")
+    p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")
+    p.add_argument("--limit", type=positive_int, default=None, help=argparse.SUPPRESS)
+    add_train_args(p, epochs=3, lr=3e-4, batch=32)
+    add_output_args(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="accuracy and spikes of an ANN or SNN checkpoint",
+                       description="Test accuracy of an ANN checkpoint, or of an SNN checkpoint at each of a list of "
+                                   "time steps with its spikes per inference and per neuron of each layer.")
+    p.add_argument("model", help="ANN or SNN checkpoint")
+    p.add_argument("--timesteps", type=int_list, default=None, help="comma-separated, e.g. 5,10,20")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Poisson input")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.set_defaults(func=cmd_evaluate)

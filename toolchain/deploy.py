@@ -1,0 +1,82 @@
+"""Stages 4-6: SNN checkpoint -> fixed-point network -> netx file -> simulation result.
+
+`export_snn` quantizes and writes the netx file; `encode_for_chip` turns normalized images into
+what the chip receives each step; `simulate` runs a netx file on a backend (the bit-exact
+emulator or Lava's simulator, or Loihi 2 where lava-loihi is installed) and returns a
+SimulationResult. The toolchain's evaluation of the quantized network is the emulator run:
+the same readout as the chip (the output layer's voltage at the last step).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint
+from .data.encoding import InputEncoder
+from .errors import ConfigError, SimulationError
+from .fixed_point import FxNetwork, SimulationResult
+from .netx_io import read_netx, write_netx
+from .quantize import QuantReport, quantize_snn
+
+BACKENDS = ("emulator", "lava")
+EMULATOR_DEFAULT_ABOVE = 32      # samples: Lava for small runs, the emulator above (both give the same result)
+
+
+def export_snn(ckpt: Checkpoint, path: str, train_x: Optional[np.ndarray] = None) -> Tuple[FxNetwork, QuantReport]:
+    """Quantize an SNN checkpoint and write it as a netx file (atomically)."""
+    net, report = quantize_snn(ckpt, train_x)
+    net.metadata["dataset_info"] = {k: ckpt.dataset.get(k) for k in ("name", "root", "seed", "limit", "normalize")}
+    from . import __version__
+    write_netx(net, path, extra_metadata={"toolchain_version": __version__, "quantization": report.to_json(),
+                                          "source_checkpoint_metrics": ckpt.metrics})
+    return net, report
+
+
+def encode_for_chip(net: FxNetwork, x: np.ndarray, seed: int = 0, timesteps: Optional[int] = None) -> np.ndarray:
+    """Normalized images (N, *input_shape) -> integer chip input (N, T, *input_shape).
+
+    poisson: signed spikes from the same seeded coder the toolchain trains and evaluates with;
+    direct: round(x * input_scale) every step (graded spikes)."""
+    T = timesteps or net.timesteps
+    x = np.asarray(x, dtype=np.float32)
+    expected = tuple(net.input_shape)
+    if x.shape[1:] != expected:
+        raise ConfigError(f"inputs have shape {x.shape[1:]}, the network expects {expected}")
+    xt = torch.as_tensor(x)
+    if net.input_coding == "direct":
+        q = torch.round(xt * net.input_scale).to(torch.int64)
+        return q.unsqueeze(1).expand(-1, T, *q.shape[1:]).numpy().copy()
+    enc = InputEncoder("poisson", seed=seed)
+    steps = [enc(xt, t) for t in range(T)]
+    return torch.stack(steps, 1).to(torch.int64).numpy()
+
+
+def simulate(net_or_path, x: np.ndarray, labels: Optional[np.ndarray] = None, timesteps: Optional[int] = None,
+             backend: Optional[str] = None, fixed_point: bool = True, target: str = "sim", seed: int = 0,
+             device: Optional[str] = None, progress: bool = True) -> Tuple[FxNetwork, SimulationResult]:
+    """Run images x through a netx file (or FxNetwork) on a backend; returns the network and the result."""
+    net = read_netx(net_or_path, timesteps=timesteps) if isinstance(net_or_path, (str, os.PathLike)) else net_or_path
+    if timesteps:
+        net.timesteps = int(timesteps)
+    backend = backend or ("emulator" if len(x) > EMULATOR_DEFAULT_ABOVE and target == "sim" and fixed_point else "lava")
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if backend == "emulator" and (not fixed_point or target != "sim"):
+        raise ConfigError("the emulator reproduces Lava's fixed-point simulation only: use --backend lava "
+                          "for --float or --target loihi2")
+    inputs = encode_for_chip(net, x, seed=seed, timesteps=net.timesteps)
+    if backend == "emulator":
+        from hw_targets.emulator import run_emulator
+        return net, run_emulator(net, inputs, labels, device=device)
+    from hw_targets.lava_sim import run_lava
+    # the user's own file goes to the stock loader, unless the time steps were changed
+    source = net_or_path if isinstance(net_or_path, (str, os.PathLike)) and not timesteps else net
+    try:
+        return net, run_lava(source, inputs, labels, fixed_point=fixed_point, target=target, progress=progress)
+    except SimulationError:
+        raise
+    except NotImplementedError as exc:
+        raise SimulationError(f"Lava cannot run this network: {exc}") from None
