@@ -2,13 +2,14 @@
 # make test : set everything up and run the test suite
 VENV ?= .venv
 OUT  ?= runs/demo
+DEMO_ARGS ?=
 
 .PHONY: setup demo test test-fast clean
 setup:
 	@scripts/setup_venv.sh
 
 demo: setup
-	$(VENV)/bin/snntc demo --out $(OUT) --json $(OUT)/demo.json
+	$(VENV)/bin/snntc demo --out $(OUT) --json $(OUT)/demo.json $(DEMO_ARGS)
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

@@ -32,18 +32,18 @@ def random_conv_net(timesteps: int, seed: int = 0, input_bits: int = 0) -> FxNet
         return rng.integers(lo, 128, shape) * 2
 
     layers = [
-        FxLayer("conv1", "conv", w((8, 2, 3, 3)), (2, 16, 16), (8, 16, 16), vth=400,
+        FxLayer("conv1", "conv", w((8, 2, 3, 3)), (2, 16, 16), (8, 16, 16), vth=2000,
                 i_decay=1024, v_decay=256, padding=(1, 1)),
-        FxLayer("conv2", "conv", w((16, 8, 3, 3)), (8, 16, 16), (16, 8, 8), vth=1500,
+        FxLayer("conv2", "conv", w((16, 8, 3, 3)), (8, 16, 16), (16, 8, 8), vth=4000,
                 i_decay=1024, v_decay=256, stride=(2, 2), padding=(1, 1)),
-        FxLayer("conv3", "conv", w((16, 8, 3, 3)), (16, 8, 8), (16, 8, 8), vth=1500,
+        FxLayer("conv3", "conv", w((16, 8, 3, 3)), (16, 8, 8), (16, 8, 8), vth=4000,
                 i_decay=1024, v_decay=256, padding=(1, 1), groups=2),
-        FxLayer("fc1", "dense", w((64, 1024), lo=-120), (16, 8, 8), (64,), vth=3000,
+        FxLayer("fc1", "dense", w((64, 1024), lo=-120), (16, 8, 8), (64,), vth=6000,
                 i_decay=2048, v_decay=256, flatten_before=True),
-        FxLayer("fc2", "dense", w((10, 64), lo=-110), (64,), (10,), vth=1000, is_output=True),
+        FxLayer("fc2", "dense", w((10, 64), lo=-110), (64,), (10,), vth=1500, is_output=True),
     ]
     if input_bits:
-        layers[0].vth = 400 * (2 ** (input_bits - 1)) // 2
+        layers[0].vth = min(2000 * 2 ** (input_bits - 1) // 4, 2 ** 17 - 1)
     return FxNetwork((2, 16, 16), layers, num_classes=10, timesteps=timesteps,
                      input_bits=input_bits, readout="spikes")
 
@@ -68,6 +68,9 @@ def main(argv=None) -> int:
     ap.add_argument("--input-shape", type=int, nargs="+", default=None,
                     help="(C H W) for a netx file without an input layer that starts with a conv")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--emulator-repeat", type=int, default=8,
+                    help="also time the emulator on the inputs tiled this many times (steady-state "
+                         "throughput with full batches); 0 or 1 to skip")
     args = ap.parse_args(argv)
 
     if args.netx:
@@ -102,6 +105,13 @@ def main(argv=None) -> int:
           f"{lava_sps:10.2f} samples/s")
     print(f"emulator ({device}, batch size {args.batch_size}):      {emu_time:8.3f} s  "
           f"{emu_sps:10.2f} samples/s")
+    if args.emulator_repeat > 1:
+        xr = np.concatenate([x] * args.emulator_repeat)
+        t0 = time.perf_counter()
+        run_emulator(net, xr, device=args.device, batch_size=args.batch_size)
+        dt = time.perf_counter() - t0
+        print(f"emulator on {len(xr)} samples (inputs tiled x{args.emulator_repeat}):  "
+              f"{dt:8.3f} s  {len(xr) / dt:10.2f} samples/s")
     print(f"speed-up emulator/lava: {emu_sps / lava_sps:.1f}x; spikes per layer (Lava): "
           f"{[int(c.sum()) for c in lava.spike_counts]}; identical results: {same}")
     return 0 if same else 1

@@ -28,15 +28,19 @@ What it computes (lava-nc 0.10.0, lava-dl 0.6.0 netx; every step mirrors a line 
 
 Because there is no recurrence across layers within a step in this formulation, the emulator runs
 layer by layer: one big batched matmul/conv over (batch x time) per layer, then the neuron's
-recurrence over T steps on (batch x neurons) tensors. State is int64 on ``device``.
+recurrence over T steps on (batch x neurons) tensors. State is int64 on ``device``, or int32
+when a per-layer bound on |a| (from the weights and the input range) proves that no int32
+overflow can occur (|a| <= 2**18: then |u|, |v| <= 2**23 and every intermediate fits); the
+int64 path emulates each of Lava's int32 overflows. Masks use arithmetic shifts instead of bool
+tensors (much faster on CPU). Outputs are copied to the CPU per batch.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import time
-from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import List, Optional, Union
 
 import numpy as np
 import torch
@@ -370,14 +374,19 @@ def readout_values(net: FxNetwork, spike_counts_out: np.ndarray, v_end: np.ndarr
     """(values, predictions) for net.readout: 'voltage' -> v at the window's last step;
     'spikes' -> output spike counts, ties broken by that voltage."""
     counts = np.asarray(spike_counts_out).reshape(len(spike_counts_out), -1).astype(np.int64)
-    v = np.asarray(v_end).reshape(len(v_end), -1).astype(np.int64)
+    v = np.asarray(v_end).reshape(len(v_end), -1)
+    v = v.astype(np.float64) if np.issubdtype(v.dtype, np.floating) else v.astype(np.int64)
     if net.readout == "voltage":
         values = v
         pred = np.argmax(v, axis=1) if v.size else np.zeros(len(v), dtype=np.int64)
     else:
         values = counts
-        key = counts * (2 ** 25) + (np.clip(v, -_M24, _M24) + _M24)
-        pred = np.argmax(key, axis=1) if key.size else np.zeros(len(key), dtype=np.int64)
+        if v.dtype == np.int64:
+            key = counts * (2 ** 25) + (np.clip(v, -_M24, _M24) + _M24)
+            pred = np.argmax(key, axis=1) if key.size else np.zeros(len(key), dtype=np.int64)
+        else:   # floating-point voltages (Lava floating_pt): lexicographic (count, v)
+            pred = np.array([max(range(counts.shape[1]), key=lambda j: (counts[i, j], v[i, j]))
+                             for i in range(len(counts))], dtype=np.int64)
     return values, pred.astype(np.int64)
 
 

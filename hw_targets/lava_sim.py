@@ -27,6 +27,7 @@ Cost: one compile and N*T + L steps in total, run in segments of ``segment_sampl
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -58,11 +59,23 @@ class LavaRun:
     wall_time_s: float = 0.0
 
 
+def _netx_block_models() -> dict:
+    """netx's hierarchical processes only have fixed_pt-tagged (sub-process) models; to run
+    their leaf processes in floating point they must be mapped explicitly."""
+    from lava.lib.dl.netx.blocks import models as bm
+    from lava.lib.dl.netx.blocks import process as bp
+    from lava.lib.dl.netx.hdf5 import Network, PyNetworkModel
+    return {Network: PyNetworkModel, bp.Dense: bm.PyDenseModel, bp.Conv: bm.PyConvModel,
+            bp.Input: bm.PyInputModel}
+
+
 def _run_cfg(fixed_point: bool, target: str):
     tag = "fixed_pt" if fixed_point else "floating_pt"
     if target == "sim":
         from lava.magma.core.run_configs import Loihi2SimCfg
-        return Loihi2SimCfg(select_tag=tag)
+        if fixed_point:
+            return Loihi2SimCfg(select_tag=tag)
+        return Loihi2SimCfg(select_tag=tag, exception_proc_model_map=_netx_block_models())
     if target == "loihi2":
         try:
             from lava.utils import loihi
@@ -96,7 +109,11 @@ def _resolve(net_or_path, input_shape=None):
     if isinstance(net_or_path, FxNetwork):
         tmpdir = tempfile.mkdtemp(prefix="snntc_lava_")
         path = Path(tmpdir) / "network.net"
-        write_netx(net_or_path, path)
+        try:
+            write_netx(net_or_path, path)
+        except BaseException:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
         return net_or_path, path, tmpdir
     path = Path(net_or_path)
     return read_netx(path, input_shape=input_shape), path, None
@@ -148,7 +165,8 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
     in_events = (x != 0).sum(axis=(0, 1))
 
     t_start = time.perf_counter()
-    with contextlib.redirect_stdout(open(os.devnull, "w")):   # netx prints warnings/tables
+    with contextlib.redirect_stdout(io.StringIO()), \
+            np.errstate(divide="ignore", invalid="ignore"):     # netx prints/warns on its own
         try:
             # input_shape (x, y, f) matters only for a file without an input layer whose first
             # layer is a conv (slayer's export); an input layer in the file overrides it
@@ -235,7 +253,8 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
                 bar.update(now - done)
             done = now
         v_data = _from_lava(v_reader.data.get())
-        v_end = v_data[n_pre:n_pre + N].astype(np.int64)
+        v_end = v_data[n_pre:n_pre + N]
+        v_end = v_end.astype(np.int64) if fixed_point else v_end.astype(np.float64)
         voltages = None
         if record_voltages:
             voltages = []
@@ -265,6 +284,11 @@ def run_lava(net_or_path: Union[FxNetwork, str, "os.PathLike[str]"], inputs, lab
     netx Network with Loihi2SimCfg (fixed_pt, or floating_pt when ``fixed_point=False``) or,
     with ``target='loihi2'``, Loihi2HwCfg (needs lava-loihi). Readout per ``net.readout``.
     ``input_shape`` (C, H, W): only for a netx file without an input layer that starts with a conv.
+
+    Note: with ``fixed_point=False`` Lava's floating-point LIF reads netx's integer parameters
+    literally (u *= 1 - du with du = iDecay - 1; no weight exponent, no 6-bit shifts),
+    so its results are not comparable to the fixed-point ones; it runs, for completeness.
+    ``wall_time_s`` includes building and compiling the Lava network.
     """
     t0 = time.perf_counter()
     _run_cfg(fixed_point, target)          # fail fast (e.g. no lava-loihi) before any work

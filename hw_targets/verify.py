@@ -13,7 +13,6 @@ from typing import List, Optional
 
 import numpy as np
 
-from toolchain.fixed_point import FxNetwork
 
 from .emulator import emulate
 from .lava_sim import _resolve, _run

@@ -14,6 +14,7 @@ MODELS: Dict[str, Callable[..., Network]] = {
     "vgg9": vgg.vgg9,
     "vgg11": vgg.vgg11,
     "vgg16": vgg.vgg16,
+    "vgg-deep": vgg.vgg_deep,
     "resnet20": resnet.resnet20,
     "resnet18": resnet.resnet18,
     "resnet-small": resnet.resnet_small,

@@ -1,12 +1,14 @@
 """VGG-style networks as in Rathi et al. 2020: 3x3 convs without bias, ReLU (spiking neurons in
-the SNN), 2x2 average pooling, dropout, and a classifier of linear layers. Batch norm is optional
-and only for the ANN (it is folded into the convs before conversion)."""
+the SNN), 2x2 average pooling, dropout, and a classifier of linear layers. Batch norm is optional:
+after every conv (BatchNorm2d) and every hidden linear layer (BatchNorm1d). In an ANN it is folded
+before conversion; in a directly trained SNN it normalizes each spiking layer's input current over
+batch and time (Ledinauskas et al. 2020) and is folded into weights and bias at export."""
 from __future__ import annotations
 
 from typing import Sequence, Tuple, Union
 
 from toolchain.errors import ModelError
-from toolchain.ir import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Spike
+from toolchain.ir import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Spike
 
 Cfg = Sequence[Union[int, str]]
 
@@ -16,6 +18,8 @@ CFGS = {
     "vgg9": [64, 64, "A", 128, 128, "A", 256, 256, 256, "A"],
     "vgg11": [64, "A", 128, 256, "A", 512, 512, "A", 512, 512, "A"],
     "vgg16": [64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512],
+    # 12 plain 3x3 convs (no skip connections) for 8x8 inputs: the deep net of the gradient experiment
+    "vgg-deep": [16, 16, 16, 16, "A", 32, 32, 32, 32, "A", 64, 64, 64, 64],
 }
 
 
@@ -45,7 +49,10 @@ def build_vgg(name: str, cfg: Cfg, input_shape: Tuple[int, int, int], num_classe
     layers.append(Flatten("flatten"))
     features = _flat_features(layers, input_shape)
     for j, width in enumerate(hidden):
-        layers += [Linear(f"fc{j}", features, width), Spike(f"fc_spike{j}")]
+        layers.append(Linear(f"fc{j}", features, width))
+        if batch_norm:
+            layers.append(BatchNorm1d(f"fc_bn{j}", width))
+        layers.append(Spike(f"fc_spike{j}"))
         if fc_dropout > 0:
             layers.append(Dropout(f"fc_drop{j}", fc_dropout))
         features = width
@@ -77,3 +84,10 @@ vgg5 = _paper_vgg("vgg5")
 vgg9 = _paper_vgg("vgg9")
 vgg11 = _paper_vgg("vgg11")
 vgg16 = _paper_vgg("vgg16")
+
+
+def vgg_deep(input_shape, num_classes, batch_norm=False, **kw) -> Network:
+    """A deep plain VGG for 8x8 inputs: 12 convs (16/32/64 channels, two 2x2 pools), one hidden layer
+    of 64, the output layer: 14 synaptic layers, for the exploding/vanishing gradient experiment."""
+    return build_vgg("vgg-deep", CFGS["vgg-deep"], input_shape, num_classes, hidden=kw.pop("hidden", [64]),
+                     batch_norm=batch_norm, conv_dropout=kw.pop("conv_dropout", 0.0), fc_dropout=kw.pop("fc_dropout", 0.2))

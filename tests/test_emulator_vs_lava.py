@@ -233,3 +233,11 @@ def test_int32_fast_path_equals_overflow_exact_path(monkeypatch):
             assert torch.equal(fast.spikes[k], slow.spikes[k])
             assert torch.equal(fast.voltages[k], slow.voltages[k])
             assert torch.equal(fast.currents[k], slow.currents[k])
+
+
+@pytest.mark.lava
+def test_depth_exceeds_window():
+    """T = 2 steps per sample with 3 layers: the per-layer reset offsets wrap around."""
+    net = dense_net(seed=18, bias=True)
+    net.timesteps = 2
+    assert_match(verify(net, inputs_for(net, 16, seed=19)), net)

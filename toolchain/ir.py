@@ -88,13 +88,28 @@ class Dropout:
 
 @dataclass(frozen=True)
 class BatchNorm2d:
-    """Batch norm after a conv (ANN) or on a spiking layer's input current (SNN)."""
+    """Batch norm after a conv (ANN) or on a conv spiking layer's input current (SNN: statistics over
+    batch, time and positions). Folded into the conv's weights and bias for export."""
     name: str
     num_features: int
 
     def out_shape(self, shape: Shape) -> Shape:
-        if shape[0] != self.num_features:
-            raise ShapeError(f"layer '{self.name}': expects {self.num_features} channels, gets {shape}")
+        if len(shape) != 3 or shape[0] != self.num_features:
+            hint = " (use BatchNorm1d after a dense layer)" if len(shape) == 1 else ""
+            raise ShapeError(f"layer '{self.name}': expects ({self.num_features}, H, W), gets {shape}{hint}")
+        return shape
+
+
+@dataclass(frozen=True)
+class BatchNorm1d:
+    """Batch norm after a dense layer (ANN) or on a dense spiking layer's input current (SNN: statistics
+    over batch and time, per neuron). Folded into the dense layer's weights and bias for export."""
+    name: str
+    num_features: int
+
+    def out_shape(self, shape: Shape) -> Shape:
+        if len(shape) != 1 or shape[0] != self.num_features:
+            raise ShapeError(f"layer '{self.name}': expects ({self.num_features},), gets {shape}")
         return shape
 
 
@@ -122,9 +137,11 @@ class Residual:
         return a
 
 
-Layer = Union[Conv2d, Linear, AvgPool2d, Flatten, Dropout, BatchNorm2d, Spike, Residual]
-LAYER_TYPES = {cls.__name__: cls for cls in (Conv2d, Linear, AvgPool2d, Flatten, Dropout, BatchNorm2d, Spike, Residual)}
+Layer = Union[Conv2d, Linear, AvgPool2d, Flatten, Dropout, BatchNorm2d, BatchNorm1d, Spike, Residual]
+LAYER_TYPES = {cls.__name__: cls for cls in (Conv2d, Linear, AvgPool2d, Flatten, Dropout, BatchNorm2d, BatchNorm1d, Spike,
+                                             Residual)}
 SYNAPTIC = (Conv2d, Linear)
+BATCH_NORMS = (BatchNorm2d, BatchNorm1d)
 
 
 def chain_shapes(layers: Sequence[Layer], shape: Shape) -> list:
@@ -207,5 +224,5 @@ def layer_from_dict(d: dict) -> Layer:
     return LAYER_TYPES[kind](**d)
 
 
-__all__ = ["Conv2d", "Linear", "AvgPool2d", "Flatten", "Dropout", "BatchNorm2d", "Spike", "Residual", "Network",
+__all__ = ["Conv2d", "Linear", "AvgPool2d", "Flatten", "Dropout", "BatchNorm2d", "BatchNorm1d", "Spike", "Residual", "Network",
            "Layer", "iter_layers", "chain_shapes", "asdict"]

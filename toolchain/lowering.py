@@ -5,7 +5,9 @@ folds what netx cannot express into the layers around it, exactly (all folds are
 
 - k x k average pooling into the next conv (kernel repeated k x k and divided by k^2, stride and
   padding times k) or, across a flatten, into the next dense layer's weight columns;
-- batch norm into the preceding conv's weights and bias;
+- batch norm (BatchNorm2d after a conv, BatchNorm1d after a dense layer: in an SNN, batch norm on a
+  spiking layer's input current) into the preceding synaptic layer's weights and bias, per output
+  channel or neuron (a per-channel scale cannot go into the layer's one threshold, so it goes into W);
 - dropout removed (it is the identity at inference);
 - flatten placed before the dense layer that follows a conv.
 
@@ -21,7 +23,7 @@ from typing import List, Mapping, Optional, Tuple
 import torch
 
 from .errors import LoweringError
-from .ir import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike
+from .ir import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike
 
 
 @dataclass
@@ -117,8 +119,15 @@ class _Lowerer:
             self._close(None, None, shape)
 
     def _batchnorm2d(self, layer: BatchNorm2d, shape):
-        if self.open is None or self.open.kind != "conv":
-            raise LoweringError(f"layer '{layer.name}': batch norm must follow a conv to be folded")
+        self._fold_bn(layer, "conv")
+
+    def _batchnorm1d(self, layer: BatchNorm1d, shape):
+        self._fold_bn(layer, "dense")
+
+    def _fold_bn(self, layer, kind):
+        if self.open is None or self.open.kind != kind:
+            what = "a conv" if kind == "conv" else "a dense (Linear) layer"
+            raise LoweringError(f"layer '{layer.name}': batch norm must follow {what} to be folded")
         self.open.weight, self.open.bias = fold_batch_norm(self.open.weight, self.open.bias, self.params, layer.name)
         self.open.source.append(layer.name)
 

@@ -16,6 +16,8 @@ Both carry `dt`, the time steps since the neuron's last spike, for the STDB surr
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional, Union
 
@@ -102,10 +104,191 @@ def cuba_step(current: torch.Tensor, state: NeuronState, params: CubaParams, spi
 
 def run_neurons(currents: torch.Tensor, step: Callable, params, spike_fn: Callable,
                 state: Optional[NeuronState] = None) -> tuple:
-    """Loop `step` over the leading time axis of `currents` (T, B, ...); returns spikes (T, B, ...) and the final state."""
+    """Loop `step` over the leading time axis of `currents` (T, B, ...); returns spikes (T, B, ...) and the final state.
+
+    The subtractive (IF / LIF) neuron with a `Surrogate` spike function runs fused (`_SubtractiveRun`): the same
+    spikes, final state and gradients as the loop below (autograd through the unrolled steps), in a fraction of
+    the time and memory. Any other step (`cuba_step`, the Loihi neuron), spike function or a given initial
+    state runs the generic loop.
+    """
+    if state is None and _fusable(currents, step, params, spike_fn):
+        return _run_subtractive(currents, params, spike_fn)
     state = initial_state(currents[0]) if state is None else state
     out = []
-    for t in range(currents.shape[0]):
-        s, state = step(currents[t], state, params, spike_fn)
+    for current in currents.unbind(0):          # unbind: one gradient buffer in backward, not one per step
+        s, state = step(current, state, params, spike_fn)
         out.append(s)
     return torch.stack(out), state
+
+
+# -- the fused subtractive neuron ----------------------------------------------------------------------------
+#
+# Forward, per step t (exactly the ops of `subtractive_step`, in place; the spike test v / theta - 1 > 0 is done
+# as v > c with c the largest value for which it is false, found once per (theta, dtype, device)):
+#     v = leak * v + I[t];  s[t] = 1[v / theta - 1 > 0];  v -= theta * s[t]
+# Backward (the reset carries no gradient, so d v[t] / d v[t-1] = leak):
+#     gI[t] = g[t] * surrogate'(x[t], dt[t]) / theta + leak * gI[t+1],   gI[T-1] also gets the final v's gradient.
+# Saved for the backward: the spikes as uint8 (1 byte per neuron and step; dt, the steps since the last spike,
+# is rebuilt from them) when the surrogate needs dt, and x = v / theta - 1 (the currents' dtype) only when it
+# needs x; STDB needs dt only.
+
+_DT_ONLY = frozenset({"stdb"})        # surrogates whose gradient is a function of dt alone
+
+
+def _fusable(currents, step, params, spike_fn) -> bool:
+    from .surrogates import SURROGATES, Surrogate
+    if step is not subtractive_step or not isinstance(params, SubtractiveParams) or type(spike_fn) is not Surrogate:
+        return False
+    if spike_fn.name not in SURROGATES or not currents.is_floating_point() or currents.dim() < 2 or currents.shape[0] < 1:
+        return False
+    if not isinstance(params.leak, (int, float)):
+        return False
+    th = params.threshold
+    if isinstance(th, torch.Tensor):
+        return not th.requires_grad and th.is_floating_point() and th.device == currents.device
+    return isinstance(th, (int, float))
+
+
+def _count_dtype(T: int) -> torch.dtype:
+    return torch.uint8 if T < 255 else (torch.int16 if T < 32767 else torch.int32)
+
+
+@functools.lru_cache(maxsize=512)
+def _spike_boundary(theta: float, dtype: torch.dtype, device: str) -> Optional[float]:
+    """The largest c of `dtype` with (c / theta - 1.0 > 0) false, computed as torch computes it on `device`, so
+    that (v / theta - 1.0 > 0) == (v > c) for every v (the test is monotone in v for theta > 0). None if not found."""
+    if not (math.isfinite(theta) and theta > 0):
+        return None
+    c = torch.tensor([theta], dtype=dtype, device=device)
+    up = torch.tensor([math.inf], dtype=dtype, device=device)
+    down = -up
+
+    def fires(v):
+        return bool((v / theta - 1.0 > 0).item())
+
+    for _ in range(64):
+        if fires(c):
+            c = torch.nextafter(c, down)
+            continue
+        nxt = torch.nextafter(c, up)
+        if not fires(nxt):
+            c = nxt
+            continue
+        return float(c.item())
+    return None
+
+
+def _theta(params: SubtractiveParams, like: torch.Tensor):
+    th = params.threshold
+    if isinstance(th, torch.Tensor):
+        th = th.to(like.dtype)
+        if th.numel() == 1:
+            return float(th.item())
+    return float(th) if not isinstance(th, torch.Tensor) else th
+
+
+def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_spikes: bool, keep_x: bool):
+    """The loop, in place, without autograd. Returns (spikes, v, dt, spikes as uint8 or None, x or None)."""
+    T = currents.shape[0]
+    spikes = torch.empty_like(currents)
+    v = torch.zeros_like(currents[0])
+    x_all = torch.empty_like(currents) if keep_x else None
+    scalar = not isinstance(theta, torch.Tensor)
+    c = _spike_boundary(theta, currents.dtype, str(currents.device)) if scalar and not keep_x else None
+    xbuf = None
+    for t in range(T):
+        if leak != 1.0:
+            v.mul_(leak)
+        v.add_(currents[t])
+        s = spikes[t]
+        if c is not None:
+            torch.gt(v, c, out=s)
+        else:                                    # x = v / theta - 1, the spike function's argument, as in the step
+            x = x_all[t] if keep_x else (xbuf if xbuf is not None else torch.empty_like(v))
+            xbuf = x if not keep_x else None
+            torch.div(v, theta, out=x)
+            x.sub_(1.0)
+            torch.gt(x, 0, out=s)
+        if scalar:
+            v.sub_(s, alpha=theta)
+        else:
+            v.addcmul_(s, theta, value=-1)
+    fired = spikes.to(_count_dtype(T))           # 1 byte per neuron and step (T < 255)
+    dt = _final_dt(fired, T).to(currents.dtype)
+    return spikes, v, dt, (fired if keep_spikes else None), x_all
+
+
+def _final_dt(fired: torch.Tensor, T: int) -> torch.Tensor:
+    """Steps since the last spike after the last step (T if never): T - (index of the last spike + 1)."""
+    steps = torch.arange(1, T + 1, device=fired.device, dtype=fired.dtype).reshape((T,) + (1,) * (fired.dim() - 1))
+    return T - (fired * steps).amax(0).to(torch.int32)
+
+
+def _steps_since_spike(fired: torch.Tensor) -> torch.Tensor:
+    """dt[t] = the steps since the last spike before step t (counted from 0 at the start), for every t, as
+    t - last[t - 1] with last[t] = 1 + the index of the last spike at or before t (0 if none)."""
+    T = fired.shape[0]
+    steps = torch.arange(1, T + 1, device=fired.device, dtype=fired.dtype).reshape((T,) + (1,) * (fired.dim() - 1))
+    last = fired * steps
+    for t in range(1, T - 1):
+        torch.maximum(last[t - 1], last[t], out=last[t])
+    dt = torch.empty_like(last)
+    dt[0].zero_()
+    if T > 1:
+        torch.sub(steps[:-1], last[:-1], out=dt[1:])     # t - last[t-1] = (t) - last[t-1], steps[t-1] = t
+    return dt
+
+
+class _SubtractiveRun(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, currents, theta, leak, surrogate):
+        needs_x = surrogate.name not in _DT_ONLY
+        needs_dt = surrogate.needs_dt or surrogate.name in _DT_ONLY
+        spikes, v, dt, fired, x_all = _subtractive_forward(currents, theta, leak, needs_dt, needs_x)
+        ctx.fired, ctx.x_all = fired, x_all
+        ctx.theta, ctx.leak, ctx.surrogate = theta, leak, surrogate
+        ctx.mark_non_differentiable(dt)
+        return spikes, v, dt
+
+    @staticmethod
+    def backward(ctx, g_spikes, g_v, _g_dt):
+        fired, x_all, theta, leak, sur = ctx.fired, ctx.x_all, ctx.theta, ctx.leak, ctx.surrogate
+        T = (fired if fired is not None else x_all).shape[0]
+        if g_spikes is None:
+            g_spikes = torch.zeros_like(x_all if x_all is not None else fired, dtype=g_v.dtype)
+        g = g_spikes
+        grad = torch.empty(g.shape, dtype=g.dtype, device=g.device)
+        dt_all = _steps_since_spike(fired) if fired is not None else None
+        n = max(1, g[0].numel())
+        chunk = max(1, min(T, (1 << 22) // n))           # ~4M values (16 MB in float32) per block of steps
+        scalar = not isinstance(theta, torch.Tensor)
+        t1 = T
+        while t1 > 0:
+            t0 = max(0, t1 - chunk)
+            dtf = dt_all[t0:t1].to(g.dtype) if dt_all is not None else None
+            x = x_all[t0:t1] if x_all is not None else dtf
+            # a surrogate that ignores dt gets x in its place (saves allocating zeros)
+            sg = sur.grad(x, dtf if dtf is not None else x)
+            blk = grad[t0:t1]
+            torch.mul(g[t0:t1], sg, out=blk)
+            if not scalar or theta != 1.0:
+                blk.div_(theta)
+            for t in range(t1 - 1, t0 - 1, -1):
+                if t == T - 1:
+                    if g_v is not None:
+                        grad[t].add_(g_v)
+                else:
+                    grad[t].add_(grad[t + 1], alpha=leak)
+            t1 = t0
+        ctx.fired = ctx.x_all = None
+        return grad, None, None, None
+
+
+def _run_subtractive(currents: torch.Tensor, params: SubtractiveParams, spike_fn) -> tuple:
+    theta, leak = _theta(params, currents), float(params.leak)
+    if torch.is_grad_enabled() and currents.requires_grad:
+        spikes, v, dt = _SubtractiveRun.apply(currents, theta, leak, spike_fn)
+    else:
+        with torch.no_grad():
+            spikes, v, dt, _, _ = _subtractive_forward(currents, theta, leak, False, False)
+    return spikes, NeuronState(v, torch.zeros_like(v), dt)

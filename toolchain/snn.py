@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .data.encoding import InputEncoder
 from .errors import ConfigError
 from .fixed_point import DECAY_UNITY, VTH_MAX
-from .ir import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike
+from .ir import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike
 from .lowering import lower
 from .neurons import CubaParams, SubtractiveParams, cuba_step, run_neurons, subtractive_step
 from .quantize import fake_quant_weight, layer_scale, round_ste
@@ -101,7 +101,7 @@ class SnnModel(nn.Module):
         return h
 
     def _layer(self, layer, h, counts, neurons):
-        if isinstance(layer, (Conv2d, Linear, BatchNorm2d)):
+        if isinstance(layer, (Conv2d, Linear, BatchNorm2d, BatchNorm1d)):
             return _per_step(self.layers[layer.name], h)
         if isinstance(layer, Spike):
             return self._spike(layer.name, h, counts, neurons)

@@ -8,8 +8,11 @@ Forward: the Heaviside step. Backward: d spike / d x = the surrogate below, time
 - "linear":  alpha * max(0, 1 - |x|)                  (triangle; Rathi et al.'s other option)
 - "fast-sigmoid": alpha / (1 + width * |x|)**2        (Zenke & Ganguli 2018 SuperSpike)
 - "arctan":  alpha / (1 + (pi * width * x)**2)        (Fang et al. 2021, up to constants)
-- "rectangular": alpha * 1[|x| < width / 2] / width   (Ledinauskas et al. 2020's tunable box:
-                 `width` sets how far from threshold a gradient flows, `alpha` its height)
+- "rectangular": alpha * 1[|x| < width / 2]           (Ledinauskas et al. 2020's tunable box:
+                 `width` sets how far from threshold a gradient flows, `alpha` its height; both
+                 set how much gradient survives each layer and time step, see toolchain/train_snn.py)
+
+`width` is in units of the threshold (x is normalized by it).
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def arctan_grad(x, dt, alpha, beta, width):
 
 
 def rectangular_grad(x, dt, alpha, beta, width):
-    return alpha * (x.abs() < width / 2).to(x.dtype) / width
+    return alpha * (x.abs() < width / 2).to(x.dtype)
 
 
 # name -> (gradient shape, default alpha, default beta, default width, needs dt)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ir import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike, iter_layers
+from .ir import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike, iter_layers
 
 
 def build_modules(net: Network) -> nn.ModuleDict:
@@ -26,6 +26,8 @@ def build_modules(net: Network) -> nn.ModuleDict:
             mods[layer.name] = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias)
         elif isinstance(layer, BatchNorm2d):
             mods[layer.name] = nn.BatchNorm2d(layer.num_features)
+        elif isinstance(layer, BatchNorm1d):
+            mods[layer.name] = nn.BatchNorm1d(layer.num_features)
     for m in mods.values():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
@@ -49,7 +51,7 @@ class AnnModel(nn.Module):
         return x
 
     def _layer(self, layer, x, record):
-        if isinstance(layer, (Conv2d, Linear, BatchNorm2d)):
+        if isinstance(layer, (Conv2d, Linear, BatchNorm2d, BatchNorm1d)):
             return self.layers[layer.name](x)
         if isinstance(layer, Spike):
             if record is not None:

@@ -11,14 +11,21 @@ import sys
 from typing import List, Optional
 
 from ..errors import ToolchainError
-from . import commands_deploy, commands_train
+from . import commands_deploy, commands_formats, commands_snn, commands_train
 from .common import CliError
 
-COMMAND_MODULES = (commands_train, commands_deploy)
+COMMAND_MODULES = (commands_train, commands_snn, commands_deploy, commands_formats)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr (exit 2), pointing at --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="snntc",
         description="Neuromorphic deployment toolchain: train an ANN, convert it to a spiking network, fine-tune it "
                     "with STDB or train it directly, quantize it to Loihi fixed point, export a Lava-DL netx file, "

@@ -1,0 +1,196 @@
+"""Seconds per STDB training step and peak memory of the spiking VGG5 (CIFAR-10 shapes), against the
+reference implementation of Rathi et al. measured on a 2-core CPU (torch 2.3.1, 2 threads).
+
+    python benchmarks/stdb_step.py [--timesteps 20,100] [--batch-size 32] [--steps 3] [--warmup 1]
+                                   [--threads 2] [--device auto|cpu|cuda] [--json FILE]
+
+Each configuration (each T) runs in a fresh Python process, so its peak resident memory (VmHWM) is
+its own. A step is exactly what `snntc finetune` does per batch (toolchain/finetune.py +
+toolchain/training.py): SnnModel forward with Poisson input coding, cross-entropy on the logits,
+backward, Adam step. The network is `models.build_model("vgg5", (3, 32, 32), 10)`: conv 3->64,
+avg-pool 2, conv 64->128, dropout 0.2, conv 128->128, avg-pool 2, linear 8192->4096, dropout 0.5,
+4096->4096, dropout 0.5, 4096->10, no bias; IF neurons (leak 1, threshold 1, reset by subtraction);
+STDB surrogate (alpha 0.3, beta 0.01). Input: random normal images (normalized-CIFAR-like), batch 32.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The reference implementation (Rathi et al.'s code) on this kind of machine: s/step, peak resident MB.
+REFERENCE = {20: {"seconds": 5.0, "peak_mb": 3500.0},
+             100: {"seconds": 24.7, "peak_mb": 9700.0, "forward": 8.5, "backward": 16.0}}
+
+
+def vgg5_flops(T: int, B: int) -> dict:
+    """Multiply-adds x 2 of the synaptic layers over T*B samples: forward, and backward (input grads + weight
+    grads; the first conv needs no input grad)."""
+    n = T * B
+    layers = {  # name: (forward flops per sample, needs input grad)
+        "conv0": (2 * 64 * 32 * 32 * 3 * 9, False),
+        "conv2": (2 * 128 * 16 * 16 * 64 * 9, True),
+        "conv3": (2 * 128 * 16 * 16 * 128 * 9, True),
+        "fc0": (2 * 8192 * 4096, True),
+        "fc1": (2 * 4096 * 4096, True),
+        "out": (2 * 4096 * 10, True),
+    }
+    fwd = sum(f for f, _ in layers.values()) * n
+    bwd = sum(f * (2 if g else 1) for f, g in layers.values()) * n
+    return {"forward_gflop": fwd / 1e9, "backward_gflop": bwd / 1e9, "total_gflop": (fwd + bwd) / 1e9}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (VmHWM), MB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024.0 if sys.platform != "darwin" else r / 2 ** 20
+
+
+def check_vgg5(net) -> None:
+    """The toolchain's vgg5 is the reference network, layer by layer."""
+    from toolchain.ir import AvgPool2d, Conv2d, Dropout, Flatten, Linear, Spike
+    expected = [(Conv2d, (3, 64)), (Spike, None), (AvgPool2d, 2), (Conv2d, (64, 128)), (Spike, None), (Dropout, 0.2),
+                (Conv2d, (128, 128)), (Spike, None), (AvgPool2d, 2), (Flatten, None),
+                (Linear, (8192, 4096)), (Spike, None), (Dropout, 0.5), (Linear, (4096, 4096)), (Spike, None),
+                (Dropout, 0.5), (Linear, (4096, 10))]
+    got = list(net.layers)
+    assert len(got) == len(expected), [type(l).__name__ for l in got]
+    for layer, (kind, spec) in zip(got, expected):
+        assert isinstance(layer, kind), (layer, kind)
+        if kind is Conv2d:
+            assert (layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding, layer.bias) \
+                == spec + (3, 1, 1, False), layer
+        elif kind is Linear:
+            assert (layer.in_features, layer.out_features, layer.bias) == spec + (False,), layer
+        elif kind is AvgPool2d:
+            assert layer.kernel_size == spec, layer
+        elif kind is Dropout:
+            assert layer.p == spec, layer
+
+
+def worker(args) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from models import build_model
+    from toolchain.data.encoding import InputEncoder
+    from toolchain.snn import SnnConfig, SnnModel
+    from toolchain.training import TrainConfig, make_optimizer, resolve_device
+
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    T, B = args.timesteps_one, args.batch_size
+    torch.manual_seed(0)
+    net = build_model("vgg5", (3, 32, 32), 10)
+    check_vgg5(net)
+    cfg = SnnConfig(thresholds={s.name: 1.0 for s in net.spiking_layers}, neuron="if", leak=1.0, coding="poisson",
+                    timesteps=T, surrogate={"name": "stdb", "alpha": 0.3, "beta": 0.01})
+    model = SnnModel(net, cfg).to(device).train()
+    # as toolchain.training.train: Adam over the trainable parameters, zero_grad(set_to_none), loss as in finetune
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], TrainConfig(optimizer="adam", lr=1e-4))
+    enc = InputEncoder("poisson", seed=1)
+    x = torch.randn(B, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (B,), device=device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    times, fwd, bwd, optim, rates = [], [], [], [], None
+    for i in range(args.warmup + args.steps):
+        sync()
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        out = model(x, T, enc)
+        loss = F.cross_entropy(out.logits, y)
+        sync()
+        t1 = time.perf_counter()
+        loss.backward()
+        sync()
+        t2 = time.perf_counter()
+        opt.step()
+        sync()
+        t3 = time.perf_counter()
+        if rates is None:
+            rates = {k: round(float(c.sum()) / (B * T * out.neurons[k]), 4) for k, c in out.spike_counts.items()}
+        del out, loss
+        if i >= args.warmup:
+            times.append(t3 - t0)
+            fwd.append(t1 - t0)
+            bwd.append(t2 - t1)
+            optim.append(t3 - t2)
+
+    def median(v):
+        v = sorted(v)
+        n = len(v)
+        return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+
+    res = {"timesteps": T, "batch_size": B, "threads": args.threads, "device": str(device),
+           "seconds": median(times), "forward": median(fwd), "backward": median(bwd), "optimizer": median(optim),
+           "all_seconds": times, "peak_mb": peak_rss_mb(), "spike_rates": rates, "torch": torch.__version__}
+    if device.type == "cuda":
+        res["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--timesteps", default="20,100", help="comma-separated T values (default 20,100)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=3, help="timed steps per T (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu (the reference's setting), cuda or auto")
+    p.add_argument("--json", help="write the results to this file")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--timesteps-one", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print("RESULT " + json.dumps(worker(args)), flush=True)
+        return 0
+
+    results = []
+    for T in [int(t) for t in args.timesteps.split(",") if t.strip()]:
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--timesteps-one", str(T),
+               "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--threads", str(args.threads), "--device", args.device]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            sys.stderr.write(proc.stdout + proc.stderr)
+            raise SystemExit(f"T={T}: the worker failed (exit {proc.returncode})")
+        res = json.loads(lines[-1][len("RESULT "):])
+        res["flops"] = vgg5_flops(T, args.batch_size)
+        res["gflops_per_s"] = res["flops"]["total_gflop"] / res["seconds"]
+        ref = REFERENCE.get(T)
+        if ref and args.batch_size == 32:
+            res["reference"] = ref
+            res["speedup"] = ref["seconds"] / res["seconds"]
+            res["memory_ratio"] = res["peak_mb"] / ref["peak_mb"]
+        results.append(res)
+        print(f"T={T:4d} B={args.batch_size}: {res['seconds']:.2f} s/step (fwd {res['forward']:.2f}, bwd "
+              f"{res['backward']:.2f}, adam {res['optimizer']:.2f}; runs {', '.join(f'{t:.2f}' for t in res['all_seconds'])}), "
+              f"peak {res['peak_mb']:.0f} MB, {res['gflops_per_s']:.0f} GFLOP/s of {res['flops']['total_gflop']:.0f} GFLOP"
+              + (f"; vs reference {ref['seconds']} s / {ref['peak_mb']:.0f} MB: {res['speedup']:.2f}x faster, "
+                 f"{res['memory_ratio']:.2f} of the memory" if "reference" in res else ""), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": results, "argv": sys.argv[1:]}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

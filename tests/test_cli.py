@@ -1,0 +1,103 @@
+"""The command line as a user meets it: one-line errors, nothing overwritten, resume after a kill."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from toolchain.checkpoint import load_checkpoint
+from toolchain.cli import main
+
+SNNTC = [sys.executable, "-m", "toolchain"]
+QUICK = ["--limit", "200", "--no-progress"]
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train-ann", "--model", "vgg7", "-o", "{tmp}/a.pt"], "unknown model 'vgg7'; known models: "),
+    (["train-ann", "--dataset", "mnist", "--data-root", "{tmp}/missing", "-o", "{tmp}/a.pt"], "MNIST: missing"),
+    (["train-ann", "--dataset", "cifar11", "-o", "{tmp}/a.pt"], "cifar11"),
+    (["convert", "{tmp}/none.pt", "-o", "{tmp}/s.pt"], "no such checkpoint file"),
+    (["evaluate", "{tmp}/junk.pt"], "not a readable checkpoint"),
+    (["convert", "{tmp}/junk.pt", "-o", "{tmp}/s.pt", "--scale", "-1"], "not a readable checkpoint"),
+    (["simulate", "{tmp}/junk.pt"], "HDF5"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
+    args = [a.format(tmp=tmp_path) for a in args]
+    code, out, err = run_cli(args, capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "a.pt").exists() and not (tmp_path / "s.pt").exists()
+
+
+def test_argument_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "x.pt", "--timesteps", "5,zero"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "comma-separated" in err
+
+
+def test_existing_output_is_not_overwritten(tmp_path, capsys):
+    target = tmp_path / "ann.pt"
+    target.write_bytes(b"precious")
+    code, _, err = run_cli(["train-ann", "--epochs", "1", "-o", str(target)] + QUICK, capsys)
+    assert code == 2 and "--force" in err and target.read_bytes() == b"precious"
+
+
+@pytest.mark.slow
+def test_front_end_commands_chain_and_write_json(tmp_path, capsys):
+    ann, snn, hyb = (str(tmp_path / n) for n in ("ann.pt", "snn.pt", "hybrid.pt"))
+    assert run_cli(["train-ann", "--epochs", "3", "-o", ann, "--json", str(tmp_path / "a.json")] + QUICK, capsys)[0] == 0
+    assert run_cli(["convert", ann, "-o", snn, "--timesteps", "4", "--coding", "direct"], capsys)[0] == 0
+    code, out, _ = run_cli(["finetune", snn, "-o", hyb, "--epochs", "1", "--no-progress"], capsys)
+    assert code == 0 and "fine-tuned SNN" in out
+    code, out, _ = run_cli(["evaluate", hyb, "--timesteps", "2,4", "--json", str(tmp_path / "e.json"), "--no-progress"], capsys)
+    assert code == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert set(result["timesteps"]) == {"2", "4"}
+    assert 0.0 <= result["timesteps"]["4"]["accuracy"] <= 1.0 and result["timesteps"]["4"]["spikes_per_inference"] > 0
+    assert json.loads((tmp_path / "a.json").read_text())["test_accuracy"] > 0.3
+    code, _, err = run_cli(["finetune", ann, "-o", str(tmp_path / "x.pt")], capsys)
+    assert code == 2 and "needs an SNN one" in err
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_losing_at_most_one_epoch(tmp_path):
+    """Kill train-ann after its second checkpoint, resume, and get what an uninterrupted run gets."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = ["train-ann", "--epochs", "5", "--limit", "300", "--no-progress", "--seed", "3"]
+    killed = str(tmp_path / "killed.pt")
+    proc = subprocess.Popen(SNNTC + common + ["-o", killed], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if os.path.exists(killed) and load_checkpoint(killed).training["state"]["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = load_checkpoint(killed).training["state"]["epoch"]
+    assert 2 <= done < 5, "the run must have been interrupted part-way"
+    subprocess.run(SNNTC + common + ["-o", killed, "--resume"], env=env, check=True, capture_output=True)
+    straight = str(tmp_path / "straight.pt")
+    subprocess.run(SNNTC + common + ["-o", straight], env=env, check=True, capture_output=True)
+    a, b = load_checkpoint(killed), load_checkpoint(straight)
+    assert a.training["state"]["epoch"] == 5 and len(a.training["state"]["history"]) == 5
+    for key in b.state_dict:
+        torch.testing.assert_close(a.state_dict[key], b.state_dict[key], rtol=0, atol=0)
+
+
+def test_console_script_and_module_entry_point():
+    out = subprocess.run(SNNTC + ["--help"], capture_output=True, text=True, check=True).stdout
+    for command in ["train-ann", "convert", "finetune", "evaluate", "export", "simulate", "verify", "energy", "fit", "demo"]:
+        assert command in out

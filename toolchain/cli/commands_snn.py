@@ -1,0 +1,93 @@
+"""Command: train-snn (direct training of an SNN from scratch with a tuned surrogate gradient and batch
+norm on the spiking layers' input currents, Ledinauskas et al. 2020)."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from models import model_names
+
+from ..surrogates import SURROGATES, get_surrogate
+from ..training import resolve_device
+from .commands_train import data_from_args, train_config
+from .common import (CliError, add_data_args, add_output_args, add_train_args, check_output, configure_threads,
+                     positive_int, write_json)
+
+
+def cmd_train_snn(args) -> dict:
+    from ..train_snn import DEFAULT_SURROGATE, plot_gradients, train_snn
+    configure_threads()
+    check_output(args.output, args)
+    if args.plot:
+        check_output(args.plot, argparse.Namespace(force=True))
+    if not args.threshold > 0:
+        raise CliError(f"--threshold must be > 0, got {args.threshold}")
+    if args.neuron == "if" and args.leak != 1.0:
+        raise CliError("--leak applies to --neuron lif only")
+    name = args.surrogate or DEFAULT_SURROGATE["name"]
+    defaults = DEFAULT_SURROGATE if name == DEFAULT_SURROGATE["name"] else {}
+    surrogate = get_surrogate(name, alpha=args.alpha if args.alpha is not None else defaults.get("alpha"),
+                              beta=args.beta, width=args.width if args.width is not None else defaults.get("width"))
+    cfg = train_config(args)
+    resolve_device(cfg.device)
+    data = data_from_args(args)
+    start = time.time()
+    ckpt = train_snn(data, args.model, cfg, args.output, timesteps=args.timesteps, surrogate=surrogate.to_dict(),
+                     batch_norm=args.batch_norm, threshold=args.threshold, neuron=args.neuron, leak=args.leak,
+                     coding=args.coding, resume=args.resume, progress=not args.no_progress,
+                     data_args={"root": args.data_root, "seed": args.data_seed, "limit": args.limit,
+                                "normalize": args.normalize})
+    wall = time.time() - start
+    history = ckpt.training["state"]["history"]
+    last = history[-1] if history else {}
+    layers = ckpt.training["direct"]["layers"]
+    summary = {"command": "train-snn", "model": args.model, "dataset": data.name, "output": args.output,
+               "timesteps": args.timesteps, "surrogate": surrogate.to_dict(), "batch_norm": args.batch_norm,
+               "threshold": args.threshold, "neuron": args.neuron, "coding": args.coding, "layers": layers,
+               "epochs": len(history), "test_accuracy": last.get("test_accuracy"),
+               "spikes_per_inference": last.get("spikes_per_inference"),
+               "grad_ratio_first_last": last.get("grad_ratio_first_last"), "history": history, "wall_time_s": wall}
+    if args.plot:
+        plot_gradients(history, args.plot, title=f"{args.model}, T={args.timesteps}, {surrogate.name} surrogate "
+                                                 f"(width {surrogate.width:g}, height {surrogate.alpha:g}), "
+                                                 f"{'with' if args.batch_norm else 'no'} batch norm")
+        summary["plot"] = args.plot
+    bn = "with" if args.batch_norm else "without"
+    print(f"SNN {args.model} on {data.name} trained directly ({args.neuron}, T={args.timesteps}, {surrogate.name} "
+          f"surrogate, {bn} batch norm): test accuracy {summary['test_accuracy']:.2%} after {len(history)} epochs "
+          f"-> {args.output}")
+    if last.get("grad_norms"):
+        norms = last["grad_norms"]
+        print(f"weight-gradient norms, last epoch (mean over batches): {layers[0]} {norms[layers[0]]:.3g}, "
+              f"{layers[-1]} {norms[layers[-1]]:.3g}, ratio {summary['grad_ratio_first_last']:.3g}"
+              + (f"; plot -> {args.plot}" if args.plot else ""))
+    write_json(args.json, summary)
+    return summary
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train-snn", help="train an SNN directly with a surrogate gradient (no ANN)",
+                       description="Train a spiking network from scratch by back-propagation through time with a "
+                                   "surrogate gradient of tuned width and height and batch norm on every spiking "
+                                   "layer's input current (statistics over batch and time; Ledinauskas et al. 2020). "
+                                   "Thresholds are fixed. A checkpoint (an SNN checkpoint, for evaluate, finetune and "
+                                   "export) is written after every epoch, so --resume continues an interrupted run; "
+                                   "per-layer weight-gradient norms are recorded in its history.")
+    p.add_argument("--model", default="vgg-small", help=f"network: {', '.join(model_names())} (default vgg-small)")
+    p.add_argument("--timesteps", type=positive_int, default=8, help="time steps (default 8)")
+    p.add_argument("--surrogate", default="rectangular",
+                   help=f"surrogate gradient: {', '.join(SURROGATES)} (default rectangular, width 1, height 1)")
+    p.add_argument("--width", type=float, default=None, help="surrogate width (in units of the threshold)")
+    p.add_argument("--alpha", type=float, default=None, help="surrogate height")
+    p.add_argument("--beta", type=float, default=None, help="STDB decay per time step (stdb surrogate only)")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
+                   help="batch norm on every spiking layer's input current (default on); folded at export")
+    p.add_argument("--threshold", type=float, default=1.0, help="fixed threshold of every spiking layer (default 1.0)")
+    p.add_argument("--neuron", default="if", choices=["if", "lif"], help="neuron model (default if)")
+    p.add_argument("--leak", type=float, default=1.0, help="membrane leak for lif (1.0 = integrate-and-fire)")
+    p.add_argument("--coding", default="direct", choices=["direct", "poisson"], help="input coding (default direct)")
+    p.add_argument("--plot", metavar="PNG", default=None, help="plot the per-layer gradient norms to this PNG")
+    add_data_args(p)
+    add_train_args(p, epochs=20, lr=3e-3)
+    add_output_args(p)
+    p.set_defaults(func=cmd_train_snn)
