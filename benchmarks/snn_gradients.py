@@ -33,12 +33,13 @@ from toolchain.train_snn import first_last_ratio, gradient_norms, snn_config_for
 
 # name -> (surrogate name, width, height, batch norm)
 SETTINGS = {
-    "tuned (box w=1 h=1, BN)": ("rectangular", 1.0, 1.0, True),
+    "tuned (box w=1 h=0.5, BN)": ("rectangular", 1.0, 0.5, True),
+    "box w=1 h=1, BN": ("rectangular", 1.0, 1.0, True),
     "too high (box w=1 h=4, BN)": ("rectangular", 1.0, 4.0, True),
     "too wide (box w=8 h=1, BN)": ("rectangular", 8.0, 1.0, True),
     "too low (box w=1 h=0.25, BN)": ("rectangular", 1.0, 0.25, True),
     "too narrow (box w=0.1 h=1, BN)": ("rectangular", 0.1, 1.0, True),
-    "tuned box, no BN": ("rectangular", 1.0, 1.0, False),
+    "tuned box, no BN": ("rectangular", 1.0, 0.5, False),
     "fast-sigmoid default, BN": ("fast-sigmoid", None, None, True),
 }
 

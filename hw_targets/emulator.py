@@ -145,10 +145,22 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+_F32_EXACT = 2 ** 24        # float32 represents every integer up to this exactly
+
+
+def _exact_float32(p: _Prepared, s: torch.Tensor) -> bool:
+    """True when every partial sum of this layer's products is an integer below 2**23 in magnitude:
+    float32 arithmetic (fast oneDNN kernels) is then exact in any summation order, and neither the
+    int32 wrap nor the 24-bit wrap can occur."""
+    return s.numel() > 0 and p.w_abs_sum * float(s.abs().max()) < _F32_EXACT // 2
+
+
 def _synapse(p: _Prepared, s: torch.Tensor) -> torch.Tensor:
     """s: (M, *in_shape) float64 spikes -> (M, *out_shape) int64 synaptic input a (what the
     neuron's a_in receives)."""
     m = s.shape[0]
+    if _exact_float32(p, s):
+        return _synapse_float32(p, s)
     if p.kind == "dense":
         acc = torch.round(s.reshape(m, -1) @ p.weight).to(torch.int64)
         if p.graded_in:
@@ -169,6 +181,23 @@ def _synapse(p: _Prepared, s: torch.Tensor) -> torch.Tensor:
         acc = torch.where(big, torch.full_like(acc, -_I32), acc)
     acc = torch.remainder(acc + _M24, 2 ** 24) - _M24         # signed_clamp(x, bits=24)
     return acc
+
+
+def _synapse_float32(p: _Prepared, s: torch.Tensor) -> torch.Tensor:
+    """The same synapse in float32, for layers whose sums provably stay exact (see _exact_float32)."""
+    m = s.shape[0]
+    w = p.weight.to(torch.float32)
+    if p.kind == "dense":
+        acc = (s.reshape(m, -1).to(torch.float32) @ w).to(torch.int64)
+        if p.weight_exp > 0:
+            acc = torch.bitwise_left_shift(acc, p.weight_exp)
+        elif p.weight_exp < 0:
+            acc = torch.bitwise_right_shift(acc, -p.weight_exp)
+        return acc.reshape((m,) + p.out_shape)
+    lay = p.layer
+    x = s.reshape((m,) + p.in_shape).to(torch.float32)
+    return F.conv2d(x, w, stride=tuple(lay.stride), padding=tuple(lay.padding), dilation=tuple(lay.dilation),
+                    groups=int(lay.groups)).to(torch.int64)
 
 
 @dataclass

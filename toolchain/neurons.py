@@ -257,7 +257,7 @@ class _SubtractiveRun(torch.autograd.Function):
         if g_spikes is None:
             g_spikes = torch.zeros_like(x_all if x_all is not None else fired, dtype=g_v.dtype)
         g = g_spikes
-        grad = torch.empty(g.shape, dtype=g.dtype, device=g.device)
+        grad = torch.empty_like(g)
         dt_all = _steps_since_spike(fired) if fired is not None else None
         n = max(1, g[0].numel())
         chunk = max(1, min(T, (1 << 22) // n))           # ~4M values (16 MB in float32) per block of steps

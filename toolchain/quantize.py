@@ -3,8 +3,10 @@
 layer's scale: float value x scale = integer), `convert` (round, check ranges, report).
 
 Each layer's spikes are binary whatever its scale, so every layer gets its own scale:
-    scale = min(254 / max|W|, 131071 / threshold)      (8-bit-mantissa weights, 17-bit threshold)
-    weight_int = 2 * round(W * scale / 2)  in [-256, 254]
+    scale = min(254 / max|W|, 131071 / threshold, 4095 / max|b|)   (8-bit-mantissa weights, 17-bit threshold,
+                                                                      13-bit bias: a folded batch norm's never saturates)
+    weight_int = 2 * round(W * scale / 2)  in [-254, 254]
+      (symmetric: Lava stores -256 differently when a matrix has no positive weight, so it is never used)
     vth = round(threshold * scale),  bias_int = round(b * scale)
 The first layer's scale also multiplies by the input scale (graded direct input). The same
 `fake_quant_weight` serves quantization-aware training (straight-through rounding).
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 from .errors import QuantizationError
-from .fixed_point import (BIAS_MAX, BIAS_MIN, DECAY_UNITY, VTH_MAX, WEIGHT_MAX, WEIGHT_MIN, FxLayer, FxNetwork)
+from .fixed_point import (BIAS_MAX, BIAS_MIN, DECAY_UNITY, VTH_MAX, WEIGHT_MAX, FxLayer, FxNetwork)
 from .lowering import LoweredLayer, lower
 
 
@@ -27,7 +29,8 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def layer_scale(weight: torch.Tensor, threshold: Optional[float], input_scale: float = 1.0, name: str = "?") -> float:
+def layer_scale(weight: torch.Tensor, threshold: Optional[float], input_scale: float = 1.0, name: str = "?",
+                bias: Optional[torch.Tensor] = None) -> float:
     """Float-to-integer scale of one layer's weights (see the module docstring). Its currents, weights times
     (graded) inputs, are in units of scale * input_scale, and so are its threshold and bias."""
     w_max = float(weight.detach().abs().max()) if weight.numel() else 0.0
@@ -38,6 +41,9 @@ def layer_scale(weight: torch.Tensor, threshold: Optional[float], input_scale: f
         if not np.isfinite(threshold) or threshold <= 0:
             raise QuantizationError(f"layer '{name}': threshold {threshold} cannot be represented (must be > 0)")
         limits.append(VTH_MAX / (threshold * input_scale))
+    b_max = float(bias.detach().abs().max()) if bias is not None and bias.numel() else 0.0
+    if b_max > 0:
+        limits.append(BIAS_MAX / (b_max * input_scale))
     if not limits:
         return 1.0
     scale = min(limits)
@@ -47,8 +53,8 @@ def layer_scale(weight: torch.Tensor, threshold: Optional[float], input_scale: f
 
 
 def fake_quant_weight(weight: torch.Tensor, scale: float) -> torch.Tensor:
-    """Integer-valued weights 2 * round(W * scale / 2), clipped to [-256, 254]; straight-through gradient."""
-    return torch.clamp(2 * round_ste(weight * (scale / 2)), WEIGHT_MIN, WEIGHT_MAX)
+    """Integer-valued weights 2 * round(W * scale / 2), clipped to [-254, 254]; straight-through gradient."""
+    return torch.clamp(2 * round_ste(weight * (scale / 2)), -WEIGHT_MAX, WEIGHT_MAX)
 
 
 @dataclass
@@ -97,7 +103,7 @@ def convert_layer(layer: LoweredLayer, scale: float, input_scale: float, decays,
     """Round one lowered layer at `scale`; returns (FxLayer, LayerReport)."""
     w = layer.weight.detach().double().cpu()
     raw = w * scale                       # weights take `scale`; currents (weights x input) take scale * input_scale
-    w_int = torch.clamp(2 * torch.round(raw / 2), WEIGHT_MIN, WEIGHT_MAX)
+    w_int = torch.clamp(2 * torch.round(raw / 2), -WEIGHT_MAX, WEIGHT_MAX)
     w_max = float(w.abs().max()) if w.numel() else 0.0
     err = float(((w_int / scale - w) ** 2).mean().sqrt()) / w_max if w_max > 0 else 0.0
     bias = clipped_bias = None
@@ -118,7 +124,7 @@ def convert_layer(layer: LoweredLayer, scale: float, input_scale: float, decays,
                  scale=scale * input_scale, source="+".join(layer.source))
     report = LayerReport(layer.name, layer.kind, scale * input_scale, None if is_output else vth, err,
                          th_err, int(((w != 0) & (w_int == 0)).sum()),
-                         int(((raw < WEIGHT_MIN - 1) | (raw > WEIGHT_MAX + 1)).sum()), clipped_bias or 0, layer.source)
+                         int((raw.abs() > WEIGHT_MAX + 1).sum()), clipped_bias or 0, layer.source)
     return fx, report
 
 
@@ -141,7 +147,8 @@ def calibrate(chain: List[LoweredLayer], snn_config: dict, train_x: Optional[np.
             if train_x is None:
                 raise QuantizationError("direct input coding: the training data is needed to choose the input scale")
             input_scale = INPUT_LEVELS / max(float(np.abs(train_x).max()), 1e-6)
-    scales = [layer_scale(l.weight, l.threshold, input_scale if i == 0 else 1.0, l.name) for i, l in enumerate(chain)]
+    scales = [layer_scale(l.weight, l.threshold, input_scale if i == 0 else 1.0, l.name, bias=l.bias)
+              for i, l in enumerate(chain)]
     return input_scale, scales
 
 

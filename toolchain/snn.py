@@ -102,7 +102,7 @@ class SnnModel(nn.Module):
 
     def _layer(self, layer, h, counts, neurons):
         if isinstance(layer, (Conv2d, Linear, BatchNorm2d, BatchNorm1d)):
-            return _per_step(self.layers[layer.name], h)
+            return _per_step(self.layers[layer.name], h, channels_last=isinstance(layer, Conv2d))
         if isinstance(layer, Spike):
             return self._spike(layer.name, h, counts, neurons)
         if isinstance(layer, AvgPool2d):
@@ -149,7 +149,7 @@ class SnnModel(nn.Module):
         chain = self.lowered()
         for i, layer in enumerate(chain):
             in_scale = c.input_scale if (i == 0 and c.coding == "direct") else 1.0
-            scale = layer_scale(layer.weight, layer.threshold, in_scale, layer.name)
+            scale = layer_scale(layer.weight, layer.threshold, in_scale, layer.name, bias=layer.bias)
             w = fake_quant_weight(layer.weight, scale)
             a = _per_step(lambda z: layer.synapse(z, w), h)
             bias = None if layer.bias is None else _channel_bias(round_ste(layer.bias * scale * in_scale), a)
@@ -167,8 +167,13 @@ def _channel_bias(bias: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return bias.reshape((-1,) + (1,) * (like.dim() - 3)) if like.dim() > 3 else bias
 
 
-def _per_step(fn, h: torch.Tensor) -> torch.Tensor:
-    """Apply a per-sample function to all T steps of h (T, B, ...) as one batch."""
+def _per_step(fn, h: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """Apply a per-sample function to all T steps of h (T, B, ...) as one batch. `channels_last`: a conv; on the
+    CPU in float32 it runs on (and returns) channels-last tensors, 1.2-2x faster in oneDNN than NCHW (the spiking
+    layers, pooling and dropout keep that layout; values are the same up to the convolution's summation order)."""
     T, B = h.shape[:2]
-    y = fn(h.reshape((T * B,) + h.shape[2:]))
+    z = h.reshape((T * B,) + h.shape[2:])
+    if channels_last and z.dim() == 4 and z.device.type == "cpu" and z.dtype == torch.float32:
+        z = z.contiguous(memory_format=torch.channels_last)
+    y = fn(z)
     return y.reshape((T, B) + y.shape[1:])

@@ -8,8 +8,9 @@ time steps: with a mistuned surrogate (too high, or too wide: too many neurons p
 explodes with depth, and with a too narrow or too low one it vanishes. Two things make deep
 networks trainable with few (<= 10) time steps:
 
-- a surrogate of tuned width and height (`--surrogate rectangular --width 1 --alpha 1`, the paper's
-  box; or another of `toolchain.surrogates`);
+- a surrogate of tuned width and height (the default: the paper's box, `--surrogate rectangular
+  --width 1 --alpha 0.5`, measured on a 14-layer net at T=10 in benchmarks/snn_gradients.py; or
+  another of `toolchain.surrogates`);
 - batch norm on the input currents of every spiking layer (`BatchNorm2d` after a conv, `BatchNorm1d`
   after a hidden linear layer), with statistics over batch AND time (the SNN applies each synaptic
   layer and batch norm to all T steps as one (T * B) batch). It keeps every layer's currents near
@@ -47,7 +48,7 @@ from .surrogates import Surrogate, get_surrogate
 from .training import TrainConfig, resolve_device, seed_everything, train
 
 DIRECT_NEURONS = ("if", "lif")
-DEFAULT_SURROGATE = {"name": "rectangular", "width": 1.0, "alpha": 1.0}
+DEFAULT_SURROGATE = {"name": "rectangular", "width": 1.0, "alpha": 0.5}
 
 
 def synaptic_layer_names(net: Network) -> List[str]:
@@ -191,7 +192,9 @@ def gradient_norms(model: SnnModel, x: torch.Tensor, y: torch.Tensor, timesteps:
 def first_last_ratio(norms: Dict[str, float]) -> float:
     """Gradient norm of the first synaptic layer / that of the last (the output layer)."""
     values = list(norms.values())
-    return values[0] / values[-1] if values[-1] > 0 else float("inf")
+    if values[-1] > 0:
+        return values[0] / values[-1]
+    return float("inf") if values[0] > 0 else float("nan")       # nan: no gradient at all (a silent network)
 
 
 # -- plot --------------------------------------------------------------------------------------

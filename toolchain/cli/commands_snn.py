@@ -76,9 +76,12 @@ def register(sub) -> None:
     p.add_argument("--model", default="vgg-small", help=f"network: {', '.join(model_names())} (default vgg-small)")
     p.add_argument("--timesteps", type=positive_int, default=8, help="time steps (default 8)")
     p.add_argument("--surrogate", default="rectangular",
-                   help=f"surrogate gradient: {', '.join(SURROGATES)} (default rectangular, width 1, height 1)")
+                   help=f"surrogate gradient: {', '.join(SURROGATES)} (default rectangular: the box "
+                        f"height * 1[|v / threshold - 1| < width / 2], width 1 and height 0.5 unless given)")
     p.add_argument("--width", type=float, default=None, help="surrogate width (in units of the threshold)")
-    p.add_argument("--alpha", type=float, default=None, help="surrogate height")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="surrogate height (too high or too wide: gradients explode with depth; too low or too "
+                        "narrow: they vanish; see benchmarks/snn_gradients.py)")
     p.add_argument("--beta", type=float, default=None, help="STDB decay per time step (stdb surrogate only)")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
                    help="batch norm on every spiking layer's input current (default on); folded at export")
@@ -88,6 +91,6 @@ def register(sub) -> None:
     p.add_argument("--coding", default="direct", choices=["direct", "poisson"], help="input coding (default direct)")
     p.add_argument("--plot", metavar="PNG", default=None, help="plot the per-layer gradient norms to this PNG")
     add_data_args(p)
-    add_train_args(p, epochs=20, lr=3e-3)
+    add_train_args(p, epochs=15, lr=3e-3)
     add_output_args(p)
     p.set_defaults(func=cmd_train_snn)

@@ -73,8 +73,10 @@ def cmd_convert(args) -> dict:
                "timesteps": args.timesteps, "accuracy": result["accuracy"],
                "spikes_per_inference": result["spikes_per_inference"], "ann_accuracy": ann.metrics.get("test_accuracy")}
     print("threshold per spiking layer: " + ", ".join(f"{k} {v:.4g}" for k, v in snn.snn["thresholds"].items()))
+    ann_acc = summary["ann_accuracy"]
     print(f"converted SNN: {result['accuracy']:.2%} at T={args.timesteps} "
-          f"(ANN {summary['ann_accuracy']:.2%}), {result['spikes_per_inference']:.0f} spikes per inference -> {args.output}")
+          f"(ANN {'not measured' if ann_acc is None else f'{ann_acc:.2%}'}), "
+          f"{result['spikes_per_inference']:.0f} spikes per inference -> {args.output}")
     write_json(args.json, summary)
     return summary
 
