@@ -225,7 +225,7 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from toolchain.progress import tqdm
         bar = tqdm(total=N, unit="sample", desc="lava", leave=False)
     done = 0
     try:

@@ -101,3 +101,11 @@ def test_console_script_and_module_entry_point():
     out = subprocess.run(SNNTC + ["--help"], capture_output=True, text=True, check=True).stdout
     for command in ["train-ann", "convert", "finetune", "evaluate", "export", "simulate", "verify", "energy", "fit", "demo"]:
         assert command in out
+
+
+def test_lava_imports_after_a_progress_bar():
+    """tqdm's default multiprocessing lock would fix the start method and break Lava's import."""
+    code = ("from toolchain.progress import tqdm\nfor _ in tqdm(range(2)): pass\n"
+            "import lava.lib.dl.netx\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-500:]

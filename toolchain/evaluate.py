@@ -5,7 +5,7 @@ from typing import Dict, Iterable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from toolchain.progress import tqdm
 
 from .checkpoint import Checkpoint
 from .data.encoding import InputEncoder

@@ -128,9 +128,9 @@ def run_neurons(currents: torch.Tensor, step: Callable, params, spike_fn: Callab
 #     v = leak * v + I[t];  s[t] = 1[v / theta - 1 > 0];  v -= theta * s[t]
 # Backward (the reset carries no gradient, so d v[t] / d v[t-1] = leak):
 #     gI[t] = g[t] * surrogate'(x[t], dt[t]) / theta + leak * gI[t+1],   gI[T-1] also gets the final v's gradient.
-# Saved for the backward: the spikes as uint8 (1 byte per neuron and step; dt, the steps since the last spike,
-# is rebuilt from them) when the surrogate needs dt, and x = v / theta - 1 (the currents' dtype) only when it
-# needs x; STDB needs dt only.
+# Saved for the backward, only what the surrogate needs: for dt (the steps since the last spike), last[t] = 1 + the
+# index of the last spike at or before t (1 byte per neuron and step for T < 255; dt[t] = t - last[t-1]); for x,
+# x = v / theta - 1 (the currents' dtype). STDB needs dt only. Nothing else (no currents, no potentials).
 
 _DT_ONLY = frozenset({"stdb"})        # surrogates whose gradient is a function of dt alone
 
@@ -147,10 +147,6 @@ def _fusable(currents, step, params, spike_fn) -> bool:
     if isinstance(th, torch.Tensor):
         return not th.requires_grad and th.is_floating_point() and th.device == currents.device
     return isinstance(th, (int, float))
-
-
-def _count_dtype(T: int) -> torch.dtype:
-    return torch.uint8 if T < 255 else (torch.int16 if T < 32767 else torch.int32)
 
 
 @functools.lru_cache(maxsize=512)
@@ -187,8 +183,9 @@ def _theta(params: SubtractiveParams, like: torch.Tensor):
     return float(th) if not isinstance(th, torch.Tensor) else th
 
 
-def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_spikes: bool, keep_x: bool):
-    """The loop, in place, without autograd. Returns (spikes, v, dt, spikes as uint8 or None, x or None)."""
+def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_x: bool):
+    """The loop, in place, without autograd. Returns (spikes, v, dt, last, x or None) with last[t] = 1 + the index of
+    the neuron's last spike at or before step t (0 if none; uint8 for T < 255) and x[t] = v / theta - 1 if kept."""
     T = currents.shape[0]
     spikes = torch.empty_like(currents)
     v = torch.zeros_like(currents[0])
@@ -204,8 +201,10 @@ def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_spikes
         if c is not None:
             torch.gt(v, c, out=s)
         else:                                    # x = v / theta - 1, the spike function's argument, as in the step
-            x = x_all[t] if keep_x else (xbuf if xbuf is not None else torch.empty_like(v))
-            xbuf = x if not keep_x else None
+            if keep_x:
+                x = x_all[t]
+            else:
+                x = xbuf = torch.empty_like(v) if xbuf is None else xbuf
             torch.div(v, theta, out=x)
             x.sub_(1.0)
             torch.gt(x, 0, out=s)
@@ -213,30 +212,32 @@ def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_spikes
             v.sub_(s, alpha=theta)
         else:
             v.addcmul_(s, theta, value=-1)
-    fired = spikes.to(_count_dtype(T))           # 1 byte per neuron and step (T < 255)
-    dt = _final_dt(fired, T).to(currents.dtype)
-    return spikes, v, dt, (fired if keep_spikes else None), x_all
+    last = _last_spike(spikes)
+    dt = (T - last[-1].to(torch.int32)).to(currents.dtype)
+    return spikes, v, dt, last, x_all
 
 
-def _final_dt(fired: torch.Tensor, T: int) -> torch.Tensor:
-    """Steps since the last spike after the last step (T if never): T - (index of the last spike + 1)."""
-    steps = torch.arange(1, T + 1, device=fired.device, dtype=fired.dtype).reshape((T,) + (1,) * (fired.dim() - 1))
-    return T - (fired * steps).amax(0).to(torch.int32)
-
-
-def _steps_since_spike(fired: torch.Tensor) -> torch.Tensor:
-    """dt[t] = the steps since the last spike before step t (counted from 0 at the start), for every t, as
-    t - last[t - 1] with last[t] = 1 + the index of the last spike at or before t (0 if none)."""
-    T = fired.shape[0]
-    steps = torch.arange(1, T + 1, device=fired.device, dtype=fired.dtype).reshape((T,) + (1,) * (fired.dim() - 1))
-    last = fired * steps
-    for t in range(1, T - 1):
+def _last_spike(spikes: torch.Tensor) -> torch.Tensor:
+    """last[t] = 1 + the index of the last spike at or before step t, 0 if none (1 byte per value for T < 255)."""
+    T = spikes.shape[0]
+    dtype = torch.uint8 if T < 255 else (torch.int16 if T < 32767 else torch.int32)
+    last = spikes.to(dtype)
+    last.mul_(torch.arange(1, T + 1, device=spikes.device, dtype=dtype).reshape((T,) + (1,) * (spikes.dim() - 1)))
+    for t in range(1, T):
         torch.maximum(last[t - 1], last[t], out=last[t])
-    dt = torch.empty_like(last)
-    dt[0].zero_()
-    if T > 1:
-        torch.sub(steps[:-1], last[:-1], out=dt[1:])     # t - last[t-1] = (t) - last[t-1], steps[t-1] = t
-    return dt
+    return last
+
+
+def _steps_since_spike(last: torch.Tensor, t0: int, t1: int, dtype: torch.dtype) -> torch.Tensor:
+    """dt[t] for t0 <= t < t1: the steps since the last spike before step t (counted from 0 at the start),
+    t - last[t - 1], as the spike function saw it."""
+    shape = (t1 - t0,) + (1,) * (last.dim() - 1)
+    steps = torch.arange(t0, t1, device=last.device, dtype=dtype).reshape(shape)
+    if t0 == 0:
+        prev = torch.cat([torch.zeros_like(last[:1]), last[:t1 - 1]]) if t1 > 1 else torch.zeros_like(last[:1])
+    else:
+        prev = last[t0 - 1:t1 - 1]
+    return steps - prev.to(dtype)
 
 
 class _SubtractiveRun(torch.autograd.Function):
@@ -244,31 +245,27 @@ class _SubtractiveRun(torch.autograd.Function):
     def forward(ctx, currents, theta, leak, surrogate):
         needs_x = surrogate.name not in _DT_ONLY
         needs_dt = surrogate.needs_dt or surrogate.name in _DT_ONLY
-        spikes, v, dt, fired, x_all = _subtractive_forward(currents, theta, leak, needs_dt, needs_x)
-        ctx.fired, ctx.x_all = fired, x_all
-        ctx.theta, ctx.leak, ctx.surrogate = theta, leak, surrogate
+        spikes, v, dt, last, x_all = _subtractive_forward(currents, theta, leak, needs_x)
+        ctx.last, ctx.x_all = (last if needs_dt else None), x_all
+        ctx.theta, ctx.leak, ctx.surrogate, ctx.T = theta, leak, surrogate, currents.shape[0]
         ctx.mark_non_differentiable(dt)
         return spikes, v, dt
 
     @staticmethod
     def backward(ctx, g_spikes, g_v, _g_dt):
-        fired, x_all, theta, leak, sur = ctx.fired, ctx.x_all, ctx.theta, ctx.leak, ctx.surrogate
-        T = (fired if fired is not None else x_all).shape[0]
-        if g_spikes is None:
-            g_spikes = torch.zeros_like(x_all if x_all is not None else fired, dtype=g_v.dtype)
-        g = g_spikes
+        last, x_all, theta, leak, sur, T = ctx.last, ctx.x_all, ctx.theta, ctx.leak, ctx.surrogate, ctx.T
+        g = torch.zeros_like(g_v).expand((T,) + g_v.shape) if g_spikes is None else g_spikes
         grad = torch.empty_like(g)
-        dt_all = _steps_since_spike(fired) if fired is not None else None
         n = max(1, g[0].numel())
         chunk = max(1, min(T, (1 << 22) // n))           # ~4M values (16 MB in float32) per block of steps
         scalar = not isinstance(theta, torch.Tensor)
         t1 = T
         while t1 > 0:
             t0 = max(0, t1 - chunk)
-            dtf = dt_all[t0:t1].to(g.dtype) if dt_all is not None else None
-            x = x_all[t0:t1] if x_all is not None else dtf
-            # a surrogate that ignores dt gets x in its place (saves allocating zeros)
-            sg = sur.grad(x, dtf if dtf is not None else x)
+            dt = _steps_since_spike(last, t0, t1, g.dtype) if last is not None else None
+            x = x_all[t0:t1] if x_all is not None else dt
+            # d spike / d x; a surrogate that ignores dt gets x in its place, one that ignores x gets dt
+            sg = sur.grad(x, dt if dt is not None else x)
             blk = grad[t0:t1]
             torch.mul(g[t0:t1], sg, out=blk)
             if not scalar or theta != 1.0:
@@ -280,7 +277,6 @@ class _SubtractiveRun(torch.autograd.Function):
                 else:
                     grad[t].add_(grad[t + 1], alpha=leak)
             t1 = t0
-        ctx.fired = ctx.x_all = None
         return grad, None, None, None
 
 
@@ -290,5 +286,5 @@ def _run_subtractive(currents: torch.Tensor, params: SubtractiveParams, spike_fn
         spikes, v, dt = _SubtractiveRun.apply(currents, theta, leak, spike_fn)
     else:
         with torch.no_grad():
-            spikes, v, dt, _, _ = _subtractive_forward(currents, theta, leak, False, False)
+            spikes, v, dt, _, _ = _subtractive_forward(currents, theta, leak, False)
     return spikes, NeuronState(v, torch.zeros_like(v), dt)

@@ -53,8 +53,16 @@ def layer_scale(weight: torch.Tensor, threshold: Optional[float], input_scale: f
 
 
 def fake_quant_weight(weight: torch.Tensor, scale: float) -> torch.Tensor:
-    """Integer-valued weights 2 * round(W * scale / 2), clipped to [-254, 254]; straight-through gradient."""
-    return torch.clamp(2 * round_ste(weight * (scale / 2)), -WEIGHT_MAX, WEIGHT_MAX)
+    """Integer-valued weights 2 * round(W * scale / 2), clipped to [-254, 254]; straight-through gradient.
+    Rounded in float64, as `convert_layer` rounds for export, so training sees exactly the exported integers."""
+    q = torch.clamp(2 * torch.round(weight.detach().double() * (scale / 2)), -WEIGHT_MAX, WEIGHT_MAX)
+    return weight + (q.to(weight.dtype) - weight).detach()
+
+
+def fake_quant_bias(bias: torch.Tensor, current_scale: float) -> torch.Tensor:
+    """round(b * current_scale) in float64 as for export; straight-through gradient."""
+    q = torch.clamp(torch.round(bias.detach().double() * current_scale), BIAS_MIN, BIAS_MAX)
+    return bias * current_scale + (q.to(bias.dtype) - bias * current_scale).detach()
 
 
 @dataclass
@@ -108,7 +116,7 @@ def convert_layer(layer: LoweredLayer, scale: float, input_scale: float, decays,
     err = float(((w_int / scale - w) ** 2).mean().sqrt()) / w_max if w_max > 0 else 0.0
     bias = clipped_bias = None
     if layer.bias is not None:
-        b = torch.round(layer.bias.detach().double().cpu() * scale * input_scale)
+        b = torch.round(layer.bias.detach().double().cpu() * (scale * input_scale))   # as fake_quant_bias
         clipped_bias = int(((b < BIAS_MIN) | (b > BIAS_MAX)).sum())
         bias = torch.clamp(b, BIAS_MIN, BIAS_MAX).numpy().astype(np.int64)
     if is_output:

@@ -26,7 +26,7 @@ from .fixed_point import DECAY_UNITY, VTH_MAX
 from .ir import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike
 from .lowering import lower
 from .neurons import CubaParams, SubtractiveParams, cuba_step, run_neurons, subtractive_step
-from .quantize import fake_quant_weight, layer_scale, round_ste
+from .quantize import fake_quant_bias, fake_quant_weight, layer_scale, round_ste
 from .surrogates import Surrogate, get_surrogate
 from .torch_net import build_modules
 
@@ -152,15 +152,28 @@ class SnnModel(nn.Module):
             scale = layer_scale(layer.weight, layer.threshold, in_scale, layer.name, bias=layer.bias)
             w = fake_quant_weight(layer.weight, scale)
             a = _per_step(lambda z: layer.synapse(z, w), h)
-            bias = None if layer.bias is None else _channel_bias(round_ste(layer.bias * scale * in_scale), a)
-            if layer.threshold is None:              # output layer: accumulate, never spike
-                return a / (scale * in_scale)
-            vth = torch.round(torch.tensor(layer.threshold * scale * in_scale)).item()
+            bias = None if layer.bias is None else _channel_bias(fake_quant_bias(layer.bias, scale * in_scale), a)
+            if layer.threshold is None:
+                return self._readout(a, bias, scale * in_scale, spike_fn)
+            vth = float(round(layer.threshold * scale * in_scale))      # as convert_layer rounds it
             params = CubaParams(vth, c.i_decay, c.v_decay, bias)
             h, _ = run_neurons(a, cuba_step, params, spike_fn)
             counts[layer.spike_name] = h.detach().flatten(2).sum((0, 2))
             neurons[layer.spike_name] = h[0, 0].numel()
         raise ConfigError("the lowered network has no output layer")
+
+
+    def _readout(self, a, bias, current_scale, spike_fn):
+        """The output layer as the chip runs it: CUBA neurons with the largest threshold, read as the voltage
+        at the last step (24-bit clip and all). Returned per step so that the sum over T is that voltage in
+        float units (v / 64 / current_scale)."""
+        c = self.config
+        params = CubaParams(float(VTH_MAX), c.i_decay, c.v_decay, bias)
+        _, state = run_neurons(a, cuba_step, params, spike_fn)
+        v_end = state.v / (64.0 * current_scale)
+        out = torch.zeros_like(a)
+        out[-1] = v_end
+        return out
 
 
 def _channel_bias(bias: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

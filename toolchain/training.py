@@ -14,7 +14,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from toolchain.progress import tqdm
 
 from .errors import ConfigError
 

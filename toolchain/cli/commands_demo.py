@@ -10,7 +10,8 @@ from .common import configure_threads, positive_int, write_json
 def cmd_demo(args) -> dict:
     configure_threads()
     cfg = DemoConfig(hybrid_timesteps=args.timesteps, finetune_epochs=args.finetune_epochs, ann_epochs=args.ann_epochs,
-                     deploy=not args.no_lava, lava_samples=args.lava_samples, seed=args.seed, limit=args.limit)
+                     deploy=not args.no_lava, deploy_epochs=args.deploy_epochs, lava_samples=args.lava_samples,
+                     seed=args.seed, limit=args.limit)
     start = time.time()
     summary = run_demo(cfg, args.out, progress=not args.no_progress)
     summary["wall_time_s"] = time.time() - start
@@ -29,6 +30,8 @@ def register(sub) -> None:
     p.add_argument("--timesteps", type=positive_int, default=5, help="time steps of the hybrid SNN (default 5)")
     p.add_argument("--ann-epochs", type=positive_int, default=30, help="ANN epochs (default 30)")
     p.add_argument("--finetune-epochs", type=positive_int, default=2, help="STDB epochs (default 2)")
+    p.add_argument("--deploy-epochs", type=positive_int, default=12,
+                   help="epochs of fine-tuning under Loihi's dynamics and quantization (default 12)")
     p.add_argument("--lava-samples", type=positive_int, default=8, help="test samples to run in Lava (default 8)")
     p.add_argument("--no-lava", action="store_true", help="stop after the front end (no export, Lava or energy)")
     p.add_argument("--limit", type=positive_int, default=None, help="use at most this many train/test samples (quick runs)")

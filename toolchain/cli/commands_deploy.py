@@ -109,13 +109,26 @@ def print_simulation(net, result: SimulationResult) -> None:
     for row in result.to_json()["layers"]:
         print(f"{row['name']:<10} {row['neurons']:>8} {row['spikes']:>10} {row['spikes_per_inference']:>14.1f} "
               f"{row['spikes_per_inference'] / row['neurons']:>11.3f}")
+    saturated = saturated_outputs(net, result)
+    if saturated:
+        print(f"warning: {saturated} of {result.samples} samples drove an output voltage to the 24-bit limit; "
+              f"the readout saturates (fine-tune with --neuron loihi-cuba, which trains with this limit)")
+
+
+def saturated_outputs(net, result: SimulationResult) -> int:
+    """Samples whose output-layer voltage reached Loihi's 24-bit limit (readout 'voltage')."""
+    from ..fixed_point import STATE_MAX
+    if net.readout != "voltage" or result.output_values is None:
+        return 0
+    return int((np.abs(np.asarray(result.output_values)) >= STATE_MAX).any(axis=1).sum())
 
 
 def cmd_simulate(args) -> dict:
     configure_threads()
     net, result = run_simulation(args)
     print_simulation(net, result)
-    summary = {"command": "simulate", "model": args.model, **result_to_json(net, result)}
+    summary = {"command": "simulate", "model": args.model, **result_to_json(net, result),
+               "saturated_output_samples": saturated_outputs(net, result)}
     if args.energy:
         summary["energy"] = energy_summary(net, result, args.energy_target, args.plot)
     write_json(args.json, summary)
