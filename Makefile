@@ -6,7 +6,7 @@ DEMO_ARGS ?=
 
 .PHONY: setup demo test test-fast clean
 setup:
-	@scripts/setup_venv.sh
+	@VENV=$(VENV) scripts/setup_venv.sh
 
 demo: setup
 	$(VENV)/bin/snntc demo --out $(OUT) --json $(OUT)/demo.json $(DEMO_ARGS)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional, Union
 
 import torch
+import torch.nn.functional as F
 
 from .fixed_point import DECAY_UNITY, STATE_MAX
 
@@ -103,8 +104,10 @@ def cuba_step(current: torch.Tensor, state: NeuronState, params: CubaParams, spi
 
 
 def run_neurons(currents: torch.Tensor, step: Callable, params, spike_fn: Callable,
-                state: Optional[NeuronState] = None) -> tuple:
+                state: Optional[NeuronState] = None, pool: int = 0) -> tuple:
     """Loop `step` over the leading time axis of `currents` (T, B, ...); returns spikes (T, B, ...) and the final state.
+    `pool` = k > 0: the spikes come back average-pooled k x k (currents (T, B, C, H, W), H and W divisible by k), as
+    `F.avg_pool2d(spikes, k)` would give them, without the full-size spike tensor ever being stored.
 
     The subtractive (IF / LIF) neuron with a `Surrogate` spike function runs fused (`_SubtractiveRun`): the same
     spikes, final state and gradients as the loop below (autograd through the unrolled steps), in a fraction of
@@ -112,13 +115,18 @@ def run_neurons(currents: torch.Tensor, step: Callable, params, spike_fn: Callab
     state runs the generic loop.
     """
     if state is None and _fusable(currents, step, params, spike_fn):
-        return _run_subtractive(currents, params, spike_fn)
+        return _run_subtractive(currents, params, spike_fn, pool)
     state = initial_state(currents[0]) if state is None else state
     out = []
     for current in currents.unbind(0):          # unbind: one gradient buffer in backward, not one per step
         s, state = step(current, state, params, spike_fn)
         out.append(s)
-    return torch.stack(out), state
+    spikes = torch.stack(out)
+    if pool:
+        T, B = spikes.shape[:2]
+        spikes = F.avg_pool2d(spikes.reshape((T * B,) + spikes.shape[2:]), pool)
+        spikes = spikes.reshape((T, B) + spikes.shape[1:])
+    return spikes, state
 
 
 # -- the fused subtractive neuron ----------------------------------------------------------------------------
@@ -130,9 +138,13 @@ def run_neurons(currents: torch.Tensor, step: Callable, params, spike_fn: Callab
 #     gI[t] = g[t] * surrogate'(x[t], dt[t]) / theta + leak * gI[t+1],   gI[T-1] also gets the final v's gradient.
 # Saved for the backward, only what the surrogate needs: for dt (the steps since the last spike), last[t] = 1 + the
 # index of the last spike at or before t (1 byte per neuron and step for T < 255; dt[t] = t - last[t-1]); for x,
-# x = v / theta - 1 (the currents' dtype). STDB needs dt only. Nothing else (no currents, no potentials).
+# x = v / theta - 1 (the currents' dtype). STDB needs dt only. Nothing else (no currents, no potentials). With
+# `pool`, each step's spikes are pooled as they are made, and the backward un-pools the incoming gradient a block
+# of steps at a time (avg_pool2d's own backward), so neither full-size spikes nor their gradient are stored.
+# The backward works through the steps in blocks of about 4M values: one surrogate evaluation per block.
 
 _DT_ONLY = frozenset({"stdb"})        # surrogates whose gradient is a function of dt alone
+_BLOCK = 1 << 22                      # values per block of steps in the backward
 
 
 def _fusable(currents, step, params, spike_fn) -> bool:
@@ -180,14 +192,42 @@ def _theta(params: SubtractiveParams, like: torch.Tensor):
         th = th.to(like.dtype)
         if th.numel() == 1:
             return float(th.item())
-    return float(th) if not isinstance(th, torch.Tensor) else th
+        return th
+    return float(th)
 
 
-def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_x: bool):
-    """The loop, in place, without autograd. Returns (spikes, v, dt, last, x or None) with last[t] = 1 + the index of
-    the neuron's last spike at or before step t (0 if none; uint8 for T < 255) and x[t] = v / theta - 1 if kept."""
+def _empty_like_layout(shape, stride, like: torch.Tensor, dtype=None) -> torch.Tensor:
+    """An empty tensor of `shape` with the layout `stride` (if dense), else contiguous."""
+    dims = sorted(range(len(shape)), key=lambda d: stride[d])
+    expect, dense = 1, True
+    for d in dims:
+        if shape[d] != 1 and stride[d] != expect:
+            dense = False
+            break
+        expect *= shape[d]
+    dtype = dtype or like.dtype
+    if dense:
+        return torch.empty_strided(shape, stride, dtype=dtype, device=like.device)
+    return torch.empty(shape, dtype=dtype, device=like.device)
+
+
+def _pool_out(currents: torch.Tensor, k: int) -> torch.Tensor:
+    """The (T, B, C, H/k, W/k) output buffer, channels-last if the currents are."""
+    T, B, C, H, W = currents.shape
+    cl = currents[0].is_contiguous(memory_format=torch.channels_last) and not currents[0].is_contiguous()
+    out = torch.empty((T * B, C, H // k, W // k), dtype=currents.dtype, device=currents.device,
+                      memory_format=torch.channels_last if cl else torch.contiguous_format)
+    return out.reshape(T, B, C, H // k, W // k)
+
+
+def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_x: bool, pool: int = 0):
+    """The loop, in place, without autograd. Returns (spikes, v, dt, last, x or None): spikes (pooled if `pool`),
+    last[t] = 1 + the index of the neuron's last spike at or before step t (0 if none; uint8 for T < 255) and
+    x[t] = v / theta - 1 if kept."""
     T = currents.shape[0]
-    spikes = torch.empty_like(currents)
+    out = _pool_out(currents, pool) if pool else torch.empty_like(currents)
+    sbuf = torch.empty_like(currents[0]) if pool else None
+    last = torch.empty_like(currents, dtype=torch.uint8 if T < 255 else (torch.int16 if T < 32767 else torch.int32))
     v = torch.zeros_like(currents[0])
     x_all = torch.empty_like(currents) if keep_x else None
     scalar = not isinstance(theta, torch.Tensor)
@@ -197,7 +237,7 @@ def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_x: boo
         if leak != 1.0:
             v.mul_(leak)
         v.add_(currents[t])
-        s = spikes[t]
+        s = sbuf if pool else out[t]
         if c is not None:
             torch.gt(v, c, out=s)
         else:                                    # x = v / theta - 1, the spike function's argument, as in the step
@@ -212,20 +252,14 @@ def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_x: boo
             v.sub_(s, alpha=theta)
         else:
             v.addcmul_(s, theta, value=-1)
-    last = _last_spike(spikes)
-    dt = (T - last[-1].to(torch.int32)).to(currents.dtype)
-    return spikes, v, dt, last, x_all
-
-
-def _last_spike(spikes: torch.Tensor) -> torch.Tensor:
-    """last[t] = 1 + the index of the last spike at or before step t, 0 if none (1 byte per value for T < 255)."""
-    T = spikes.shape[0]
-    dtype = torch.uint8 if T < 255 else (torch.int16 if T < 32767 else torch.int32)
-    last = spikes.to(dtype)
-    last.mul_(torch.arange(1, T + 1, device=spikes.device, dtype=dtype).reshape((T,) + (1,) * (spikes.dim() - 1)))
+        last[t].copy_(s)
+        if pool:
+            out[t].copy_(F.avg_pool2d(s, pool))
+    last.mul_(torch.arange(1, T + 1, device=last.device, dtype=last.dtype).reshape((T,) + (1,) * (last.dim() - 1)))
     for t in range(1, T):
         torch.maximum(last[t - 1], last[t], out=last[t])
-    return last
+    dt = (T - last[-1].to(torch.int32)).to(currents.dtype)
+    return out, v, dt, last, x_all
 
 
 def _steps_since_spike(last: torch.Tensor, t0: int, t1: int, dtype: torch.dtype) -> torch.Tensor:
@@ -234,7 +268,7 @@ def _steps_since_spike(last: torch.Tensor, t0: int, t1: int, dtype: torch.dtype)
     shape = (t1 - t0,) + (1,) * (last.dim() - 1)
     steps = torch.arange(t0, t1, device=last.device, dtype=dtype).reshape(shape)
     if t0 == 0:
-        prev = torch.cat([torch.zeros_like(last[:1]), last[:t1 - 1]]) if t1 > 1 else torch.zeros_like(last[:1])
+        prev = torch.cat([torch.zeros_like(last[:1]), last[:t1 - 1]])
     else:
         prev = last[t0 - 1:t1 - 1]
     return steps - prev.to(dtype)
@@ -242,34 +276,46 @@ def _steps_since_spike(last: torch.Tensor, t0: int, t1: int, dtype: torch.dtype)
 
 class _SubtractiveRun(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, currents, theta, leak, surrogate):
+    def forward(ctx, currents, theta, leak, surrogate, pool):
         needs_x = surrogate.name not in _DT_ONLY
         needs_dt = surrogate.needs_dt or surrogate.name in _DT_ONLY
-        spikes, v, dt, last, x_all = _subtractive_forward(currents, theta, leak, needs_x)
-        ctx.last, ctx.x_all = (last if needs_dt else None), x_all
-        ctx.theta, ctx.leak, ctx.surrogate, ctx.T = theta, leak, surrogate, currents.shape[0]
+        spikes, v, dt, last, x_all = _subtractive_forward(currents, theta, leak, needs_x, pool)
+        ctx.save_for_backward(last if needs_dt else None, x_all)    # freed after the backward (unless retain_graph)
+        ctx.theta, ctx.leak, ctx.surrogate, ctx.pool = theta, leak, surrogate, pool
+        ctx.shape, ctx.stride = tuple(currents.shape), tuple(currents.stride())
         ctx.mark_non_differentiable(dt)
         return spikes, v, dt
 
     @staticmethod
     def backward(ctx, g_spikes, g_v, _g_dt):
-        last, x_all, theta, leak, sur, T = ctx.last, ctx.x_all, ctx.theta, ctx.leak, ctx.surrogate, ctx.T
-        g = torch.zeros_like(g_v).expand((T,) + g_v.shape) if g_spikes is None else g_spikes
-        grad = torch.empty_like(g)
-        n = max(1, g[0].numel())
-        chunk = max(1, min(T, (1 << 22) // n))           # ~4M values (16 MB in float32) per block of steps
+        last, x_all = ctx.saved_tensors
+        theta, leak, sur, k = ctx.theta, ctx.leak, ctx.surrogate, ctx.pool
+        shape = ctx.shape
+        T = shape[0]
+        ref = g_spikes if g_spikes is not None else g_v
+        grad = _empty_like_layout(shape, ctx.stride, ref)
+        n = max(1, grad[0].numel())
+        chunk = max(1, min(T, _BLOCK // n))
         scalar = not isinstance(theta, torch.Tensor)
         t1 = T
         while t1 > 0:
             t0 = max(0, t1 - chunk)
-            dt = _steps_since_spike(last, t0, t1, g.dtype) if last is not None else None
-            x = x_all[t0:t1] if x_all is not None else dt
-            # d spike / d x; a surrogate that ignores dt gets x in its place, one that ignores x gets dt
-            sg = sur.grad(x, dt if dt is not None else x)
             blk = grad[t0:t1]
-            torch.mul(g[t0:t1], sg, out=blk)
-            if not scalar or theta != 1.0:
-                blk.div_(theta)
+            if g_spikes is None:
+                blk.zero_()
+            else:
+                g = g_spikes[t0:t1]
+                if k:                                    # un-pool: exactly avg_pool2d's backward
+                    flat = blk.reshape((-1,) + shape[2:])
+                    g = torch.ops.aten.avg_pool2d_backward(g.reshape((-1,) + g.shape[2:]), flat, [k, k], [k, k],
+                                                           [0, 0], False, True, None).reshape(blk.shape)
+                dt = _steps_since_spike(last, t0, t1, grad.dtype) if last is not None else None
+                x = x_all[t0:t1] if x_all is not None else dt
+                # d spike / d x; a surrogate that ignores dt gets x in its place, one that ignores x gets dt
+                sg = sur.grad(x, dt if dt is not None else x)
+                torch.mul(g, sg, out=blk)
+                if not scalar or theta != 1.0:
+                    blk.div_(theta)
             for t in range(t1 - 1, t0 - 1, -1):
                 if t == T - 1:
                     if g_v is not None:
@@ -277,14 +323,14 @@ class _SubtractiveRun(torch.autograd.Function):
                 else:
                     grad[t].add_(grad[t + 1], alpha=leak)
             t1 = t0
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
-def _run_subtractive(currents: torch.Tensor, params: SubtractiveParams, spike_fn) -> tuple:
+def _run_subtractive(currents: torch.Tensor, params: SubtractiveParams, spike_fn, pool: int = 0) -> tuple:
     theta, leak = _theta(params, currents), float(params.leak)
     if torch.is_grad_enabled() and currents.requires_grad:
-        spikes, v, dt = _SubtractiveRun.apply(currents, theta, leak, spike_fn)
+        spikes, v, dt = _SubtractiveRun.apply(currents, theta, leak, spike_fn, int(pool))
     else:
         with torch.no_grad():
-            spikes, v, dt, _, _ = _subtractive_forward(currents, theta, leak, False)
+            spikes, v, dt, _, _ = _subtractive_forward(currents, theta, leak, False, int(pool))
     return spikes, NeuronState(v, torch.zeros_like(v), dt)

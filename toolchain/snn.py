@@ -96,7 +96,15 @@ class SnnModel(nn.Module):
 
     # -- the network as written (IF / LIF) -----------------------------------------------------
     def _run(self, layers, h, counts, neurons):
-        for layer in layers:
+        pooled = False
+        for i, layer in enumerate(layers):
+            if pooled:                  # this pool ran inside the spiking layer before it
+                pooled = False
+                continue
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(layer, Spike) and isinstance(nxt, AvgPool2d):
+                h, pooled = self._spike(layer.name, h, counts, neurons, pool=nxt.kernel_size), True
+                continue
             h = self._layer(layer, h, counts, neurons)
         return h
 
@@ -129,11 +137,16 @@ class SnnModel(nn.Module):
             raise ConfigError(f"spiking layer '{name}' has no threshold: convert the ANN first")
         return self.config.thresholds[name]
 
-    def _spike(self, name, currents, counts, neurons):
+    def _spike(self, name, currents, counts, neurons, pool=0):
+        """The spiking layer; `pool` = k: followed by a k x k average pool, which the neurons apply as they fire
+        (the full-size spike tensor is never stored; the pooled sum times k*k is the spike count)."""
         params = SubtractiveParams(self.threshold(name, currents), self.config.leak)
-        spikes, _ = run_neurons(currents, subtractive_step, params, self.config.spike_fn())
-        counts[name] = spikes.detach().flatten(2).sum((0, 2))
-        neurons[name] = spikes[0, 0].numel()
+        spikes, _ = run_neurons(currents, subtractive_step, params, self.config.spike_fn(), pool=pool)
+        if pool:
+            counts[name] = (spikes.detach().flatten(2).sum((0, 2), dtype=torch.float64) * (pool * pool)).to(spikes.dtype)
+        else:
+            counts[name] = spikes.detach().flatten(2).sum((0, 2))
+        neurons[name] = currents[0, 0].numel()
         return spikes
 
     # -- the deployed network (Loihi CUBA, quantized) -----------------------------------------
