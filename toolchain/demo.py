@@ -24,12 +24,14 @@ class DemoConfig:
     ann_lr: float = 3e-3
     hybrid_timesteps: int = 5
     threshold_scale: float = 0.5
-    finetune_epochs: int = 2
-    finetune_lr: float = 3e-4
-    surrogates: tuple = ("stdb", "linear")   # the paper's exponential STDB surrogate and its linear option
+    finetune_epochs: Optional[int] = None     # caps every surrogate's epochs (quick runs)
+    # the paper's exponential STDB surrogate and its linear option, each with the recipe measured best on digits:
+    # STDB improves a converted network for 1-2 epochs and then degrades it (95% -> 75% over 15 epochs at lr 1e-3);
+    # the linear surrogate keeps improving it (98.06% at T=5 after ~15 epochs). Both are run and reported.
+    surrogates: tuple = (("stdb", 2, 3e-4), ("linear", 20, 1e-3))
     converted_timesteps: List[int] = field(default_factory=lambda: [5, 10, 15, 20, 30, 50, 75, 100, 150, 200])
     deploy: bool = True
-    deploy_epochs: int = 12
+    deploy_epochs: int = 30
     lava_samples: int = 8
     seed: int = 0
     limit: Optional[int] = None      # fewer samples, for tests
@@ -63,14 +65,14 @@ def run_front_end(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = pr
         + ", ".join(f"T={T} {a:.1%}" for T, a in conv_acc.items()))
 
     hybrids = {}
-    for surrogate in cfg.surrogates:
+    for surrogate, epochs, lr in cfg.surrogates:
+        epochs = min(epochs, cfg.finetune_epochs) if cfg.finetune_epochs else epochs
         path = os.path.join(out_dir, f"hybrid_{surrogate}.pt")
-        ckpt = finetune(snn, data, TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=32,
-                                               seed=cfg.seed),
+        ckpt = finetune(snn, data, TrainConfig(epochs=epochs, lr=lr, batch_size=32, seed=cfg.seed),
                         path, timesteps=cfg.hybrid_timesteps, surrogate={"name": surrogate}, progress=progress)
         res = evaluate_snn(load_snn(ckpt), data.test_x, data.test_y, [cfg.hybrid_timesteps], seed=cfg.seed)
         hybrids[surrogate] = (ckpt, res[cfg.hybrid_timesteps], path)
-        log(f"[3/4] hybrid SNN ({surrogate} surrogate, {cfg.finetune_epochs} epochs): "
+        log(f"[3/4] hybrid SNN ({surrogate} surrogate, {epochs} epochs, lr {lr:g}): "
             f"{res[cfg.hybrid_timesteps]['accuracy']:.2%} at T={cfg.hybrid_timesteps}, "
             f"{res[cfg.hybrid_timesteps]['spikes_per_inference']:.0f} spikes per inference")
     best = max(hybrids, key=lambda k: (hybrids[k][1]["accuracy"], k == "stdb"))

@@ -142,10 +142,8 @@ class SnnModel(nn.Module):
         (the full-size spike tensor is never stored; the pooled sum times k*k is the spike count)."""
         params = SubtractiveParams(self.threshold(name, currents), self.config.leak)
         spikes, _ = run_neurons(currents, subtractive_step, params, self.config.spike_fn(), pool=pool)
-        if pool:
-            counts[name] = (spikes.detach().flatten(2).sum((0, 2), dtype=torch.float64) * (pool * pool)).to(spikes.dtype)
-        else:
-            counts[name] = spikes.detach().flatten(2).sum((0, 2))
+        per_step = spikes.detach().sum(tuple(range(2, spikes.dim())))       # (T, B), without copying the spikes
+        counts[name] = (per_step.double().sum(0) * (pool * pool if pool else 1)).to(spikes.dtype)
         neurons[name] = currents[0, 0].numel()
         return spikes
 
