@@ -16,6 +16,11 @@ from .finetune import finetune
 from .training import TrainConfig
 
 
+def say(message: str) -> None:
+    """A demo log line, flushed at once (the demo is often piped to a file)."""
+    print(message, flush=True)
+
+
 @dataclass
 class DemoConfig:
     model: str = "vgg-small"
@@ -46,7 +51,7 @@ def steps_ratio(converted: Dict[int, float], hybrid_accuracy: float, hybrid_time
     return None
 
 
-def run_front_end(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print, progress: bool = True) -> dict:
+def run_front_end(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = say, progress: bool = True) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     data = load_dataset("digits", seed=cfg.seed, limit=cfg.limit)
     paths = {k: os.path.join(out_dir, f"{k}.pt") for k in ("ann", "converted")}
@@ -96,7 +101,7 @@ def run_front_end(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = pr
             "artifacts": paths, "data": data, "hybrid_checkpoint": hybrid}
 
 
-def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print, progress: bool = True) -> dict:
+def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = say, progress: bool = True) -> dict:
     front = run_front_end(cfg, out_dir, log, progress)
     summary = {k: v for k, v in front.items() if k not in ("data", "hybrid_checkpoint")}
     if cfg.deploy:

@@ -144,7 +144,7 @@ def run_neurons(currents: torch.Tensor, step: Callable, params, spike_fn: Callab
 # The backward works through the steps in blocks of about 4M values: one surrogate evaluation per block.
 
 _DT_ONLY = frozenset({"stdb"})        # surrogates whose gradient is a function of dt alone
-_BLOCK = 1 << 22                      # values per block of steps in the backward
+_BLOCK = 1 << 22                      # values per block of steps (pooling, the backward's surrogate)
 
 
 def _fusable(currents, step, params, spike_fn) -> bool:
@@ -196,19 +196,97 @@ def _theta(params: SubtractiveParams, like: torch.Tensor):
     return float(th)
 
 
-def _empty_like_layout(shape, stride, like: torch.Tensor, dtype=None) -> torch.Tensor:
-    """An empty tensor of `shape` with the layout `stride` (if dense), else contiguous."""
-    dims = sorted(range(len(shape)), key=lambda d: stride[d])
-    expect, dense = 1, True
+def _layout(currents: torch.Tensor) -> tuple:
+    """Per-step strides of a dense layout for (T, B, ...) buffers: the currents' own if each step of them is one
+    dense block (e.g. channels-last conv outputs), else contiguous. Buffers in this layout can also be viewed
+    flat, (T, N) in memory order, for the per-step arithmetic."""
+    shape, stride = tuple(currents.shape), tuple(currents.stride())
+    n = 1
+    for d in shape[1:]:
+        n *= d
+    dims = sorted(range(1, len(shape)), key=lambda d: stride[d])
+    expect = 1
     for d in dims:
         if shape[d] != 1 and stride[d] != expect:
-            dense = False
             break
         expect *= shape[d]
-    dtype = dtype or like.dtype
-    if dense:
-        return torch.empty_strided(shape, stride, dtype=dtype, device=like.device)
-    return torch.empty(shape, dtype=dtype, device=like.device)
+    else:
+        return (n,) + stride[1:]
+    c = [1] * len(shape)
+    for d in range(len(shape) - 2, -1, -1):
+        c[d] = c[d + 1] * shape[d + 1]
+    return (n,) + tuple(c[1:])
+
+
+def _buffer(steps: int, shape, layout, like: torch.Tensor, dtype=None) -> torch.Tensor:
+    """An empty (steps, *shape[1:]) tensor in `layout` (see `_layout`)."""
+    return torch.empty_strided((steps,) + tuple(shape[1:]), layout, dtype=dtype or like.dtype, device=like.device)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """(T, N) view, in memory order, of a buffer made by `_buffer`."""
+    n = x.stride(0)
+    return x.as_strided((x.shape[0], n), (n, 1))
+
+
+def _count_dtype(T: int) -> torch.dtype:
+    return torch.uint8 if T < 255 else (torch.int16 if T < 32767 else torch.int32)
+
+
+def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_x: bool, pool: int = 0):
+    """The loop, in place, without autograd. Returns (spikes, v, dt, last, x or None): spikes (pooled if `pool`),
+    last[t] = 1 + the index of the neuron's last spike at or before step t (0 if none; uint8 for T < 255) and
+    x[t] = v / theta - 1 if kept. Pooling and the uint8 copy run once per block of steps, into preallocated
+    buffers (a fresh allocation costs its page faults on every use)."""
+    T, shape = currents.shape[0], tuple(currents.shape)
+    layout = _layout(currents)
+    n = layout[0]
+    block = max(1, min(T, _BLOCK // max(1, n)))
+    if pool:
+        B, C, H, W = shape[1:]
+        out = _pool_out(currents, pool)
+        spk_buf = _buffer(block, shape, layout, currents)
+    else:
+        out = _buffer(T, shape, layout, currents)
+    last = _buffer(T, shape, layout, currents, _count_dtype(T))
+    x_all = _buffer(T, shape, layout, currents) if keep_x else None
+    v = _buffer(1, shape, layout, currents)[0].zero_()
+    scalar = not isinstance(theta, torch.Tensor)
+    c = _spike_boundary(theta, currents.dtype, str(currents.device)) if scalar and not keep_x else None
+    xbuf = None
+    for t0 in range(0, T, block):
+        t1 = min(T, t0 + block)
+        spk = spk_buf[:t1 - t0] if pool else out[t0:t1]
+        for t in range(t0, t1):
+            if leak != 1.0:
+                v.mul_(leak)
+            v.add_(currents[t])
+            s = spk[t - t0]
+            if c is not None:
+                torch.gt(v, c, out=s)
+            else:                                # x = v / theta - 1, the spike function's argument, as in the step
+                if keep_x:
+                    x = x_all[t]
+                else:
+                    x = xbuf = torch.empty_like(v) if xbuf is None else xbuf
+                torch.div(v, theta, out=x)
+                x.sub_(1.0)
+                torch.gt(x, 0, out=s)
+            if scalar:
+                v.sub_(s, alpha=theta)
+            else:
+                v.addcmul_(s, theta, value=-1)
+        last[t0:t1].copy_(spk)
+        if pool:
+            k = pool
+            torch.ops.aten.avg_pool2d.out(spk.reshape((-1,) + shape[2:]), [k, k], [k, k], [0, 0], False, True, None,
+                                          out=out[t0:t1].reshape(-1, C, H // k, W // k))
+    lastf = _flat(last)
+    lastf.mul_(torch.arange(1, T + 1, device=last.device, dtype=last.dtype).reshape(T, 1))
+    for t in range(1, T):
+        torch.maximum(lastf[t - 1], lastf[t], out=lastf[t])
+    dt = (T - last[-1].to(torch.int32)).to(currents.dtype)
+    return out, v, dt, last, x_all
 
 
 def _pool_out(currents: torch.Tensor, k: int) -> torch.Tensor:
@@ -220,60 +298,6 @@ def _pool_out(currents: torch.Tensor, k: int) -> torch.Tensor:
     return out.reshape(T, B, C, H // k, W // k)
 
 
-def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_x: bool, pool: int = 0):
-    """The loop, in place, without autograd. Returns (spikes, v, dt, last, x or None): spikes (pooled if `pool`),
-    last[t] = 1 + the index of the neuron's last spike at or before step t (0 if none; uint8 for T < 255) and
-    x[t] = v / theta - 1 if kept."""
-    T = currents.shape[0]
-    out = _pool_out(currents, pool) if pool else torch.empty_like(currents)
-    sbuf = torch.empty_like(currents[0]) if pool else None
-    last = torch.empty_like(currents, dtype=torch.uint8 if T < 255 else (torch.int16 if T < 32767 else torch.int32))
-    v = torch.zeros_like(currents[0])
-    x_all = torch.empty_like(currents) if keep_x else None
-    scalar = not isinstance(theta, torch.Tensor)
-    c = _spike_boundary(theta, currents.dtype, str(currents.device)) if scalar and not keep_x else None
-    xbuf = None
-    for t in range(T):
-        if leak != 1.0:
-            v.mul_(leak)
-        v.add_(currents[t])
-        s = sbuf if pool else out[t]
-        if c is not None:
-            torch.gt(v, c, out=s)
-        else:                                    # x = v / theta - 1, the spike function's argument, as in the step
-            if keep_x:
-                x = x_all[t]
-            else:
-                x = xbuf = torch.empty_like(v) if xbuf is None else xbuf
-            torch.div(v, theta, out=x)
-            x.sub_(1.0)
-            torch.gt(x, 0, out=s)
-        if scalar:
-            v.sub_(s, alpha=theta)
-        else:
-            v.addcmul_(s, theta, value=-1)
-        last[t].copy_(s)
-        if pool:
-            out[t].copy_(F.avg_pool2d(s, pool))
-    last.mul_(torch.arange(1, T + 1, device=last.device, dtype=last.dtype).reshape((T,) + (1,) * (last.dim() - 1)))
-    for t in range(1, T):
-        torch.maximum(last[t - 1], last[t], out=last[t])
-    dt = (T - last[-1].to(torch.int32)).to(currents.dtype)
-    return out, v, dt, last, x_all
-
-
-def _steps_since_spike(last: torch.Tensor, t0: int, t1: int, dtype: torch.dtype) -> torch.Tensor:
-    """dt[t] for t0 <= t < t1: the steps since the last spike before step t (counted from 0 at the start),
-    t - last[t - 1], as the spike function saw it."""
-    shape = (t1 - t0,) + (1,) * (last.dim() - 1)
-    steps = torch.arange(t0, t1, device=last.device, dtype=dtype).reshape(shape)
-    if t0 == 0:
-        prev = torch.cat([torch.zeros_like(last[:1]), last[:t1 - 1]])
-    else:
-        prev = last[t0 - 1:t1 - 1]
-    return steps - prev.to(dtype)
-
-
 class _SubtractiveRun(torch.autograd.Function):
     @staticmethod
     def forward(ctx, currents, theta, leak, surrogate, pool):
@@ -282,7 +306,7 @@ class _SubtractiveRun(torch.autograd.Function):
         spikes, v, dt, last, x_all = _subtractive_forward(currents, theta, leak, needs_x, pool)
         ctx.save_for_backward(last if needs_dt else None, x_all)    # freed after the backward (unless retain_graph)
         ctx.theta, ctx.leak, ctx.surrogate, ctx.pool = theta, leak, surrogate, pool
-        ctx.shape, ctx.stride = tuple(currents.shape), tuple(currents.stride())
+        ctx.shape, ctx.layout = tuple(currents.shape), _layout(currents)
         ctx.mark_non_differentiable(dt)
         return spikes, v, dt
 
@@ -290,38 +314,84 @@ class _SubtractiveRun(torch.autograd.Function):
     def backward(ctx, g_spikes, g_v, _g_dt):
         last, x_all = ctx.saved_tensors
         theta, leak, sur, k = ctx.theta, ctx.leak, ctx.surrogate, ctx.pool
-        shape = ctx.shape
-        T = shape[0]
-        ref = g_spikes if g_spikes is not None else g_v
-        grad = _empty_like_layout(shape, ctx.stride, ref)
-        n = max(1, grad[0].numel())
-        chunk = max(1, min(T, _BLOCK // n))
+        shape, layout = ctx.shape, ctx.layout
+        T, n = shape[0], layout[0]
+        like = g_spikes if g_spikes is not None else g_v
+        grad = _buffer(T, shape, layout, like)
+        gradf = _flat(grad)
+        block = max(1, min(T, _BLOCK // max(1, n)))
         scalar = not isinstance(theta, torch.Tensor)
+        dt_only = sur.name in _DT_ONLY and scalar
+        # d spike / d v = surrogate(x, dt) / theta, as one table over dt = 0..T when it depends on dt alone
+        table = None
+        if dt_only:
+            steps = torch.arange(T + 1, dtype=grad.dtype, device=grad.device)
+            table = sur.grad(steps, steps)
+            if theta != 1.0:
+                table = table / theta
+        sg_buf = _buffer(block, shape, layout, grad)
+        idx_buf = _buffer(block, shape, layout, grad, torch.int32) if last is not None else None
+        g_buf = _buffer(block, shape, layout, grad) if g_spikes is not None else None
+        same_layout = g_spikes is not None and not k and g_spikes.stride() == grad.stride()
+        t_idx = torch.arange(T, dtype=torch.int32, device=grad.device).reshape(T, 1)
         t1 = T
         while t1 > 0:
-            t0 = max(0, t1 - chunk)
-            blk = grad[t0:t1]
+            t0 = max(0, t1 - block)
+            K = t1 - t0
+            # the incoming gradient for these steps, in the buffers' layout
             if g_spikes is None:
-                blk.zero_()
+                gf = _flat(g_buf if g_buf is not None else sg_buf)[:0]
+            elif k:                                      # un-pool: exactly avg_pool2d's own backward
+                g4 = g_buf[:K].reshape((-1,) + shape[2:])
+                gp = g_spikes[t0:t1].reshape((-1,) + g_spikes.shape[2:])
+                if g4.is_contiguous(memory_format=torch.channels_last) and not g4.is_contiguous():
+                    gp = gp.contiguous(memory_format=torch.channels_last)    # else the kernel goes via a copy
+                torch.ops.aten.avg_pool2d_backward.grad_input(gp, g4, [k, k], [k, k], [0, 0], False, True, None,
+                                                              grad_input=g4)
+                gf = _flat(g_buf[:K])
+            elif same_layout:
+                gf = _flat(g_spikes[t0:t1]) if g_spikes[t0:t1].stride(0) == n else None
+                if gf is None:
+                    g_buf[:K].copy_(g_spikes[t0:t1])
+                    gf = _flat(g_buf[:K])
             else:
-                g = g_spikes[t0:t1]
-                if k:                                    # un-pool: exactly avg_pool2d's backward
-                    flat = blk.reshape((-1,) + shape[2:])
-                    g = torch.ops.aten.avg_pool2d_backward(g.reshape((-1,) + g.shape[2:]), flat, [k, k], [k, k],
-                                                           [0, 0], False, True, None).reshape(blk.shape)
-                dt = _steps_since_spike(last, t0, t1, grad.dtype) if last is not None else None
+                g_buf[:K].copy_(g_spikes[t0:t1])
+                gf = _flat(g_buf[:K])
+            # dt[t] = t - last[t - 1] (0 at t = 0), the steps since the last spike as the spike function saw it
+            if last is not None:
+                idx = _flat(idx_buf[:K])
+                lastf = _flat(last)
+                if t0 == 0:
+                    idx[0].zero_()
+                    if K > 1:
+                        torch.sub(t_idx[1:t1], lastf[0:t1 - 1], out=idx[1:K])
+                else:
+                    torch.sub(t_idx[t0:t1], lastf[t0 - 1:t1 - 1], out=idx)
+            sgf = _flat(sg_buf[:K])
+            if dt_only:
+                torch.index_select(table, 0, idx.reshape(-1), out=sgf.reshape(-1))
+            elif g_spikes is not None:
+                dt = idx_buf[:K].to(grad.dtype) if last is not None else None
                 x = x_all[t0:t1] if x_all is not None else dt
-                # d spike / d x; a surrogate that ignores dt gets x in its place, one that ignores x gets dt
-                sg = sur.grad(x, dt if dt is not None else x)
-                torch.mul(g, sg, out=blk)
-                if not scalar or theta != 1.0:
-                    blk.div_(theta)
+                # a surrogate that ignores dt gets x in its place, one that ignores x gets dt
+                sg = sur.grad(x, dt if dt is not None else x) / theta
+                sg_buf[:K].copy_(sg)
             for t in range(t1 - 1, t0 - 1, -1):
+                r = t - t0
                 if t == T - 1:
+                    if g_spikes is None:
+                        gradf[t].zero_()
+                    else:
+                        torch.mul(gf[r], sgf[r], out=gradf[t])
                     if g_v is not None:
                         grad[t].add_(g_v)
+                elif g_spikes is None:
+                    torch.mul(gradf[t + 1], leak, out=gradf[t])
+                elif leak == 1.0:
+                    torch.addcmul(gradf[t + 1], gf[r], sgf[r], out=gradf[t])
                 else:
-                    grad[t].add_(grad[t + 1], alpha=leak)
+                    torch.mul(gradf[t + 1], leak, out=gradf[t])
+                    gradf[t].addcmul_(gf[r], sgf[r])
             t1 = t0
         return grad, None, None, None, None
 
