@@ -80,6 +80,8 @@ def main(argv=None) -> int:
         results[label] = {"surrogate": name, "width": width, "height": height, "batch_norm": bn, "ratios": ratios,
                           "norms": [r["norms"] for r in runs]}
         logs = " ".join(f"{math.log10(r):+.1f}" if r > 0 and math.isfinite(r) else str(r) for r in ratios)
+        if all(math.isnan(r) for r in ratios):
+            logs += "  (no gradient at all: no spike reaches the output at initialization)"
         print(f"{label:<34} {min(ratios):>10.3g} {float(np.median(ratios)):>10.3g} {max(ratios):>10.3g}   {logs}")
     print(f"({time.time() - start:.1f} s)")
     if args.json:
@@ -93,6 +95,8 @@ def main(argv=None) -> int:
         for label, r in results.items():
             names = list(r["norms"][0])
             med = np.median(np.array([[n[k] for k in names] for n in r["norms"]]), 0)
+            if not (med > 0).any():
+                continue                # a silent network: no gradient to draw
             ax.semilogy(range(1, len(names) + 1), np.maximum(med, 1e-30), marker="o", markersize=3, label=label)
         ax.set_xlabel("synaptic layer (input -> output)")
         ax.set_ylabel("||dL/dW|| at initialization (median over seeds)")

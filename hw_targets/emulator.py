@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import time
 from dataclasses import dataclass
 from typing import List, Optional, Union
@@ -69,10 +70,31 @@ def lava_decay(x: torch.Tensor, decay: int) -> torch.Tensor:
     return wrap_int32(torch.sign(p) * torch.bitwise_right_shift(torch.abs(p), 12))
 
 
+def _netx_optimize_weight_bits():
+    """netx's own optimize_weight_bits, loaded from lava/lib/dl/netx/utils.py by file path: importing it as
+    `lava.lib.dl.netx.utils` runs the package's __init__, which imports all of Lava, slayer and torchvision
+    (seconds) for one numpy function."""
+    global _OPTIMIZE_WEIGHT_BITS
+    if _OPTIMIZE_WEIGHT_BITS is None:
+        import importlib.util
+        spec = importlib.util.find_spec("lava")
+        if spec is None or not spec.submodule_search_locations:
+            raise SimulationError("lava-dl is not installed: the emulator reproduces netx's weight handling from it")
+        path = os.path.join(list(spec.submodule_search_locations)[0], "lib", "dl", "netx", "utils.py")
+        module_spec = importlib.util.spec_from_file_location("_snntc_netx_utils", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        _OPTIMIZE_WEIGHT_BITS = module.optimize_weight_bits
+    return _OPTIMIZE_WEIGHT_BITS
+
+
+_OPTIMIZE_WEIGHT_BITS = None
+
+
 def dense_effective_weights(weight: np.ndarray):
     """(W_eff (out, in) int64, weight_exp) exactly as netx + PyDenseModelBitAcc prepare them."""
-    from lava.lib.dl.netx.utils import optimize_weight_bits
     from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
+    optimize_weight_bits = _netx_optimize_weight_bits()
 
     w = np.asarray(weight).astype(int)
     if w.size and np.all(w == 0):

@@ -313,6 +313,10 @@ class _SubtractiveRun(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_spikes, g_v, _g_dt):
         last, x_all = ctx.saved_tensors
+        return _SubtractiveRun._backward(ctx, g_spikes, g_v, last, x_all), None, None, None, None
+
+    @staticmethod
+    def _backward(ctx, g_spikes, g_v, last, x_all):
         theta, leak, sur, k = ctx.theta, ctx.leak, ctx.surrogate, ctx.pool
         shape, layout = ctx.shape, ctx.layout
         T, n = shape[0], layout[0]
@@ -393,7 +397,7 @@ class _SubtractiveRun(torch.autograd.Function):
                     torch.mul(gradf[t + 1], leak, out=gradf[t])
                     gradf[t].addcmul_(gf[r], sgf[r])
             t1 = t0
-        return grad, None, None, None, None
+        return grad
 
 
 def _run_subtractive(currents: torch.Tensor, params: SubtractiveParams, spike_fn, pool: int = 0) -> tuple:

@@ -168,6 +168,9 @@ def convert_chain(chain, scales, input_scale, snn_config: dict, dataset: dict, s
     for i, (layer, scale) in enumerate(zip(chain, scales)):
         fx, row = convert_layer(layer, scale, input_scale if i == 0 else 1.0, decays, layer.threshold is None)
         fx.validate()
+        if fx.kind == "dense" and not np.any(fx.weight):
+            raise QuantizationError(f"layer '{layer.name}': every weight rounds to 0 at scale {scale:g}; netx cannot "
+                                    f"load an all-zero dense layer (its weight-exponent search divides by the maximum)")
         layers.append(fx)
         rows.append(row)
         if row.zeroed_weights:
