@@ -69,6 +69,22 @@ def _netx_block_models() -> dict:
             bp.Input: bm.PyInputModel}
 
 
+def _to_float_units(lnet, net: FxNetwork) -> None:
+    """Give netx's blocks the parameters Lava's floating-point models expect. netx passes the fixed-point
+    integers (du = iDecay - 1, weights shifted by netx's own exponent); the float LIF computes
+    u = u * (1 - du) + a, v = v * (1 - dv) + u + bias_mant, spike v > vth, and the float Dense ignores the
+    weight exponent. In synaptic-input units: du = i_decay / 4096, dv = v_decay / 4096, vth and bias as they
+    are, dense weights as the integers. The float run then differs from fixed point only by the decays'
+    rounding and the 24-bit limits."""
+    for block, layer in zip(lnet.layers, net.layers):
+        block.neuron.du.init = layer.i_decay / 4096.0
+        block.neuron.dv.init = layer.v_decay / 4096.0
+        block.neuron.vth.init = float(layer.vth)
+        if layer.kind == "dense":
+            block.synapse.weights.init = np.asarray(layer.weight, dtype=np.float64).reshape(
+                block.synapse.weights.shape)
+
+
 def _run_cfg(fixed_point: bool, target: str):
     tag = "fixed_pt" if fixed_point else "floating_pt"
     if target == "sim":
@@ -179,6 +195,8 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
     L = len(lnet.layers)
     if L != len(net.layers):
         raise SimulationError(f"netx built {L} layers, the network has {len(net.layers)}")
+    if not fixed_point:
+        _to_float_units(lnet, net)
     total = N * T + L
     seg_samples = max(1, min(int(segment_samples), N))
     seg = min(total, seg_samples * T)
@@ -285,9 +303,8 @@ def run_lava(net_or_path: Union[FxNetwork, str, "os.PathLike[str]"], inputs, lab
     with ``target='loihi2'``, Loihi2HwCfg (needs lava-loihi). Readout per ``net.readout``.
     ``input_shape`` (C, H, W): only for a netx file without an input layer that starts with a conv.
 
-    Note: with ``fixed_point=False`` Lava's floating-point LIF reads netx's integer parameters
-    literally (u *= 1 - du with du = iDecay - 1; no weight exponent, no 6-bit shifts),
-    so its results are not comparable to the fixed-point ones; it runs, for completeness.
+    With ``fixed_point=False`` the blocks' parameters are converted to the units of Lava's floating-point
+    models first (``_to_float_units``), so the float run computes the same network without rounding.
     ``wall_time_s`` includes building and compiling the Lava network.
     """
     t0 = time.perf_counter()

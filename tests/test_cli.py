@@ -7,6 +7,8 @@ import sys
 import time
 
 import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
 
 from toolchain.checkpoint import load_checkpoint
@@ -109,3 +111,50 @@ def test_lava_imports_after_a_progress_bar():
             "import lava.lib.dl.netx\nprint('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-500:]
+
+
+def _export_tiny(tmp_path, kind="conv"):
+    import numpy as np
+    from test_quantize import conv_ckpt, dense_ckpt
+    from toolchain.deploy import export_snn
+    rng = np.random.default_rng(0)
+    if kind == "conv":
+        ckpt, x = conv_ckpt(0), rng.normal(size=(2, 1, 8, 8)).astype(np.float32)
+    else:
+        ckpt, x = dense_ckpt(rng.normal(size=(4, 6)), rng.normal(size=(3, 4)), (0.5,)), rng.normal(size=(2, 6))
+    path = tmp_path / f"{kind}.net"
+    export_snn(ckpt, str(path), x)
+    return path
+
+
+def test_simulate_rejects_inputs_of_the_wrong_shape(tmp_path, capsys):
+    path = _export_tiny(tmp_path, "dense")
+    code, _, err = run_cli(["simulate", str(path), "--dataset", "digits", "--samples", "2", "--json",
+                            str(tmp_path / "s.json")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "inputs have shape (1, 8, 8), the network expects (6,)" in err and not (tmp_path / "s.json").exists()
+
+
+def test_loihi2_target_says_it_is_not_available(tmp_path, capsys):
+    path = _export_tiny(tmp_path)
+    code, _, err = run_cli(["simulate", str(path), "--dataset", "digits", "--samples", "2", "--target", "loihi2"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Loihi 2 hardware is not available here" in err
+
+
+def test_export_of_a_residual_network_names_the_block(tmp_path, capsys):
+    from models import build_model
+    from toolchain.checkpoint import Checkpoint, save_checkpoint
+    from toolchain.snn import SnnConfig, SnnModel
+    net = build_model("resnet-small", (1, 8, 8), 10)
+    model = SnnModel(net, SnnConfig(thresholds={s.name: 1.0 for s in net.spiking_layers}))
+    save_checkpoint(Checkpoint("snn", net, model.state_dict(), {"name": "digits"}, snn=model.config.to_dict()),
+                    str(tmp_path / "r.pt"))
+    code, _, err = run_cli(["export", str(tmp_path / "r.pt"), "-o", str(tmp_path / "r.net")], capsys)
+    assert code == 2 and "layer 'layer1_0': residual" in err and not (tmp_path / "r.net").exists()
+
+
+def test_export_does_not_overwrite_without_force(tmp_path, capsys):
+    target = tmp_path / "conv.net"
+    target.write_bytes(b"keep")
+    code, _, err = run_cli(["export", str(tmp_path / "x.pt"), "-o", str(target)], capsys)
+    assert code == 2 and "--force" in err and target.read_bytes() == b"keep"

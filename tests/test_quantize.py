@@ -119,3 +119,21 @@ def test_export_loads_in_stock_netx_and_lava_matches_the_toolchain(tmp_path, kin
     with torch.no_grad():
         logits = model(torch.as_tensor(x, dtype=torch.float64), fx.timesteps).logits.numpy()
     np.testing.assert_allclose(logits, emu.output_values / 64 / fx.layers[-1].scale / fx.timesteps, rtol=1e-9)
+
+
+@pytest.mark.lava
+def test_lava_floating_point_run_matches_fixed_point_without_decay_rounding(tmp_path):
+    """With no decays to round (i_decay 4096, v_decay 0) Lava's float models compute the fixed-point network."""
+    from hw_targets.lava_sim import run_lava
+    rng = np.random.default_rng(4)
+    ckpt = conv_ckpt(2)
+    x = rng.normal(size=(4, 1, 8, 8)).astype(np.float32)
+    path = tmp_path / "m.net"
+    fx, _ = export_snn(ckpt, str(path), x)
+    inputs = encode_for_chip(fx, x)
+    fixed = run_lava(str(path), inputs, progress=False)
+    floating = run_lava(str(path), inputs, fixed_point=False, progress=False)
+    for a, b in zip(fixed.spike_counts, floating.spike_counts):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(floating.output_values, fixed.output_values / 64)
+    assert sum(int(c.sum()) for c in fixed.spike_counts[:-1]) > 0

@@ -62,7 +62,7 @@ def test_models_with_batch_norm_train_as_snns(name, digits):
     torch.manual_seed(0)
     net = build_model(name, digits.input_shape, 10, batch_norm=True)
     model = SnnModel(net, snn_config_for(net, 4, get_surrogate("rectangular", width=1.0, alpha=0.5)))
-    x, y = torch.as_tensor(digits.train_x[:64]), torch.as_tensor(digits.train_y[:64])
+    x, y = torch.as_tensor(digits.train_x[:32]), torch.as_tensor(digits.train_y[:32])
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     losses = []
     for _ in range(6):
