@@ -109,9 +109,10 @@ def worker(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    times, fwd, bwd, optim, rates = [], [], [], [], None
+    times, fwd, bwd, optim, cpu, rates = [], [], [], [], [], None
     for i in range(args.warmup + args.steps):
         sync()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         out = model(x, T, enc)
@@ -124,6 +125,7 @@ def worker(args) -> dict:
         opt.step()
         sync()
         t3 = time.perf_counter()
+        c3 = time.process_time()
         if rates is None:
             rates = {k: round(float(c.sum()) / (B * T * out.neurons[k]), 4) for k, c in out.spike_counts.items()}
         del out, loss
@@ -132,6 +134,7 @@ def worker(args) -> dict:
             fwd.append(t1 - t0)
             bwd.append(t2 - t1)
             optim.append(t3 - t2)
+            cpu.append(c3 - c0)
 
     def median(v):
         v = sorted(v)
@@ -140,10 +143,15 @@ def worker(args) -> dict:
 
     res = {"timesteps": T, "batch_size": B, "threads": args.threads, "device": str(device),
            "seconds": median(times), "forward": median(fwd), "backward": median(bwd), "optimizer": median(optim),
-           "all_seconds": times, "peak_mb": peak_rss_mb(), "spike_rates": rates, "torch": torch.__version__}
+           "cpu_seconds": median(cpu), "all_seconds": times, "peak_mb": peak_rss_mb(), "spike_rates": rates,
+           "torch": torch.__version__}
     if device.type == "cuda":
         res["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
     return res
+
+
+def _fmt(x) -> str:
+    return "?" if x is None else f"{x:.1f}"
 
 
 def main(argv=None) -> int:
@@ -167,12 +175,15 @@ def main(argv=None) -> int:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--timesteps-one", str(T),
                "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--threads", str(args.threads), "--device", args.device]
+        load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         proc = subprocess.run(cmd, capture_output=True, text=True)
+        load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             sys.stderr.write(proc.stdout + proc.stderr)
             raise SystemExit(f"T={T}: the worker failed (exit {proc.returncode})")
         res = json.loads(lines[-1][len("RESULT "):])
+        res["load_average_1min"] = [load_before, load_after]       # other work on the machine skews the timings
         res["flops"] = vgg5_flops(T, args.batch_size)
         res["gflops_per_s"] = res["flops"]["total_gflop"] / res["seconds"]
         ref = REFERENCE.get(T)
@@ -182,7 +193,8 @@ def main(argv=None) -> int:
             res["memory_ratio"] = res["peak_mb"] / ref["peak_mb"]
         results.append(res)
         print(f"T={T:4d} B={args.batch_size}: {res['seconds']:.2f} s/step (fwd {res['forward']:.2f}, bwd "
-              f"{res['backward']:.2f}, adam {res['optimizer']:.2f}; runs {', '.join(f'{t:.2f}' for t in res['all_seconds'])}), "
+              f"{res['backward']:.2f}, adam {res['optimizer']:.2f}; cpu {res['cpu_seconds']:.2f}; "
+              f"runs {', '.join(f'{t:.2f}' for t in res['all_seconds'])}; load {_fmt(load_before)}->{_fmt(load_after)}), "
               f"peak {res['peak_mb']:.0f} MB, {res['gflops_per_s']:.0f} GFLOP/s of {res['flops']['total_gflop']:.0f} GFLOP"
               + (f"; vs reference {ref['seconds']} s / {ref['peak_mb']:.0f} MB: {res['speedup']:.2f}x faster, "
                  f"{res['memory_ratio']:.2f} of the memory" if "reference" in res else ""), flush=True)

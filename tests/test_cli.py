@@ -158,3 +158,33 @@ def test_export_does_not_overwrite_without_force(tmp_path, capsys):
     target.write_bytes(b"keep")
     code, _, err = run_cli(["export", str(tmp_path / "x.pt"), "-o", str(target)], capsys)
     assert code == 2 and "--force" in err and target.read_bytes() == b"keep"
+
+
+def test_energy_from_a_simulation_json_and_plot(tmp_path, capsys):
+    path = _export_tiny(tmp_path)
+    sim = tmp_path / "sim.json"
+    code, out, _ = run_cli(["simulate", str(path), "--dataset", "digits", "--samples", "8", "--backend", "emulator",
+                            "--json", str(sim), "--energy", "--energy-target", "loihi"], capsys)
+    assert code == 0 and "synaptic ops" in out
+    code, out, _ = run_cli(["energy", str(path), "--from", str(sim), "--target", "loihi2", "--plot",
+                            str(tmp_path / "e.png"), "--json", str(tmp_path / "e.json")], capsys)
+    assert code == 0 and "UPPER BOUND" in out
+    assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["target"] == "loihi2" and report["energy"]["snn_is_upper_bound"] is True
+    from_sim = json.loads(sim.read_text())
+    assert report["counts"]["samples"] == from_sim["samples"] == 8
+
+
+def test_fit_command_passes_and_fails_with_the_layer_named(tmp_path, capsys):
+    import numpy as np
+    from toolchain.fixed_point import FxLayer, FxNetwork
+    from toolchain.netx_io import write_netx
+    path = _export_tiny(tmp_path)
+    code, out, _ = run_cli(["fit", str(path)], capsys)
+    assert code == 0 and "fits" in out
+    wide = FxNetwork((5000,), [FxLayer("big", "dense", np.full((10, 5000), 2), (5000,), (10,), 100, is_output=True)],
+                     10, 4)
+    write_netx(wide, tmp_path / "big.net")
+    code, _, err = run_cli(["fit", str(tmp_path / "big.net")], capsys)
+    assert code == 2 and "layer 'big'" in err and "4096" in err
