@@ -169,3 +169,21 @@ def test_qat_forward_equals_the_bit_exact_emulator(tiny_dense_data):
     np.testing.assert_allclose(out.logits.numpy(), expected, rtol=1e-9, atol=1e-9)
     for name, counts in zip(["s1", "s2", "s3"], emu.spike_counts):
         assert float(out.spike_counts[name].sum()) == float(counts.sum()) > 0
+
+
+def test_conversion_folds_batch_norm_after_linear_layers_too():
+    torch.manual_seed(3)
+    net = build_model("vgg-small", (1, 8, 8), 10, batch_norm=True)
+    assert any(type(l).__name__ == "BatchNorm1d" for l in net.layers)
+    ann = AnnModel(net)
+    for m in ann.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    ann.eval()
+    folded_net, state = fold_batch_norms(net, ann.state_dict())
+    assert not any("BatchNorm" in type(l).__name__ for l in folded_net.layers)
+    folded = AnnModel(folded_net)
+    folded.load_state_dict(state)
+    x = torch.randn(4, 1, 8, 8)
+    torch.testing.assert_close(folded.eval()(x), ann(x), atol=1e-5, rtol=1e-5)

@@ -22,7 +22,7 @@ from .checkpoint import Checkpoint
 from .data import Dataset
 from .data.encoding import InputEncoder
 from .errors import ConfigError
-from .ir import BatchNorm2d, Conv2d, Network, Residual
+from .ir import BATCH_NORMS, Conv2d, Linear, Network, Residual
 from .lowering import fold_batch_norm
 from .snn import SnnConfig, SnnModel
 from .torch_net import AnnModel
@@ -32,7 +32,7 @@ MAX_QUANTILE_ELEMENTS = 1 << 22
 
 
 def fold_batch_norms(net: Network, state: Dict[str, torch.Tensor]) -> Tuple[Network, Dict[str, torch.Tensor]]:
-    """Remove every BatchNorm2d that follows a Conv2d, folding it into that conv's weight and bias.
+    """Remove every batch norm that follows a Conv2d or Linear, folding it into that layer's weight and bias.
     `state` is a model state dict (keys 'layers.<layer>.<param>')."""
     prefix = "layers."
     state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
@@ -40,10 +40,10 @@ def fold_batch_norms(net: Network, state: Dict[str, torch.Tensor]) -> Tuple[Netw
     def fold_chain(layers):
         out = []
         for layer in layers:
-            if isinstance(layer, BatchNorm2d):
-                conv = out[-1] if out and isinstance(out[-1], Conv2d) else None
+            if isinstance(layer, BATCH_NORMS):
+                conv = out[-1] if out and isinstance(out[-1], (Conv2d, Linear)) else None
                 if conv is None:
-                    raise ConfigError(f"layer '{layer.name}': batch norm must follow a conv to be folded")
+                    raise ConfigError(f"layer '{layer.name}': batch norm must follow a conv or linear layer to be folded")
                 w, b = fold_batch_norm(state[f"{conv.name}.weight"], state.get(f"{conv.name}.bias"), state, layer.name)
                 state[f"{conv.name}.weight"], state[f"{conv.name}.bias"] = w, b
                 for key in [k for k in state if k.startswith(layer.name + ".")]:
