@@ -194,8 +194,9 @@ def main(argv=None) -> int:
         results.append(res)
         print(f"T={T:4d} B={args.batch_size}: {res['seconds']:.2f} s/step (fwd {res['forward']:.2f}, bwd "
               f"{res['backward']:.2f}, adam {res['optimizer']:.2f}; cpu {res['cpu_seconds']:.2f}; "
-              f"runs {', '.join(f'{t:.2f}' for t in res['all_seconds'])}; load {_fmt(load_before)}->{_fmt(load_after)}), "
-              f"peak {res['peak_mb']:.0f} MB, {res['gflops_per_s']:.0f} GFLOP/s of {res['flops']['total_gflop']:.0f} GFLOP"
+              f"runs {', '.join(f'{t:.2f}' for t in res['all_seconds'])}; "
+              f"load {_fmt(load_before)}->{_fmt(load_after)}), peak {res['peak_mb']:.0f} MB, "
+              f"{res['gflops_per_s']:.0f} GFLOP/s of {res['flops']['total_gflop']:.0f} GFLOP"
               + (f"; vs reference {ref['seconds']} s / {ref['peak_mb']:.0f} MB: {res['speedup']:.2f}x faster, "
                  f"{res['memory_ratio']:.2f} of the memory" if "reference" in res else ""), flush=True)
     if args.json:

@@ -133,19 +133,20 @@ def run_neurons(currents: torch.Tensor, step: Callable, params, spike_fn: Callab
 
 # -- the fused subtractive neuron ----------------------------------------------------------------------------
 #
-# Forward, per step t (exactly the ops of `subtractive_step`, in place; the spike test v / theta - 1 > 0 is done
-# as v > c with c the largest value for which it is false, found once per (theta, dtype, device)):
+# Forward, per step t (exactly the ops of `subtractive_step`, in place; unless x is saved for the surrogate, the
+# spike test v / theta - 1 > 0 is done as v > c, c the largest value for which it is false, found once per
+# (theta, dtype, device), which decides identically):
 #     v = leak * v + I[t];  s[t] = 1[v / theta - 1 > 0];  v -= theta * s[t]
 # Backward (the reset carries no gradient, so d v[t] / d v[t-1] = leak):
 #     gI[t] = g[t] * surrogate'(x[t], dt[t]) / theta + leak * gI[t+1],   gI[T-1] also gets the final v's gradient.
-# Saved for the backward, only what the surrogate needs: for dt (the steps since the last spike), last[t] = 1 + the
-# index of the last spike at or before t (1 byte per neuron and step for T < 255; dt[t] = t - last[t-1]); for x,
-# x = v / theta - 1 (the currents' dtype). STDB needs dt only. Nothing else (no currents, no potentials). With
-# `pool`, each step's spikes are pooled as they are made, and the backward un-pools the incoming gradient a block
-# of steps at a time (avg_pool2d's own backward), so neither full-size spikes nor their gradient are stored.
-# The backward works through the steps in blocks of about 4M values: one surrogate evaluation per block.
+# Saved for the backward, only what the surrogate needs: for dt, the steps since the last spike as each step saw
+# them (1 byte per neuron and step for T < 255), and for x, x = v / theta - 1 (the currents' dtype). STDB needs dt
+# only; nothing else is kept (no currents, no potentials, no float spikes). With `pool`, each block of steps is
+# pooled as it is made, and the backward un-pools the incoming gradient a block at a time (avg_pool2d's own
+# backward), so neither full-size spikes nor their gradient are stored. Blocks are about 4M values; the backward
+# evaluates the surrogate once per block, and all per-block scratch memory is allocated once per call.
 
-_DT_ONLY = frozenset({"stdb"})        # surrogates whose gradient is a function of dt alone
+_DT_ONLY = frozenset({"stdb"})        # surrogates whose gradient is a function of dt alone (no x saved)
 _BLOCK = 1 << 22                      # values per block of steps (pooling, the backward's surrogate)
 
 
@@ -153,7 +154,9 @@ def _fusable(currents, step, params, spike_fn) -> bool:
     from .surrogates import SURROGATES, Surrogate
     if step is not subtractive_step or not isinstance(params, SubtractiveParams) or type(spike_fn) is not Surrogate:
         return False
-    if spike_fn.name not in SURROGATES or not currents.is_floating_point() or currents.dim() < 2 or currents.shape[0] < 1:
+    if spike_fn.name not in SURROGATES or not currents.is_floating_point() or currents.dim() < 2:
+        return False
+    if currents.shape[0] < 1:
         return False
     if not isinstance(params.leak, (int, float)):
         return False
@@ -236,21 +239,21 @@ def _count_dtype(T: int) -> torch.dtype:
 
 
 def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_x: bool, pool: int = 0):
-    """The loop, in place, without autograd. Returns (spikes, v, dt, last, x or None): spikes (pooled if `pool`),
-    last[t] = 1 + the index of the neuron's last spike at or before step t (0 if none; uint8 for T < 255) and
-    x[t] = v / theta - 1 if kept. Pooling and the uint8 copy run once per block of steps, into preallocated
-    buffers (a fresh allocation costs its page faults on every use)."""
+    """The loop, in place, without autograd. Returns (spikes, v, dt, dts, x or None): spikes (pooled if `pool`), the
+    final state's v and dt, dts[t] = the steps since the last spike before step t, as the spike function saw them
+    (uint8 for T < 255), and x[t] = v / theta - 1 if kept. Pooling and the uint8 copy run once per block of steps,
+    into preallocated buffers (a fresh allocation costs its page faults on every use)."""
     T, shape = currents.shape[0], tuple(currents.shape)
     layout = _layout(currents)
     n = layout[0]
     block = max(1, min(T, _BLOCK // max(1, n)))
     if pool:
         B, C, H, W = shape[1:]
-        out = _pool_out(currents, pool)
+        out = _pooled(T, shape, pool, layout, currents)
         spk_buf = _buffer(block, shape, layout, currents)
     else:
         out = _buffer(T, shape, layout, currents)
-    last = _buffer(T, shape, layout, currents, _count_dtype(T))
+    last = _buffer(T, shape, layout, currents, _count_dtype(T))      # becomes dts
     x_all = _buffer(T, shape, layout, currents) if keep_x else None
     v = _buffer(1, shape, layout, currents)[0].zero_()
     scalar = not isinstance(theta, torch.Tensor)
@@ -283,21 +286,33 @@ def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_x: boo
             k = pool
             torch.ops.aten.avg_pool2d.out(spk.reshape((-1,) + shape[2:]), [k, k], [k, k], [0, 0], False, True, None,
                                           out=out[t0:t1].reshape(-1, C, H // k, W // k))
+    # last[t] = 1 + the index of the last spike at or before t (0 if none), then in place dt[t] = t - last[t - 1]
     lastf = _flat(last)
-    lastf.mul_(torch.arange(1, T + 1, device=last.device, dtype=last.dtype).reshape(T, 1))
+    steps = torch.arange(T + 1, device=last.device, dtype=last.dtype).reshape(T + 1, 1)
+    lastf.mul_(steps[1:])
     for t in range(1, T):
         torch.maximum(lastf[t - 1], lastf[t], out=lastf[t])
     dt = (T - last[-1].to(torch.int32)).to(currents.dtype)
+    for t in range(T - 1, 0, -1):
+        torch.sub(steps[t], lastf[t - 1], out=lastf[t])
+    lastf[0].zero_()
     return out, v, dt, last, x_all
 
 
-def _pool_out(currents: torch.Tensor, k: int) -> torch.Tensor:
-    """The (T, B, C, H/k, W/k) output buffer, channels-last if the currents are."""
-    T, B, C, H, W = currents.shape
-    cl = currents[0].is_contiguous(memory_format=torch.channels_last) and not currents[0].is_contiguous()
-    out = torch.empty((T * B, C, H // k, W // k), dtype=currents.dtype, device=currents.device,
-                      memory_format=torch.channels_last if cl else torch.contiguous_format)
-    return out.reshape(T, B, C, H // k, W // k)
+def _channels_last(shape, layout) -> bool:
+    """Whether (T, B, C, H, W) buffers in `layout` (see `_layout`) are channels-last in each step."""
+    if len(shape) != 5:
+        return False
+    _, B, C, H, W = shape
+    return C > 1 and tuple(layout[1:]) == (H * W * C, 1, W * C, C)
+
+
+def _pooled(steps: int, shape, k: int, layout, like: torch.Tensor) -> torch.Tensor:
+    """A (steps, B, C, H/k, W/k) buffer, channels-last if the un-pooled layout is."""
+    B, C, H, W = shape[1:]
+    fmt = torch.channels_last if _channels_last(shape, layout) else torch.contiguous_format
+    out = torch.empty((steps * B, C, H // k, W // k), dtype=like.dtype, device=like.device, memory_format=fmt)
+    return out.reshape(steps, B, C, H // k, W // k)
 
 
 class _SubtractiveRun(torch.autograd.Function):
@@ -305,20 +320,21 @@ class _SubtractiveRun(torch.autograd.Function):
     def forward(ctx, currents, theta, leak, surrogate, pool):
         needs_x = surrogate.name not in _DT_ONLY
         needs_dt = surrogate.needs_dt or surrogate.name in _DT_ONLY
-        spikes, v, dt, last, x_all = _subtractive_forward(currents, theta, leak, needs_x, pool)
-        ctx.save_for_backward(last if needs_dt else None, x_all)    # freed after the backward (unless retain_graph)
+        spikes, v, dt, dts, x_all = _subtractive_forward(currents, theta, leak, needs_x, pool)
+        ctx.save_for_backward(dts if needs_dt else None, x_all)     # freed after the backward (unless retain_graph)
         ctx.theta, ctx.leak, ctx.surrogate, ctx.pool = theta, leak, surrogate, pool
         ctx.shape, ctx.layout = tuple(currents.shape), _layout(currents)
         ctx.mark_non_differentiable(dt)
         return spikes, v, dt
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, g_spikes, g_v, _g_dt):
-        last, x_all = ctx.saved_tensors
-        return _SubtractiveRun._backward(ctx, g_spikes, g_v, last, x_all), None, None, None, None
+        dts, x_all = ctx.saved_tensors
+        return _SubtractiveRun._backward(ctx, g_spikes, g_v, dts, x_all), None, None, None, None
 
     @staticmethod
-    def _backward(ctx, g_spikes, g_v, last, x_all):
+    def _backward(ctx, g_spikes, g_v, dts, x_all):
         theta, leak, sur, k = ctx.theta, ctx.leak, ctx.surrogate, ctx.pool
         shape, layout = ctx.shape, ctx.layout
         T, n = shape[0], layout[0]
@@ -327,19 +343,15 @@ class _SubtractiveRun(torch.autograd.Function):
         gradf = _flat(grad)
         block = max(1, min(T, _BLOCK // max(1, n)))
         scalar = not isinstance(theta, torch.Tensor)
-        dt_only = sur.name in _DT_ONLY and scalar
-        # d spike / d v = surrogate(x, dt) / theta, as one table over dt = 0..T when it depends on dt alone
-        table = None
-        if dt_only:
-            steps = torch.arange(T + 1, dtype=grad.dtype, device=grad.device)
-            table = sur.grad(steps, steps)
-            if theta != 1.0:
-                table = table / theta
+        # STDB, d spike / d x = alpha * exp(-beta * dt) (surrogates.stdb_grad): exp(-beta * dt) is evaluated in place
+        # per block and alpha / theta goes into the multiply-add; any other surrogate is called as it is, per block.
+        stdb = sur.name == "stdb" and scalar
+        scale = sur.alpha / theta if stdb else 1.0
         sg_buf = _buffer(block, shape, layout, grad)
-        idx_buf = _buffer(block, shape, layout, grad, torch.int32) if last is not None else None
         g_buf = _buffer(block, shape, layout, grad) if g_spikes is not None else None
+        if k and g_spikes is not None:                   # the pooled gradient, laid out like the un-pooled one
+            gp_buf = _pooled(block, shape, k, layout, grad)
         same_layout = g_spikes is not None and not k and g_spikes.stride() == grad.stride()
-        t_idx = torch.arange(T, dtype=torch.int32, device=grad.device).reshape(T, 1)
         t1 = T
         while t1 > 0:
             t0 = max(0, t1 - block)
@@ -350,8 +362,8 @@ class _SubtractiveRun(torch.autograd.Function):
             elif k:                                      # un-pool: exactly avg_pool2d's own backward
                 g4 = g_buf[:K].reshape((-1,) + shape[2:])
                 gp = g_spikes[t0:t1].reshape((-1,) + g_spikes.shape[2:])
-                if g4.is_contiguous(memory_format=torch.channels_last) and not g4.is_contiguous():
-                    gp = gp.contiguous(memory_format=torch.channels_last)    # else the kernel goes via a copy
+                if gp.stride() != gp_buf[:K].reshape(gp.shape).stride():
+                    gp = gp_buf[:K].reshape(gp.shape).copy_(gp)          # in the layout of g4, else the kernel copies
                 torch.ops.aten.avg_pool2d_backward.grad_input(gp, g4, [k, k], [k, k], [0, 0], False, True, None,
                                                               grad_input=g4)
                 gf = _flat(g_buf[:K])
@@ -360,25 +372,18 @@ class _SubtractiveRun(torch.autograd.Function):
             else:
                 g_buf[:K].copy_(g_spikes[t0:t1])
                 gf = _flat(g_buf[:K])
-            # dt[t] = t - last[t - 1] (0 at t = 0), the steps since the last spike as the spike function saw it
-            if last is not None:
-                idx = _flat(idx_buf[:K])
-                lastf = _flat(last)
-                if t0 == 0:
-                    idx[0].zero_()
-                    if K > 1:
-                        torch.sub(t_idx[1:t1], lastf[0:t1 - 1], out=idx[1:K])
-                else:
-                    torch.sub(t_idx[t0:t1], lastf[t0 - 1:t1 - 1], out=idx)
             sgf = _flat(sg_buf[:K])
-            if dt_only:
-                torch.index_select(table, 0, idx.reshape(-1), out=sgf.reshape(-1))
-            elif g_spikes is not None:
-                dt = idx_buf[:K].to(grad.dtype) if last is not None else None
+            if g_spikes is None:
+                pass
+            elif stdb:                                   # in preallocated memory: no temporaries
+                sgf.copy_(_flat(dts)[t0:t1])
+                sgf.mul_(-sur.beta)
+                sgf.exp_()
+            else:
+                dt = dts[t0:t1].to(grad.dtype) if dts is not None else None
                 x = x_all[t0:t1] if x_all is not None else dt
                 # a surrogate that ignores dt gets x in its place, one that ignores x gets dt
-                sg = sur.grad(x, dt if dt is not None else x) / theta
-                sg_buf[:K].copy_(sg)
+                sg_buf[:K].copy_(sur.grad(x, dt if dt is not None else x) / theta)
             for t in range(t1 - 1, t0 - 1, -1):
                 r = t - t0
                 if t == T - 1:
@@ -386,15 +391,17 @@ class _SubtractiveRun(torch.autograd.Function):
                         gradf[t].zero_()
                     else:
                         torch.mul(gf[r], sgf[r], out=gradf[t])
+                        if scale != 1.0:
+                            gradf[t].mul_(scale)
                     if g_v is not None:
                         grad[t].add_(g_v)
                 elif g_spikes is None:
                     torch.mul(gradf[t + 1], leak, out=gradf[t])
                 elif leak == 1.0:
-                    torch.addcmul(gradf[t + 1], gf[r], sgf[r], out=gradf[t])
+                    torch.addcmul(gradf[t + 1], gf[r], sgf[r], value=scale, out=gradf[t])
                 else:
                     torch.mul(gradf[t + 1], leak, out=gradf[t])
-                    gradf[t].addcmul_(gf[r], sgf[r])
+                    gradf[t].addcmul_(gf[r], sgf[r], value=scale)
             t1 = t0
         return grad
 

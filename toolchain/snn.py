@@ -143,7 +143,9 @@ class SnnModel(nn.Module):
         params = SubtractiveParams(self.threshold(name, currents), self.config.leak)
         spikes, _ = run_neurons(currents, subtractive_step, params, self.config.spike_fn(), pool=pool)
         per_step = spikes.detach().sum(tuple(range(2, spikes.dim())))       # (T, B), without copying the spikes
-        counts[name] = (per_step.double().sum(0) * (pool * pool if pool else 1)).to(spikes.dtype)
+        if pool:
+            per_step = per_step * (pool * pool)
+        counts[name] = per_step.to(torch.int64).sum(0).to(spikes.dtype)     # exact integer counts
         neurons[name] = currents[0, 0].numel()
         return spikes
 
