@@ -3,12 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from models import build_model, model_names
+from models import build_model
 from toolchain.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from toolchain.convert import convert, fold_batch_norms
 from toolchain.errors import CheckpointError, LoweringError, ModelError, ShapeError
-from toolchain.ir import AvgPool2d, Conv2d, Flatten, Linear, Network, Residual, Spike
-from toolchain.lowering import lower
+from toolchain.ir import AvgPool2d, Conv2d, Flatten, Linear, Network, Spike
 from toolchain.neurons import SubtractiveParams, run_neurons, subtractive_step
 from toolchain.snn import SnnConfig, SnnModel
 from toolchain.torch_net import AnnModel

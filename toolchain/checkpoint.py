@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -16,6 +15,7 @@ import torch
 
 from . import __version__
 from .errors import CheckpointError
+from .files import atomic_write
 from .ir import Network
 
 FORMAT = "snntc-checkpoint"
@@ -35,21 +35,6 @@ class Checkpoint:
         return {"format": FORMAT, "version": 1, "kind": self.kind, "network": self.network.to_dict(),
                 "state_dict": self.state_dict, "dataset": self.dataset, "snn": self.snn, "training": self.training,
                 "metrics": self.metrics, "toolchain_version": __version__}
-
-
-def atomic_write(path: str, write_fn) -> None:
-    """Call write_fn(tmp_path), then move tmp_path over `path`; on failure nothing is left behind."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str) -> None:

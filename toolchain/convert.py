@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Dict, Tuple
 
-import numpy as np
 import torch
 
 from .checkpoint import Checkpoint

@@ -41,8 +41,8 @@ but memory_aware, where it uses the memory-aware ANN model.
 """
 from __future__ import annotations
 
-import os
-import tempfile
+
+
 import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +53,7 @@ import numpy as np
 from hw_targets.energy_model import EnergyTarget, load_target
 
 from .errors import ConfigError
+from .files import atomic_write
 from .fixed_point import FxLayer, FxNetwork, SimulationResult
 
 PRECISIONS = ("fp32", "int8")
@@ -470,14 +471,5 @@ def plot_energy(report: EnergyReport, path: Union[str, Path]) -> Path:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     return path

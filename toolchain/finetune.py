@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-import torch
 import torch.nn.functional as F
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -35,6 +35,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ExportError, NetxError, ToolchainError
+from .files import atomic_write
 from .fixed_point import FxLayer, FxNetwork
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -221,27 +222,18 @@ def write_netx(net: FxNetwork, path: PathLike, extra_metadata: Optional[dict] = 
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise ExportError(f"cannot write {path}: directory {directory} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(directory))
-        os.close(fd)
-    except OSError as e:
-        raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
+    def write(tmp):
         with h5py.File(tmp, "w") as f:
             _write_layers(f, net)
             _write_attrs(f, net, extra_metadata)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, ToolchainError):
-            raise
-        if isinstance(e, Exception):
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ExportError(f"cannot write netx file {path}: {msg}") from None
+
+    try:
+        atomic_write(path, write)
+    except ToolchainError:
         raise
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ExportError(f"cannot write netx file {path}: {msg}") from None
     return path
 
 

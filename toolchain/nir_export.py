@@ -58,7 +58,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint, atomic_write
+from .checkpoint import Checkpoint
+from .files import atomic_write
 from .errors import ExportError, LoweringError, QuantizationError
 from .fixed_point import DECAY_UNITY
 from .ir import AvgPool2d, Conv2d, Dropout, Flatten, Linear, Residual, Spike, iter_layers

@@ -666,7 +666,7 @@ def export_onnx(ckpt: Checkpoint, path: str, opset: int = 17) -> None:
 
     import onnx
 
-    from .checkpoint import atomic_write
+    from .files import atomic_write
     from .errors import ExportError
     from .torch_net import AnnModel
     if os.path.isdir(path):

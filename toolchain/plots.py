@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 
 
 def plot_accuracy_vs_timesteps(path: str, converted: Dict[int, float], hybrids: Dict[str, tuple],

@@ -17,8 +17,8 @@ Forward: the Heaviside step. Backward: d spike / d x = the surrogate below, time
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from dataclasses import dataclass
+from typing import Dict, Optional
 
 import torch
 

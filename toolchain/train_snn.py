@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from models import build_model
 
 from .ann import dataset_info
-from .checkpoint import Checkpoint, atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .files import atomic_write
 from .data import Dataset
 from .data.encoding import InputEncoder
 from .errors import CheckpointError, ConfigError

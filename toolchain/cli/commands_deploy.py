@@ -10,7 +10,7 @@ from ..checkpoint import load_checkpoint
 from ..data import load_dataset
 from ..errors import ConfigError
 from ..fixed_point import SimulationResult
-from .common import CliError, add_data_args, check_output, configure_threads, positive_int, write_json
+from .common import CliError, check_output, configure_threads, positive_int, write_json
 
 ENERGY_TARGETS = ("loihi", "loihi2", "cmos45nm", "memory_aware")
 

@@ -9,7 +9,7 @@ from models import model_names
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import load_dataset
 from ..training import TrainConfig, resolve_device
-from .common import (CliError, add_data_args, add_output_args, add_train_args, check_output, configure_threads,
+from .common import (add_data_args, add_output_args, add_train_args, check_output, configure_threads,
                      int_list, positive_int, write_json)
 
 

@@ -10,7 +10,7 @@ from typing import Any, List
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 from ..errors import ToolchainError
 
 
