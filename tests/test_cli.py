@@ -70,6 +70,11 @@ def test_front_end_commands_chain_and_write_json(tmp_path, capsys):
     assert set(result["timesteps"]) == {"2", "4"}
     assert 0.0 <= result["timesteps"]["4"]["accuracy"] <= 1.0 and result["timesteps"]["4"]["spikes_per_inference"] > 0
     assert json.loads((tmp_path / "a.json").read_text())["test_accuracy"] > 0.3
+    code, out, _ = run_cli(["evaluate", ann, snn, hyb, "--timesteps", "4", "--json", str(tmp_path / "side.json"),
+                            "--no-progress"], capsys)
+    side = json.loads((tmp_path / "side.json").read_text())
+    assert code == 0 and [m["kind"] for m in side["models"]] == ["ann", "snn", "snn"]
+    assert "ann.pt" in out.splitlines()[-3] and "hybrid.pt" in out.splitlines()[-3]
     code, _, err = run_cli(["finetune", ann, "-o", str(tmp_path / "x.pt")], capsys)
     assert code == 2 and "needs an SNN one" in err
 

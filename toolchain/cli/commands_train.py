@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from models import model_names
@@ -107,28 +108,63 @@ def cmd_finetune(args) -> dict:
 
 
 # -- evaluate ----------------------------------------------------------------------------------
-def cmd_evaluate(args) -> dict:
+def evaluate_one(path: str, args, device) -> dict:
+    """One checkpoint's evaluation: the ANN's accuracy, or the SNN's at each time step."""
     from ..ann import ann_accuracy, load_ann
     from ..evaluate import evaluate_snn, load_snn
-    configure_threads()
-    device = resolve_device(args.device)
-    ckpt = load_checkpoint(args.model)
+    ckpt = load_checkpoint(path)
     data = data_for_checkpoint(ckpt, args)
     if ckpt.kind == "ann":
         acc = ann_accuracy(load_ann(ckpt, device), data.test_x, data.test_y)
-        summary = {"command": "evaluate", "model": args.model, "kind": "ann", "accuracy": acc}
-        print(f"ANN {args.model}: test accuracy {acc:.2%} on {len(data.test_x)} samples")
+        return {"model": path, "kind": "ann", "accuracy": acc, "samples": len(data.test_x)}
+    steps = args.timesteps or [ckpt.snn["timesteps"]]
+    res = evaluate_snn(load_snn(ckpt, device), data.test_x, data.test_y, steps, seed=args.seed,
+                       progress=not args.no_progress)
+    return {"model": path, "kind": "snn", "neuron": ckpt.snn["neuron"], "coding": ckpt.snn["coding"],
+            "samples": len(data.test_x), "timesteps": {str(T): r for T, r in res.items()}}
+
+
+def print_evaluation(result: dict) -> None:
+    if result["kind"] == "ann":
+        print(f"ANN {result['model']}: test accuracy {result['accuracy']:.2%} on {result['samples']} samples")
+        return
+    print(f"SNN {result['model']} ({result['neuron']}, {result['coding']} input), {result['samples']} test samples")
+    print(f"{'T':>5} {'accuracy':>9} {'spikes/inference':>17}   spikes per neuron per layer")
+    for T, r in result["timesteps"].items():
+        per_layer = " ".join(f"{k}={v['spikes_per_neuron']:.2f}" for k, v in r["layers"].items())
+        print(f"{T:>5} {r['accuracy']:>9.2%} {r['spikes_per_inference']:>17.1f}   {per_layer}")
+
+
+def print_side_by_side(results) -> None:
+    """Accuracy of several checkpoints (e.g. the ANN, the converted and the fine-tuned SNN) in columns."""
+    steps = sorted({int(T) for r in results if r["kind"] == "snn" for T in r["timesteps"]})
+    names = [os.path.basename(r["model"]) for r in results]
+    print(f"{'T':>6} " + " ".join(f"{n:>16}" for n in names))
+    for T in steps or [0]:
+        cells = []
+        for r in results:
+            if r["kind"] == "ann":
+                cells.append(f"{r['accuracy']:>15.2%}*")
+            else:
+                acc = r["timesteps"].get(str(T), {}).get("accuracy")
+                cells.append(f"{'-' if acc is None else f'{acc:.2%}':>16}")
+        print(f"{T:>6} " + " ".join(cells))
+    if any(r["kind"] == "ann" for r in results):
+        print("* an ANN has no time steps: its accuracy is shown on every row")
+
+
+def cmd_evaluate(args) -> dict:
+    configure_threads()
+    device = resolve_device(args.device)
+    results = [evaluate_one(path, args, device) for path in args.model]
+    for result in results:
+        print_evaluation(result)
+    if len(results) > 1:
+        print()
+        print_side_by_side(results)
+        summary = {"command": "evaluate", "models": results}
     else:
-        model = load_snn(ckpt, device)
-        steps = args.timesteps or [ckpt.snn["timesteps"]]
-        res = evaluate_snn(model, data.test_x, data.test_y, steps, seed=args.seed, progress=not args.no_progress)
-        summary = {"command": "evaluate", "model": args.model, "kind": "snn", "neuron": ckpt.snn["neuron"],
-                   "timesteps": {str(T): r for T, r in res.items()}}
-        print(f"SNN {args.model} ({ckpt.snn['neuron']}, {ckpt.snn['coding']} input), {len(data.test_x)} test samples")
-        print(f"{'T':>5} {'accuracy':>9} {'spikes/inference':>17}   spikes per neuron per layer")
-        for T, r in res.items():
-            per_layer = " ".join(f"{k}={v['spikes_per_neuron']:.2f}" for k, v in r["layers"].items())
-            print(f"{T:>5} {r['accuracy']:>9.2%} {r['spikes_per_inference']:>17.1f}   {per_layer}")
+        summary = {"command": "evaluate", **results[0]}
     write_json(args.json, summary)
     return summary
 
@@ -183,7 +219,8 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="accuracy and spikes of an ANN or SNN checkpoint",
                        description="Test accuracy of an ANN checkpoint, or of an SNN checkpoint at each of a list of "
                                    "time steps with its spikes per inference and per neuron of each layer.")
-    p.add_argument("model", help="ANN or SNN checkpoint")
+    p.add_argument("model", nargs="+", help="ANN or SNN checkpoint(s); several are also shown side by side "
+                                             "(e.g. ann.pt snn.pt hybrid.pt)")
     p.add_argument("--timesteps", type=int_list, default=None, help="comma-separated, e.g. 5,10,20")
     p.add_argument("--seed", type=int, default=0, help="seed of the Poisson input")
     p.add_argument("--device", default="auto")
