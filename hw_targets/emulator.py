@@ -115,6 +115,7 @@ class _Prepared:
     layer: FxLayer
     kind: str
     weight: torch.Tensor            # dense: (in, out) float64; conv: (out, in/g, kh, kw) float64
+    weight32: torch.Tensor          # the same in float32, for layers whose sums provably stay exact
     weight_exp: int
     graded_in: bool
     bias: Optional[torch.Tensor]    # int64, broadcastable to (B, *out_shape)
@@ -154,7 +155,7 @@ def prepare(net: FxNetwork, device: Union[str, torch.device, None] = None) -> Li
             else:
                 b = b.reshape(tuple(layer.output_shape)) if b.size > 1 else b.reshape(())
             bias = torch.as_tensor(b, dtype=torch.int64, device=device)
-        out.append(_Prepared(layer=layer, kind=layer.kind, weight=wt, weight_exp=wexp,
+        out.append(_Prepared(layer=layer, kind=layer.kind, weight=wt, weight32=wt.to(torch.float32), weight_exp=wexp,
                              graded_in=(i == 0 and net.input_bits > 0), bias=bias,
                              vth=int(layer.vth) << 6, du=int(layer.i_decay), dv=int(layer.v_decay),
                              out_shape=tuple(int(s) for s in layer.output_shape),
@@ -208,7 +209,7 @@ def _synapse(p: _Prepared, s: torch.Tensor) -> torch.Tensor:
 def _synapse_float32(p: _Prepared, s: torch.Tensor) -> torch.Tensor:
     """The same synapse in float32, for layers whose sums provably stay exact (see _exact_float32)."""
     m = s.shape[0]
-    w = p.weight.to(torch.float32)
+    w = p.weight32
     if p.kind == "dense":
         acc = (s.reshape(m, -1).to(torch.float32) @ w).to(torch.int64)
         if p.weight_exp > 0:

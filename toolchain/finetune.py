@@ -14,15 +14,8 @@ from .data import Dataset
 from .data.encoding import InputEncoder
 from .errors import CheckpointError
 from .evaluate import evaluate_snn, load_snn
+from .quantize import direct_input_scale
 from .training import TrainConfig, resolve_device, seed_everything, train
-
-INPUT_LEVELS = 127   # direct coding on Loihi: graded 8-bit signed input spikes
-
-
-def direct_input_scale(data: Dataset) -> float:
-    """Integer input = round(x * scale) spans [-127, 127] over the training set."""
-    return INPUT_LEVELS / max(float(abs(data.train_x).max()), 1e-6)
-
 
 def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, timesteps: Optional[int] = None,
              surrogate: Optional[dict] = None, neuron: Optional[str] = None, resume: bool = False,
@@ -38,7 +31,7 @@ def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, ti
     if neuron:
         overrides["neuron"] = neuron
     if (neuron or snn.snn["neuron"]) == "loihi-cuba" and snn.snn["coding"] == "direct":
-        overrides["input_scale"] = direct_input_scale(data)
+        overrides["input_scale"] = direct_input_scale(data.train_x)
     model = load_snn(snn, device, **overrides)
     resume_state = None
     if resume and os.path.exists(out_path):

@@ -146,6 +146,11 @@ def prepare(ckpt) -> List[LoweredLayer]:
     return lower(ckpt.network, params, ckpt.snn["thresholds"])
 
 
+def direct_input_scale(train_x: np.ndarray) -> float:
+    """Direct coding on Loihi: integer input = round(x * scale) spans [-127, 127] over the training set."""
+    return INPUT_LEVELS / max(float(np.abs(train_x).max()), 1e-6)
+
+
 def calibrate(chain: List[LoweredLayer], snn_config: dict, train_x: Optional[np.ndarray] = None):
     """(input scale, per-layer scales). Direct coding needs the data's range unless training fixed it."""
     input_scale = 1.0
@@ -154,7 +159,7 @@ def calibrate(chain: List[LoweredLayer], snn_config: dict, train_x: Optional[np.
         if snn_config["neuron"] != "loihi-cuba" or input_scale == 1.0:
             if train_x is None:
                 raise QuantizationError("direct input coding: the training data is needed to choose the input scale")
-            input_scale = INPUT_LEVELS / max(float(np.abs(train_x).max()), 1e-6)
+            input_scale = direct_input_scale(train_x)
     scales = [layer_scale(l.weight, l.threshold, input_scale if i == 0 else 1.0, l.name, bias=l.bias)
               for i, l in enumerate(chain)]
     return input_scale, scales

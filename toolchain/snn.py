@@ -90,7 +90,6 @@ class SnnModel(nn.Module):
         if self.config.neuron == "loihi-cuba":
             out = self._run_lowered(seq, counts, neurons)
         else:
-            self._masks = {}
             out = self._run(self.net.layers, seq, counts, neurons)
         return SnnOutput(out.sum(0) / T, counts, neurons)
 

@@ -7,10 +7,9 @@ import os
 import numpy as np
 
 from ..checkpoint import load_checkpoint
-from ..data import load_dataset
 from ..errors import ConfigError
 from ..fixed_point import SimulationResult
-from .common import CliError, check_output, configure_threads, positive_int, write_json
+from .common import CliError, check_output, configure_threads, positive_int, recorded_dataset, write_json
 
 ENERGY_TARGETS = ("loihi", "loihi2", "cmos45nm", "memory_aware")
 
@@ -57,12 +56,7 @@ def cmd_export(args) -> dict:
 
 # -- simulate ----------------------------------------------------------------------------------
 def data_for_netx(net, args):
-    info = dict(net.metadata.get("dataset_info") or {})
-    name = args.dataset or info.get("name")
-    if not name:
-        raise CliError("this netx file does not say which dataset it was trained on: pass --dataset")
-    return load_dataset(name, args.data_root or info.get("root"), seed=info.get("seed") or 0,
-                        limit=info.get("limit"), normalize=info.get("normalize") or "standard")
+    return recorded_dataset(net.metadata.get("dataset_info"), args)
 
 
 def result_to_json(net, result: SimulationResult) -> dict:

@@ -10,7 +10,7 @@ from models import model_names
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import load_dataset
 from ..training import TrainConfig, resolve_device
-from .common import (add_data_args, add_output_args, add_train_args, check_output, configure_threads,
+from .common import (add_data_args, recorded_dataset, add_output_args, add_train_args, check_output, configure_threads,
                      int_list, positive_int, write_json)
 
 
@@ -20,11 +20,7 @@ def data_from_args(args):
 
 def data_for_checkpoint(ckpt, args):
     """The dataset a checkpoint was trained on (its root may be overridden with --data-root)."""
-    info = ckpt.dataset
-    root = getattr(args, "data_root", None) or info.get("root")
-    limit = getattr(args, "limit", None) or info.get("limit")
-    return load_dataset(info.get("name", "digits"), root, seed=info.get("seed", 0), limit=limit,
-                        normalize=info.get("normalize", "standard"))
+    return recorded_dataset(ckpt.dataset, args, default_name="digits")
 
 
 def train_config(args) -> TrainConfig:

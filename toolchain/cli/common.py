@@ -110,3 +110,16 @@ def configure_threads() -> None:
     n = os.cpu_count() or 1
     if torch.get_num_threads() < n:
         torch.set_num_threads(n)
+
+
+def recorded_dataset(info: dict, args, default_name: str = None):
+    """The dataset an artifact records it was trained on ({name, root, seed, limit, normalize}), with the
+    command line's --dataset / --data-root / --limit taking precedence."""
+    from ..data import load_dataset
+    info = dict(info or {})
+    name = getattr(args, "dataset", None) or info.get("name") or default_name
+    if not name:
+        raise CliError("this file does not say which dataset it was trained on: pass --dataset")
+    return load_dataset(name, getattr(args, "data_root", None) or info.get("root"), seed=info.get("seed") or 0,
+                        limit=getattr(args, "limit", None) or info.get("limit"),
+                        normalize=info.get("normalize") or "standard")
