@@ -2,15 +2,23 @@
 reference implementation of Rathi et al. measured on a 2-core CPU (torch 2.3.1, 2 threads).
 
     python benchmarks/stdb_step.py [--timesteps 20,100] [--batch-size 32] [--steps 3] [--warmup 1]
-                                   [--threads 2] [--device auto|cpu|cuda] [--json FILE]
+                                   [--threads 2] [--device auto|cpu|cuda] [--step-after-backward] [--json FILE]
 
 Each configuration (each T) runs in a fresh Python process, so its peak resident memory (VmHWM) is
 its own. A step is exactly what `snntc finetune` does per batch (toolchain/finetune.py +
 toolchain/training.py): SnnModel forward with Poisson input coding, cross-entropy on the logits,
-backward, Adam step. The network is `models.build_model("vgg5", (3, 32, 32), 10)`: conv 3->64,
-avg-pool 2, conv 64->128, dropout 0.2, conv 128->128, avg-pool 2, linear 8192->4096, dropout 0.5,
-4096->4096, dropout 0.5, 4096->10, no bias; IF neurons (leak 1, threshold 1, reset by subtraction);
-STDB surrogate (alpha 0.3, beta 0.01). Input: random normal images (normalized-CIFAR-like), batch 32.
+backward with the Adam update of each parameter as soon as its gradient is ready (toolchain/optim.py;
+the "adam" column is then the empty opt.step(); --step-after-backward times the classic order).
+The neurons run the compiled kernels (toolchain/native) where a C compiler is available; SNNTC_NATIVE=0
+in the environment times the torch-op implementation instead.
+
+The network is `models.build_model("vgg5", (3, 32, 32), 10)`: conv 3->64, avg-pool 2, conv 64->128,
+dropout 0.2, conv 128->128, avg-pool 2, linear 8192->4096, dropout 0.5, 4096->4096, dropout 0.5,
+4096->10, no bias; IF neurons (leak 1, threshold 1, reset by subtraction); STDB surrogate (alpha 0.3,
+beta 0.01). Input: random normal images (normalized-CIFAR-like), batch 32.
+
+Timings on 2 cores are only meaningful on an otherwise idle machine: the load average before and after
+each run is recorded with it.
 """
 from __future__ import annotations
 
@@ -88,6 +96,7 @@ def worker(args) -> dict:
     from models import build_model
     from toolchain.data.encoding import InputEncoder
     from toolchain.snn import SnnConfig, SnnModel
+    from toolchain import native
     from toolchain.training import TrainConfig, make_optimizer, resolve_device
 
     torch.set_num_threads(args.threads)
@@ -99,8 +108,10 @@ def worker(args) -> dict:
     cfg = SnnConfig(thresholds={s.name: 1.0 for s in net.spiking_layers}, neuron="if", leak=1.0, coding="poisson",
                     timesteps=T, surrogate={"name": "stdb", "alpha": 0.3, "beta": 0.01})
     model = SnnModel(net, cfg).to(device).train()
-    # as toolchain.training.train: Adam over the trainable parameters, zero_grad(set_to_none), loss as in finetune
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], TrainConfig(optimizer="adam", lr=1e-4))
+    # as toolchain.training.train: Adam over the trainable parameters, updated in the backward pass as each
+    # gradient is ready (--step-after-backward: the classic opt.step()), zero_grad(set_to_none), loss as in finetune
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], TrainConfig(optimizer="adam", lr=1e-4),
+                         step_in_backward=not args.step_after_backward, device=device)
     enc = InputEncoder("poisson", seed=1)
     x = torch.randn(B, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (B,), device=device)
@@ -109,9 +120,12 @@ def worker(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    times, fwd, bwd, optim, cpu, rates = [], [], [], [], [], None
+    import resource
+
+    times, fwd, bwd, optim, cpu, faults, sys_s, rates = [], [], [], [], [], [], [], None
     for i in range(args.warmup + args.steps):
         sync()
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         c0 = time.process_time()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -126,6 +140,7 @@ def worker(args) -> dict:
         sync()
         t3 = time.perf_counter()
         c3 = time.process_time()
+        r3 = resource.getrusage(resource.RUSAGE_SELF)
         if rates is None:
             rates = {k: round(float(c.sum()) / (B * T * out.neurons[k]), 4) for k, c in out.spike_counts.items()}
         del out, loss
@@ -135,6 +150,8 @@ def worker(args) -> dict:
             bwd.append(t2 - t1)
             optim.append(t3 - t2)
             cpu.append(c3 - c0)
+            faults.append(r3.ru_minflt - r0.ru_minflt)      # fresh pages the step touched (first-touch zeroing)
+            sys_s.append(r3.ru_stime - r0.ru_stime)
 
     def median(v):
         v = sorted(v)
@@ -143,7 +160,8 @@ def worker(args) -> dict:
 
     res = {"timesteps": T, "batch_size": B, "threads": args.threads, "device": str(device),
            "seconds": median(times), "forward": median(fwd), "backward": median(bwd), "optimizer": median(optim),
-           "cpu_seconds": median(cpu), "all_seconds": times, "peak_mb": peak_rss_mb(), "spike_rates": rates,
+           "cpu_seconds": median(cpu), "sys_seconds": median(sys_s), "page_faults": median(faults),
+           "native_kernels": native.library() is not None, "all_seconds": times, "peak_mb": peak_rss_mb(), "spike_rates": rates,
            "torch": torch.__version__}
     if device.type == "cuda":
         res["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
@@ -162,6 +180,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu (the reference's setting), cuda or auto")
+    p.add_argument("--step-after-backward", action="store_true",
+                   help="update after the backward pass (opt.step()), not in it as `snntc finetune` does")
     p.add_argument("--json", help="write the results to this file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--timesteps-one", type=int, help=argparse.SUPPRESS)
@@ -174,7 +194,8 @@ def main(argv=None) -> int:
     for T in [int(t) for t in args.timesteps.split(",") if t.strip()]:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--timesteps-one", str(T),
                "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--threads", str(args.threads), "--device", args.device]
+               "--threads", str(args.threads), "--device", args.device] \
+            + (["--step-after-backward"] if args.step_after_backward else [])
         load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         proc = subprocess.run(cmd, capture_output=True, text=True)
         load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -193,7 +214,9 @@ def main(argv=None) -> int:
             res["memory_ratio"] = res["peak_mb"] / ref["peak_mb"]
         results.append(res)
         print(f"T={T:4d} B={args.batch_size}: {res['seconds']:.2f} s/step (fwd {res['forward']:.2f}, bwd "
-              f"{res['backward']:.2f}, adam {res['optimizer']:.2f}; cpu {res['cpu_seconds']:.2f}; "
+              f"{res['backward']:.2f}, adam {res['optimizer']:.2f}; cpu {res['cpu_seconds']:.2f}, of which kernel "
+              f"{res['sys_seconds']:.2f} for {res['page_faults'] / 1e3:.0f}k page faults; "
+              f"{'compiled' if res['native_kernels'] else 'torch-op'} neurons; "
               f"runs {', '.join(f'{t:.2f}' for t in res['all_seconds'])}; "
               f"load {_fmt(load_before)}->{_fmt(load_after)}), peak {res['peak_mb']:.0f} MB, "
               f"{res['gflops_per_s']:.0f} GFLOP/s of {res['flops']['total_gflop']:.0f} GFLOP"

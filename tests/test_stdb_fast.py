@@ -12,7 +12,7 @@ import toolchain.snn as snn_mod
 from models import build_model
 from toolchain.data.encoding import InputEncoder
 from toolchain.ir import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Residual, Spike
-from toolchain.neurons import SubtractiveParams, run_neurons, subtractive_step
+from toolchain.neurons import NeuronState, SubtractiveParams, run_neurons, subtractive_step
 from toolchain.snn import SnnConfig, SnnModel
 from toolchain.surrogates import get_surrogate
 
@@ -138,9 +138,11 @@ def test_float32_channels_last_path_matches_the_loop(monkeypatch):
     results = []
     for impl in ["fast", "naive"]:
         if impl == "naive":
-            def loop(currents, step, params, spike_fn, state=None, pool=0):
+            def loop(currents, step, params, spike_fn, state=None, pool=0, mask=None):
                 s, v, dt = naive_neurons(currents, params.threshold, params.leak, spike_fn)
-                return (per_step(lambda z: F.avg_pool2d(z, pool), s) if pool else s), None
+                state = NeuronState(v, v, dt, s.detach().sum(0).to(torch.int32) if mask is not None else None)
+                s = s * mask if mask is not None else s
+                return (per_step(lambda z: F.avg_pool2d(z, pool), s) if pool else s), state
             monkeypatch.setattr(snn_mod, "run_neurons", loop)
         torch.manual_seed(2)
         model.zero_grad(set_to_none=True)
@@ -149,6 +151,9 @@ def test_float32_channels_last_path_matches_the_loop(monkeypatch):
         results.append((out, weight_grads(model)))
     (fast, gf), (ref, gr) = results
     assert torch.equal(fast.logits, ref.logits)
+    assert any(isinstance(l, Dropout) for l in net.layers)        # the fused dropout is part of what is compared
+    assert fast.spike_counts.keys() == ref.spike_counts.keys()
+    assert all(torch.equal(fast.spike_counts[k], ref.spike_counts[k]) for k in ref.spike_counts)
     for k in gr:
         torch.testing.assert_close(gf[k], gr[k], rtol=1e-5, atol=1e-6 * float(gr[k].abs().max()), msg=k)
 

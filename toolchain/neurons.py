@@ -14,18 +14,23 @@ Two models:
 Both carry `dt`, the time steps since the neuron's last spike, for the STDB surrogate.
 `run_neurons` loops a step function over the time axis of a (T, B, ...) current tensor; for the subtractive
 neuron with a surrogate spike function (IF / LIF training and inference) it runs a fused implementation with
-the same results and gradients (see `_SubtractiveRun`), which saves 1 byte per neuron and step for STDB.
+the same results and gradients (see `_SubtractiveRun`), which saves 1 byte per neuron and step for STDB and
+also applies a following average pool or dropout mask as the neurons fire. On the CPU the fused loop runs
+compiled (toolchain/native: one pass over memory per layer instead of several per step); where no C compiler
+is available, or with SNNTC_NATIVE=0, the same loop runs in torch ops.
 """
 from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
+from . import native
 from .fixed_point import DECAY_UNITY, STATE_MAX
 
 Number = Union[float, torch.Tensor]
@@ -35,6 +40,7 @@ class NeuronState(NamedTuple):
     v: torch.Tensor          # membrane voltage
     u: torch.Tensor          # synaptic current (CUBA only; zeros for the subtractive neuron)
     dt: torch.Tensor         # time steps since the last spike
+    count: Optional[torch.Tensor] = None   # spikes per neuron over the run (int32; set by `run_neurons`' fused path)
 
 
 def initial_state(like: torch.Tensor) -> NeuronState:
@@ -106,18 +112,22 @@ def cuba_step(current: torch.Tensor, state: NeuronState, params: CubaParams, spi
 
 
 def run_neurons(currents: torch.Tensor, step: Callable, params, spike_fn: Callable,
-                state: Optional[NeuronState] = None, pool: int = 0) -> tuple:
+                state: Optional[NeuronState] = None, pool: int = 0, mask: Optional[torch.Tensor] = None) -> tuple:
     """Loop `step` over the leading time axis of `currents` (T, B, ...); returns spikes (T, B, ...) and the final state.
     `pool` = k > 0: the spikes come back average-pooled k x k (currents (T, B, C, H, W), H and W divisible by k), as
     `F.avg_pool2d(spikes, k)` would give them, without the full-size spike tensor ever being stored.
+    `mask` (B, ...), with `pool` = 0: a dropout mask, the same at every step; the spikes come back times the mask
+    (the neurons' own spikes and counts are unchanged).
 
     The subtractive (IF / LIF) neuron with a `Surrogate` spike function runs fused (`_SubtractiveRun`): the same
     spikes, final state and gradients as the loop below (autograd through the unrolled steps), in a fraction of
     the time and memory. Any other step (`cuba_step`, the Loihi neuron), spike function or a given initial
     state runs the generic loop.
     """
+    if mask is not None and pool:
+        raise ValueError("run_neurons: a dropout mask applies to un-pooled spikes only")
     if state is None and _fusable(currents, step, params, spike_fn):
-        return _run_subtractive(currents, params, spike_fn, pool)
+        return _run_subtractive(currents, params, spike_fn, pool, mask)
     state = initial_state(currents[0]) if state is None else state
     out = []
     for current in currents.unbind(0):          # unbind: one gradient buffer in backward, not one per step
@@ -128,6 +138,9 @@ def run_neurons(currents: torch.Tensor, step: Callable, params, spike_fn: Callab
         T, B = spikes.shape[:2]
         spikes = F.avg_pool2d(spikes.reshape((T * B,) + spikes.shape[2:]), pool)
         spikes = spikes.reshape((T, B) + spikes.shape[1:])
+    if mask is not None:
+        state = state._replace(count=spikes.detach().sum(0).to(torch.int32))
+        spikes = spikes * mask
     return spikes, state
 
 
@@ -238,8 +251,17 @@ def _count_dtype(T: int) -> torch.dtype:
     return torch.uint8 if T < 255 else (torch.int16 if T < 32767 else torch.int32)
 
 
-def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_x: bool, pool: int = 0):
-    """The loop, in place, without autograd. Returns (spikes, v, dt, dts, x or None): spikes (pooled if `pool`), the
+def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_x: bool, pool: int = 0,
+                         need_dts: bool = True, mask: Optional[torch.Tensor] = None):
+    """The loop without autograd: the compiled kernel (`_native_forward`) where it applies, else torch ops.
+    Returns (spikes (times `mask`), v, dt, dts, x or None, spikes per neuron (int32))."""
+    res = _native_forward(currents, theta, leak, keep_x, pool, need_dts, mask)
+    return res if res is not None else _torch_forward(currents, theta, leak, keep_x, pool, mask)
+
+
+def _torch_forward(currents: torch.Tensor, theta, leak: float, keep_x: bool, pool: int = 0,
+                   mask: Optional[torch.Tensor] = None):
+    """The loop, in place, without autograd, in torch ops. Returns (spikes, v, dt, dts, x or None): spikes (pooled if `pool`), the
     final state's v and dt, dts[t] = the steps since the last spike before step t, as the spike function saw them
     (uint8 for T < 255), and x[t] = v / theta - 1 if kept. Pooling and the uint8 copy run once per block of steps,
     into preallocated buffers (a fresh allocation costs its page faults on every use)."""
@@ -286,6 +308,9 @@ def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_x: boo
             k = pool
             torch.ops.aten.avg_pool2d.out(spk.reshape((-1,) + shape[2:]), [k, k], [k, k], [0, 0], False, True, None,
                                           out=out[t0:t1].reshape(-1, C, H // k, W // k))
+    count = last.sum(0, dtype=torch.int32)
+    if mask is not None:
+        out.mul_(mask)
     # last[t] = 1 + the index of the last spike at or before t (0 if none), then in place dt[t] = t - last[t - 1]
     lastf = _flat(last)
     steps = torch.arange(T + 1, device=last.device, dtype=last.dtype).reshape(T + 1, 1)
@@ -296,7 +321,7 @@ def _subtractive_forward(currents: torch.Tensor, theta, leak: float, keep_x: boo
     for t in range(T - 1, 0, -1):
         torch.sub(steps[t], lastf[t - 1], out=lastf[t])
     lastf[0].zero_()
-    return out, v, dt, last, x_all
+    return out, v, dt, last, x_all, count
 
 
 def _channels_last(shape, layout) -> bool:
@@ -317,21 +342,26 @@ def _pooled(steps: int, shape, k: int, layout, like: torch.Tensor) -> torch.Tens
 
 class _SubtractiveRun(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, currents, theta, leak, surrogate, pool):
+    def forward(ctx, currents, theta, leak, surrogate, pool, mask):
         needs_x = surrogate.name not in _DT_ONLY
         needs_dt = surrogate.needs_dt or surrogate.name in _DT_ONLY
-        spikes, v, dt, dts, x_all = _subtractive_forward(currents, theta, leak, needs_x, pool)
-        ctx.save_for_backward(dts if needs_dt else None, x_all)     # freed after the backward (unless retain_graph)
+        spikes, v, dt, dts, x_all, count = _subtractive_forward(currents, theta, leak, needs_x, pool, needs_dt, mask)
+        ctx.save_for_backward(dts if needs_dt else None, x_all, mask)   # freed after the backward (unless retained)
         ctx.theta, ctx.leak, ctx.surrogate, ctx.pool = theta, leak, surrogate, pool
         ctx.shape, ctx.layout = tuple(currents.shape), _layout(currents)
-        ctx.mark_non_differentiable(dt)
-        return spikes, v, dt
+        ctx.mark_non_differentiable(dt, count)
+        return spikes, v, dt, count
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g_spikes, g_v, _g_dt):
-        dts, x_all = ctx.saved_tensors
-        return _SubtractiveRun._backward(ctx, g_spikes, g_v, dts, x_all), None, None, None, None
+    def backward(ctx, g_spikes, g_v, _g_dt, _g_count):
+        dts, x_all, mask = ctx.saved_tensors
+        grad = _native_backward(ctx, g_spikes, g_v, dts, x_all, mask)
+        if grad is None:
+            if mask is not None and g_spikes is not None:
+                g_spikes = g_spikes * mask
+            grad = _SubtractiveRun._backward(ctx, g_spikes, g_v, dts, x_all)
+        return grad, None, None, None, None, None
 
     @staticmethod
     def _backward(ctx, g_spikes, g_v, dts, x_all):
@@ -406,11 +436,129 @@ class _SubtractiveRun(torch.autograd.Function):
         return grad
 
 
-def _run_subtractive(currents: torch.Tensor, params: SubtractiveParams, spike_fn, pool: int = 0) -> tuple:
+def _run_subtractive(currents: torch.Tensor, params: SubtractiveParams, spike_fn, pool: int = 0,
+                     mask: Optional[torch.Tensor] = None) -> tuple:
     theta, leak = _theta(params, currents), float(params.leak)
+    if mask is not None:
+        mask = mask.detach().to(currents.dtype)
     if torch.is_grad_enabled() and currents.requires_grad:
-        spikes, v, dt = _SubtractiveRun.apply(currents, theta, leak, spike_fn, int(pool))
+        spikes, v, dt, count = _SubtractiveRun.apply(currents, theta, leak, spike_fn, int(pool), mask)
     else:
         with torch.no_grad():
-            spikes, v, dt, _, _ = _subtractive_forward(currents, theta, leak, False, int(pool))
-    return spikes, NeuronState(v, torch.zeros_like(v), dt)
+            spikes, v, dt, _, _, count = _subtractive_forward(currents, theta, leak, False, int(pool), False, mask)
+    return spikes, NeuronState(v, torch.zeros_like(v), dt, count)
+
+
+# -- the same, compiled (toolchain/native/neuron_kernels.c) ---------------------------------------------------
+
+def _native_ok(x: torch.Tensor, theta, T: int) -> bool:
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not isinstance(theta, torch.Tensor)
+            and T < 255 and native.library() is not None)
+
+
+def _pool_geometry(shape, layout, k: int) -> Optional[tuple]:
+    """(W, C) of the kernel's pooling blocks for channels-last or contiguous (T, B, C, H, W) buffers, else None."""
+    if len(shape) != 5 or shape[3] % k or shape[4] % k:
+        return None
+    _, B, C, H, W = shape
+    if _channels_last(shape, layout):
+        return W, C
+    return (W, 1) if tuple(layout[1:]) == (C * H * W, H * W, W, 1) else None
+
+
+def _pooled_strides(shape, k: int, layout) -> tuple:
+    """The strides of `_pooled(T, shape, k, layout, ...)`."""
+    _, B, C, H, W = shape
+    Hp, Wp = H // k, W // k
+    if _channels_last(shape, layout):
+        return (B * Hp * Wp * C, Hp * Wp * C, 1, Wp * C, C)
+    return (B * C * Hp * Wp, C * Hp * Wp, Hp * Wp, Wp, 1)
+
+
+def _in_layout(x: torch.Tensor, strides: tuple, make) -> torch.Tensor:
+    """x itself if its strides are `strides`, else a copy into `make()` (a buffer with those strides)."""
+    return x if tuple(x.stride()) == tuple(strides) else make().copy_(x)
+
+
+def _native_forward(currents, theta, leak, keep_x, pool, need_dts, mask=None):
+    T, shape = currents.shape[0], tuple(currents.shape)
+    if not _native_ok(currents, theta, T):
+        return None
+    layout = _layout(currents)
+    geometry = _pool_geometry(shape, layout, pool) if pool else (1, 1)
+    if geometry is None:
+        return None
+    cur = _in_layout(currents, layout, lambda: _buffer(T, shape, layout, currents))
+    out = _pooled(T, shape, pool, layout, currents) if pool else _buffer(T, shape, layout, currents)
+    dts = _buffer(T, shape, layout, currents, torch.uint8) if need_dts else None
+    x_all = _buffer(T, shape, layout, currents) if keep_x else None
+    v = _buffer(1, shape, layout, currents)[0]
+    dt = torch.empty_like(v)
+    count = torch.empty_strided(v.shape, v.stride(), dtype=torch.int32)
+    if mask is not None:
+        mask = _in_layout(mask, layout[1:], lambda: _buffer(1, shape, layout, currents)[0])
+    c = None if keep_x else _spike_boundary(theta, currents.dtype, "cpu")
+    status = native.library().snn_subtractive_forward(
+        int(currents.dtype == torch.float64), T, layout[0], geometry[0], geometry[1], int(pool or 1),
+        cur.data_ptr(), out.data_ptr(), _ptr(dts), _ptr(x_all), v.data_ptr(), dt.data_ptr(), _ptr(mask),
+        count.data_ptr(), float(theta), float(c if c is not None else 0.0), int(c is not None), float(leak), _threads())
+    if status != 0:
+        return None
+    return out, v, dt, dts, x_all, count
+
+
+def _native_backward(ctx, g_spikes, g_v, dts, x_all, mask=None):
+    theta, leak, sur, k = ctx.theta, ctx.leak, ctx.surrogate, ctx.pool
+    shape, layout = ctx.shape, ctx.layout
+    T, n = shape[0], layout[0]
+    like = g_spikes if g_spikes is not None else g_v
+    if not _native_ok(like, theta, T) or (g_v is not None and g_v.dtype != like.dtype):
+        return None
+    geometry = _pool_geometry(shape, layout, k) if k else (1, 1)
+    if geometry is None:
+        return None
+    stdb = sur.name == "stdb"
+    if g_spikes is not None and ((stdb and dts is None) or (not stdb and x_all is None and dts is None)):
+        return None
+    grad = _buffer(T, shape, layout, like)
+    if g_spikes is not None:
+        if k:
+            g_spikes = _in_layout(g_spikes, _pooled_strides(shape, k, layout), lambda: _pooled(T, shape, k, layout, like))
+        else:
+            g_spikes = _in_layout(g_spikes, layout, lambda: _buffer(T, shape, layout, like))
+    if g_v is not None:
+        g_v = _in_layout(g_v, layout[1:], lambda: _buffer(1, shape, layout, like)[0])
+    if mask is not None:
+        mask = _in_layout(mask, layout[1:], lambda: _buffer(1, shape, layout, like)[0])
+    lib = native.library()
+
+    def call(t_lo, t_hi, lut, sg, scale):
+        return lib.snn_subtractive_backward(
+            int(like.dtype == torch.float64), T, n, geometry[0], geometry[1], int(k or 1), t_lo, t_hi,
+            _ptr(g_spikes), _ptr(g_v), _ptr(dts), _ptr(lut), _ptr(sg), _ptr(mask), grad.data_ptr(), float(scale), float(leak),
+            _threads())
+
+    if g_spikes is None or stdb:        # exp(-beta * dt) from a table of the T values dt can take
+        lut = None if g_spikes is None else torch.arange(T, dtype=like.dtype).mul_(-sur.beta).exp_()
+        return grad if call(0, T, lut, None, sur.alpha / theta if stdb else 1.0) == 0 else None
+    block = max(1, min(T, _BLOCK // max(1, n)))   # any other surrogate: evaluated in torch a block of steps at a time
+    sg = _buffer(block, shape, layout, like)
+    t1 = T
+    while t1 > 0:
+        t0 = max(0, t1 - block)
+        dt = dts[t0:t1].to(like.dtype) if dts is not None else None
+        x = x_all[t0:t1] if x_all is not None else dt
+        sg[:t1 - t0].copy_(sur.grad(x, dt if dt is not None else x) / theta)
+        if call(t0, t1, None, sg, 1.0) != 0:
+            return None
+        t1 = t0
+    return grad
+
+
+def _threads() -> int:
+    """The kernels' threads: torch's (SNNTC_KERNEL_THREADS overrides)."""
+    return int(os.environ.get("SNNTC_KERNEL_THREADS", torch.get_num_threads()))
+
+
+def _ptr(x: Optional[torch.Tensor]) -> Optional[int]:
+    return None if x is None else x.data_ptr()

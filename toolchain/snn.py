@@ -95,14 +95,17 @@ class SnnModel(nn.Module):
 
     # -- the network as written (IF / LIF) -----------------------------------------------------
     def _run(self, layers, h, counts, neurons):
-        pooled = False
+        fused = False
         for i, layer in enumerate(layers):
-            if pooled:                  # this pool ran inside the spiking layer before it
-                pooled = False
+            if fused:                   # this pool or dropout ran inside the spiking layer before it
+                fused = False
                 continue
             nxt = layers[i + 1] if i + 1 < len(layers) else None
             if isinstance(layer, Spike) and isinstance(nxt, AvgPool2d):
-                h, pooled = self._spike(layer.name, h, counts, neurons, pool=nxt.kernel_size), True
+                h, fused = self._spike(layer.name, h, counts, neurons, pool=nxt.kernel_size), True
+                continue
+            if isinstance(layer, Spike) and isinstance(nxt, Dropout) and self.training and nxt.p > 0:
+                h, fused = self._spike(layer.name, h, counts, neurons, mask=self._mask(nxt, h)), True
                 continue
             h = self._layer(layer, h, counts, neurons)
         return h
@@ -136,15 +139,20 @@ class SnnModel(nn.Module):
             raise ConfigError(f"spiking layer '{name}' has no threshold: convert the ANN first")
         return self.config.thresholds[name]
 
-    def _spike(self, name, currents, counts, neurons, pool=0):
+    def _spike(self, name, currents, counts, neurons, pool=0, mask=None):
         """The spiking layer; `pool` = k: followed by a k x k average pool, which the neurons apply as they fire
-        (the full-size spike tensor is never stored; the pooled sum times k*k is the spike count)."""
+        (the full-size spike tensor is never stored; the pooled sum times k*k is the spike count); `mask`: followed
+        by dropout with this mask, applied as they fire."""
         params = SubtractiveParams(self.threshold(name, currents), self.config.leak)
-        spikes, _ = run_neurons(currents, subtractive_step, params, self.config.spike_fn(), pool=pool)
-        per_step = spikes.detach().sum(tuple(range(2, spikes.dim())))       # (T, B), without copying the spikes
-        if pool:
-            per_step = per_step * (pool * pool)
-        counts[name] = per_step.to(torch.int64).sum(0).to(spikes.dtype)     # exact integer counts
+        spikes, state = run_neurons(currents, subtractive_step, params, self.config.spike_fn(), pool=pool, mask=mask)
+        B = currents.shape[1]
+        if state.count is not None:                                          # the neurons counted their spikes
+            counts[name] = state.count.reshape(B, -1).sum(1, dtype=torch.int64).to(spikes.dtype)
+        else:
+            per_step = spikes.detach().sum(tuple(range(2, spikes.dim())))   # (T, B), without copying the spikes
+            if pool:
+                per_step = per_step * (pool * pool)
+            counts[name] = per_step.to(torch.int64).sum(0).to(spikes.dtype)  # exact integer counts
         neurons[name] = currents[0, 0].numel()
         return spikes
 

@@ -17,6 +17,7 @@ import torch
 from toolchain.progress import tqdm
 
 from .errors import ConfigError
+from .optim import make_adam
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "none")
@@ -60,10 +61,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg: TrainConfig, step_in_backward: bool = False,
+                   device: Optional[torch.device] = None) -> torch.optim.Optimizer:
+    """SGD, or the toolchain's Adam (toolchain.optim: torch's Adam update, chunked on the CPU; with
+    `step_in_backward`, each parameter is updated, and its gradient freed, as soon as the backward pass has
+    accumulated it; call `release_optimizer` when done)."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return make_adam(params, cfg.lr, cfg.weight_decay, step_in_backward, device)
+
+
+def release_optimizer(opt: torch.optim.Optimizer) -> None:
+    """Remove the backward-pass hooks an optimizer made with `step_in_backward` put on the parameters."""
+    if hasattr(opt, "remove_hooks"):
+        opt.remove_hooks()
 
 
 def make_scheduler(opt, cfg: TrainConfig):
@@ -104,7 +115,15 @@ def train(model: torch.nn.Module, data, cfg: TrainConfig, step_loss: Callable, e
           progress: bool = True, on_epoch: Optional[Callable[[int, dict], None]] = None) -> TrainState:
     """Run the epochs; `step_loss(x, y, epoch)` returns the loss of one batch, `evaluate()` a metrics dict."""
     device = next(model.parameters()).device
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    # one backward per update and no gradient read afterwards: the update can run inside the backward pass
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, step_in_backward=True, device=device)
+    try:
+        return _epochs(model, data, cfg, opt, step_loss, evaluate, save, resume, desc, progress, on_epoch, device)
+    finally:
+        release_optimizer(opt)
+
+
+def _epochs(model, data, cfg, opt, step_loss, evaluate, save, resume, desc, progress, on_epoch, device) -> TrainState:
     sched = make_scheduler(opt, cfg)
     state = TrainState(history=[])
     seed_everything(cfg.seed)

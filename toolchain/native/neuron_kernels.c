@@ -1,0 +1,234 @@
+/* The fused IF / LIF neuron of toolchain/neurons.py (`_SubtractiveRun`), forward and backward over all time
+ * steps in one pass over memory.
+ *
+ * The torch-op implementation runs each step as several whole-tensor ops (add, compare, subtract, the 1-byte
+ * copy, pooling; in the backward the surrogate and a multiply-add), each a pass over the layer's neurons. Here
+ * each block of neurons keeps its state in cache and runs all T steps: the forward reads each current once and
+ * writes each (pooled) spike and each 1-byte dt once; the backward reads each incoming gradient and dt once and
+ * writes each current's gradient once. The arithmetic is the torch-op implementation's, op for op and in the
+ * same order (compiled with -ffp-contract=off, so no multiply-add is fused): the results are the same, except
+ * that the STDB factor exp(-beta * dt) comes from a table that torch computed.
+ *
+ * Buffers are (T, n) in memory order, one step after the other; with pooling (k x k average, non-overlapping)
+ * a step is blocks of k rows of W pixels of C channels, innermost first (channels-last: the whole (B, H, W, C)
+ * image; contiguous NCHW: C = 1, each (b, c) plane) and the pooled output has the same layout at 1/k x 1/k.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PLAIN_BLOCK 512
+
+typedef struct {
+    int64_t T, n, W, C, k, group, nblocks;
+    const void *cur; void *out; uint8_t *dts; void *x; void *v_final; void *dt_final;
+    const void *mask; int32_t *count;
+    double theta, c, leak; int use_c;
+    const void *g_sp; const void *g_v; const uint8_t *dts_in; const void *lut; const void *sg; void *grad;
+    double scale; int64_t t_lo, t_hi;
+    int64_t b0, b1; int status;
+} job_t;
+
+/* ---- forward ---------------------------------------------------------------------------------------------- */
+/* One step of a block, branch-free so that it vectorizes: LEAK is the leak statement, TEST sets s (0 or 1). */
+#define STEP_LOOP(TYPE, LEAK, TEST)                                                                              \
+    for (int64_t j = 0; j < len; j++) {                                                                        \
+        TYPE vv = v[j];                                                                                        \
+        LEAK;                                                                                                  \
+        vv = vv + I[j];                                                                                        \
+        TYPE s;                                                                                                \
+        TEST;                                                                                                  \
+        v[j] = vv - theta * s;                                                                                 \
+        sp[j] = s;                                                                                             \
+        uint8_t dj = d[j];                                                                                     \
+        dt[j] = dj;                                                                                            \
+        cnt[j] += s;                                                                                           \
+        d[j] = s > (TYPE)0 ? (uint8_t)0 : (uint8_t)(dj + 1);                                                   \
+    }
+
+#define STEP_TESTS(TYPE, LEAK)                                                                                   \
+    if (a->use_c) { STEP_LOOP(TYPE, LEAK, s = vv > c ? (TYPE)1 : (TYPE)0) }                                    \
+    else if (xt) { STEP_LOOP(TYPE, LEAK, TYPE q = vv / theta; q = q - (TYPE)1; xt[j] = q;                     \
+                                         s = q > (TYPE)0 ? (TYPE)1 : (TYPE)0) }                                \
+    else { STEP_LOOP(TYPE, LEAK, TYPE q = vv / theta; q = q - (TYPE)1; s = q > (TYPE)0 ? (TYPE)1 : (TYPE)0) }
+
+#define FORWARD(TYPE, NAME)                                                                                      \
+static void NAME(job_t *a) {                                                                                   \
+    const int64_t T = a->T, n = a->n, k = a->k, group = a->group, W = a->W, C = a->C;                         \
+    const int64_t np = k > 1 ? n / (k * k) : n, pg = k > 1 ? group / (k * k) : group;                          \
+    const TYPE theta = (TYPE)a->theta, c = (TYPE)a->c, leak = (TYPE)a->leak, k2 = (TYPE)(k * k);               \
+    const TYPE *cur = (const TYPE *)a->cur; TYPE *out = (TYPE *)a->out, *xs = (TYPE *)a->x;                    \
+    TYPE *v = malloc(sizeof(TYPE) * group), *sp = malloc(sizeof(TYPE) * group), *acc = malloc(sizeof(TYPE) * pg); \
+    uint8_t *d = malloc(group), *dt_scratch = malloc(group);                                                   \
+    TYPE *cnt = malloc(sizeof(TYPE) * group);    /* the spike counts, exact in TYPE (T < 255) */               \
+    const TYPE *mask = (const TYPE *)a->mask;                                                                  \
+    if (!v || !sp || !acc || !d || !dt_scratch || !cnt) {                                                      \
+        a->status = -1; free(v); free(sp); free(acc); free(d); free(dt_scratch); free(cnt); return;           \
+    }                                                                                                          \
+    for (int64_t b = a->b0; b < a->b1; b++) {                                                                  \
+        const int64_t i0 = b * group, len = (n - i0 < group) ? n - i0 : group;                                 \
+        for (int64_t j = 0; j < len; j++) { v[j] = 0; d[j] = 0; cnt[j] = 0; }                                  \
+        for (int64_t t = 0; t < T; t++) {                                                                      \
+            const TYPE *restrict I = cur + t * n + i0;                                                         \
+            uint8_t *restrict dt = a->dts ? a->dts + t * n + i0 : dt_scratch;                                  \
+            TYPE *restrict xt = xs ? xs + t * n + i0 : NULL;                                                   \
+            if (leak != (TYPE)1) { STEP_TESTS(TYPE, vv = vv * leak) }                                          \
+            else { STEP_TESTS(TYPE, (void)0) }                                                                 \
+            if (k > 1) {                                                                                       \
+                const int64_t Wp = W / k;                                                                      \
+                for (int64_t q = 0; q < pg; q++) acc[q] = 0;                                                   \
+                for (int64_t hh = 0; hh < k; hh++)                                                             \
+                    for (int64_t wp = 0; wp < Wp; wp++)                                                        \
+                        for (int64_t ww = 0; ww < k; ww++) {                                                   \
+                            const TYPE *restrict src = sp + (hh * W + wp * k + ww) * C;                        \
+                            TYPE *restrict dst = acc + wp * C;                                                 \
+                            for (int64_t ch = 0; ch < C; ch++) dst[ch] += src[ch];                             \
+                        }                                                                                      \
+                TYPE *restrict o = out + t * np + b * pg;                                                      \
+                for (int64_t q = 0; q < pg; q++) o[q] = acc[q] / k2;                                           \
+            } else if (mask) {                 /* dropout after the neurons: one mask for all steps */          \
+                TYPE *restrict o = out + t * np + i0; const TYPE *restrict mk = mask + i0;                     \
+                for (int64_t j = 0; j < len; j++) o[j] = sp[j] * mk[j];                                        \
+            } else {                                                                                           \
+                memcpy(out + t * np + i0, sp, sizeof(TYPE) * len);                                             \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int64_t j = 0; j < len; j++) {                                                                    \
+            ((TYPE *)a->v_final)[i0 + j] = v[j]; ((TYPE *)a->dt_final)[i0 + j] = (TYPE)d[j];                 \
+        }                                                                                                      \
+        if (a->count) for (int64_t j = 0; j < len; j++) a->count[i0 + j] = (int32_t)cnt[j];                  \
+    }                                                                                                          \
+    free(v); free(sp); free(acc); free(d); free(dt_scratch); free(cnt);                                        \
+}
+FORWARD(float, forward_f32)
+FORWARD(double, forward_f64)
+
+/* ---- backward ---------------------------------------------------------------------------------------------- */
+/* Steps t_hi - 1 down to t_lo (the gradient at t_hi, if t_hi < T, is already in grad); sg, if given, holds
+ * steps t_lo..t_hi - 1. With f[t] = the surrogate's factor (lut[dt] for STDB, else the precomputed sg):
+ *   gI[T-1] = (g * f) * scale (+ g_v);  gI[t] = leak * gI[t+1] + (scale * g[t]) * f[t]   (leak 1: no multiply)
+ * g = the incoming gradient of the spikes, un-pooled (g_pooled / k^2) when pooled. */
+#define BWD_LOOP(TYPE, FACTOR)                                                                                   \
+    if (t == T - 1) {                                                                                          \
+        for (int64_t j = 0; j < len; j++) {                                                                    \
+            TYPE r = 0;                                                                                        \
+            if (gs) { r = g[j] * (FACTOR); if (scale != (TYPE)1) r = r * scale; }                              \
+            if (gv) r = r + gv[i0 + j];                                                                        \
+            acc[j] = r; gi[j] = r;                                                                             \
+        }                                                                                                      \
+    } else if (!gs) {                                                                                          \
+        for (int64_t j = 0; j < len; j++) { TYPE r = acc[j] * leak; acc[j] = r; gi[j] = r; }                   \
+    } else if (leak == (TYPE)1) {                                                                              \
+        for (int64_t j = 0; j < len; j++) { TYPE r = acc[j] + (scale * g[j]) * (FACTOR); acc[j] = r; gi[j] = r; } \
+    } else {                                                                                                   \
+        for (int64_t j = 0; j < len; j++) {                                                                    \
+            TYPE r = acc[j] * leak; r = r + (scale * g[j]) * (FACTOR); acc[j] = r; gi[j] = r;                  \
+        }                                                                                                      \
+    }
+
+#define BACKWARD(TYPE, NAME)                                                                                     \
+static void NAME(job_t *a) {                                                                                   \
+    const int64_t T = a->T, n = a->n, k = a->k, group = a->group, W = a->W, C = a->C;                         \
+    const int64_t np = k > 1 ? n / (k * k) : n, pg = k > 1 ? group / (k * k) : group;                          \
+    const TYPE leak = (TYPE)a->leak, scale = (TYPE)a->scale, k2 = (TYPE)(k * k);                               \
+    const TYPE *gs = (const TYPE *)a->g_sp, *gv = (const TYPE *)a->g_v, *lut = (const TYPE *)a->lut;          \
+    const TYPE *sgs = (const TYPE *)a->sg, *mask = (const TYPE *)a->mask; TYPE *grad = (TYPE *)a->grad;        \
+    TYPE *acc = malloc(sizeof(TYPE) * group), *gbuf = malloc(sizeof(TYPE) * group);                            \
+    if (!acc || !gbuf) { a->status = -1; free(acc); free(gbuf); return; }                                       \
+    for (int64_t b = a->b0; b < a->b1; b++) {                                                                  \
+        const int64_t i0 = b * group, len = (n - i0 < group) ? n - i0 : group;                                 \
+        if (a->t_hi < T) memcpy(acc, grad + a->t_hi * n + i0, sizeof(TYPE) * len);  /* carried from t_hi */   \
+        for (int64_t t = a->t_hi - 1; t >= a->t_lo; t--) {                                                     \
+            const TYPE *restrict g = gbuf;                                                                     \
+            if (gs && k > 1) {                                                                                 \
+                const int64_t Wp = W / k; const TYPE *gp = gs + t * np + b * pg;                               \
+                for (int64_t hh = 0; hh < k; hh++)                                                             \
+                    for (int64_t wp = 0; wp < Wp; wp++)                                                        \
+                        for (int64_t ww = 0; ww < k; ww++) {                                                   \
+                            TYPE *restrict dst = gbuf + (hh * W + wp * k + ww) * C;                            \
+                            const TYPE *restrict src = gp + wp * C;                                            \
+                            for (int64_t ch = 0; ch < C; ch++) dst[ch] = src[ch] / k2;                         \
+                        }                                                                                      \
+            } else if (gs && mask) {                                                                           \
+                const TYPE *restrict src = gs + t * n + i0, *restrict mk = mask + i0;                          \
+                for (int64_t j = 0; j < len; j++) gbuf[j] = src[j] * mk[j];                                    \
+            } else if (gs) {                                                                                   \
+                g = gs + t * n + i0;                                                                           \
+            }                                                                                                  \
+            TYPE *restrict gi = grad + t * n + i0;                                                             \
+            if (sgs) { const TYPE *restrict sgt = sgs + (t - a->t_lo) * n + i0; BWD_LOOP(TYPE, sgt[j]) }      \
+            else if (gs) { const uint8_t *restrict dt = a->dts_in + t * n + i0; BWD_LOOP(TYPE, lut[dt[j]]) }  \
+            else { BWD_LOOP(TYPE, (TYPE)0) }                                                                   \
+        }                                                                                                      \
+    }                                                                                                          \
+    free(acc); free(gbuf);                                                                                     \
+}
+BACKWARD(float, backward_f32)
+BACKWARD(double, backward_f64)
+
+/* ---- threads ---------------------------------------------------------------------------------------------- */
+typedef void (*kernel_t)(job_t *);
+typedef struct { kernel_t fn; job_t job; } task_t;
+
+static void *run_task(void *p) { task_t *t = (task_t *)p; t->fn(&t->job); return NULL; }
+
+static int run_parallel(kernel_t fn, job_t *proto, int nthreads) {
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > proto->nblocks) nthreads = (int)(proto->nblocks > 0 ? proto->nblocks : 1);
+    if (nthreads > 64) nthreads = 64;
+    task_t tasks[64]; pthread_t th[64]; int started[64] = {0};
+    for (int i = 0; i < nthreads; i++) {
+        tasks[i].fn = fn; tasks[i].job = *proto; tasks[i].job.status = 0;
+        tasks[i].job.b0 = proto->nblocks * i / nthreads; tasks[i].job.b1 = proto->nblocks * (i + 1) / nthreads;
+    }
+    for (int i = 1; i < nthreads; i++) started[i] = pthread_create(&th[i], NULL, run_task, &tasks[i]) == 0;
+    run_task(&tasks[0]);
+    int status = tasks[0].job.status;
+    for (int i = 1; i < nthreads; i++) {
+        if (started[i]) { pthread_join(th[i], NULL); if (tasks[i].job.status) status = tasks[i].job.status; }
+        else { run_task(&tasks[i]); if (tasks[i].job.status) status = tasks[i].job.status; }
+    }
+    return status;
+}
+
+static int layout(job_t *a, int64_t T, int64_t n, int64_t W, int64_t C, int64_t k) {
+    a->T = T; a->n = n; a->W = W; a->C = C; a->k = k;
+    if (k > 1) {
+        a->group = k * W * C;
+        if (a->group <= 0 || n % a->group != 0 || W % k != 0) return -2;
+    } else {
+        a->k = 1; a->group = PLAIN_BLOCK;
+    }
+    a->nblocks = (n + a->group - 1) / a->group;
+    return 0;
+}
+
+/* dtype: 0 float32, 1 float64. Returns 0, or < 0 on bad arguments / no memory. */
+int snn_subtractive_forward(int dtype, int64_t T, int64_t n, int64_t W, int64_t C, int64_t k,
+                            const void *cur, void *out, uint8_t *dts, void *x, void *v_final, void *dt_final,
+                            const void *mask, int32_t *count,
+                            double theta, double c, int use_c, double leak, int nthreads) {
+    job_t a; memset(&a, 0, sizeof a);
+    if (layout(&a, T, n, W, C, k)) return -2;
+    if (mask && a.k > 1) return -5;
+    a.mask = mask; a.count = count;
+    a.cur = cur; a.out = out; a.dts = dts; a.x = x; a.v_final = v_final; a.dt_final = dt_final;
+    a.theta = theta; a.c = c; a.use_c = use_c; a.leak = leak;
+    return run_parallel(dtype ? forward_f64 : forward_f32, &a, nthreads);
+}
+
+int snn_subtractive_backward(int dtype, int64_t T, int64_t n, int64_t W, int64_t C, int64_t k,
+                             int64_t t_lo, int64_t t_hi, const void *g_sp, const void *g_v, const uint8_t *dts,
+                             const void *lut, const void *sg, const void *mask, void *grad, double scale, double leak,
+                             int nthreads) {
+    job_t a; memset(&a, 0, sizeof a);
+    if (layout(&a, T, n, W, C, k)) return -2;
+    if (mask && a.k > 1) return -5;
+    a.mask = mask;
+    if (t_lo < 0 || t_hi > T || t_lo >= t_hi) return -4;
+    a.t_lo = t_lo; a.t_hi = t_hi;
+    if (g_sp && !sg && (!dts || !lut)) return -3;
+    a.g_sp = g_sp; a.g_v = g_v; a.dts_in = dts; a.lut = lut; a.sg = sg; a.grad = grad; a.scale = scale; a.leak = leak;
+    return run_parallel(dtype ? backward_f64 : backward_f32, &a, nthreads);
+}
