@@ -410,10 +410,7 @@ class _SubtractiveRun(torch.autograd.Function):
                 sgf.mul_(-sur.beta)
                 sgf.exp_()
             else:
-                dt = dts[t0:t1].to(grad.dtype) if dts is not None else None
-                x = x_all[t0:t1] if x_all is not None else dt
-                # a surrogate that ignores dt gets x in its place, one that ignores x gets dt
-                sg_buf[:K].copy_(sur.grad(x, dt if dt is not None else x) / theta)
+                _surrogate_factor(sur, dts, x_all, t0, t1, theta, out=sg_buf[:K])
             for t in range(t1 - 1, t0 - 1, -1):
                 r = t - t0
                 if t == T - 1:
@@ -434,6 +431,14 @@ class _SubtractiveRun(torch.autograd.Function):
                     gradf[t].addcmul_(gf[r], sgf[r], value=scale)
             t1 = t0
         return grad
+
+
+def _surrogate_factor(sur, dts, x_all, t0: int, t1: int, theta, out: torch.Tensor) -> None:
+    """out = surrogate'(x, dt) / theta for steps t0..t1-1 (any surrogate; the backward's per-block evaluation).
+    A surrogate that ignores dt gets x in its place, one that ignores x gets dt."""
+    dt = dts[t0:t1].to(out.dtype) if dts is not None else None
+    x = x_all[t0:t1] if x_all is not None else dt
+    out.copy_(sur.grad(x, dt if dt is not None else x) / theta)
 
 
 def _run_subtractive(currents: torch.Tensor, params: SubtractiveParams, spike_fn, pool: int = 0,
@@ -546,9 +551,7 @@ def _native_backward(ctx, g_spikes, g_v, dts, x_all, mask=None):
     t1 = T
     while t1 > 0:
         t0 = max(0, t1 - block)
-        dt = dts[t0:t1].to(like.dtype) if dts is not None else None
-        x = x_all[t0:t1] if x_all is not None else dt
-        sg[:t1 - t0].copy_(sur.grad(x, dt if dt is not None else x) / theta)
+        _surrogate_factor(sur, dts, x_all, t0, t1, theta, out=sg[:t1 - t0])
         if call(t0, t1, None, sg, 1.0) != 0:
             return None
         t1 = t0

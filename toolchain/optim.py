@@ -118,8 +118,7 @@ class Adam(torch.optim.Adam):
         key = (p.dtype, p.device)
         buf = self._scratch.get(key)
         if buf is None or buf.numel() < n:
-            buf = self._scratch[key] = torch.empty(max(n, CHUNK if buf is None else buf.numel()), dtype=p.dtype,
-                                                   device=p.device)
+            buf = self._scratch[key] = torch.empty(n, dtype=p.dtype, device=p.device)
         return buf
 
 
