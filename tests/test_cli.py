@@ -83,7 +83,8 @@ def test_front_end_commands_chain_and_write_json(tmp_path, capsys):
 def test_interrupted_training_resumes_losing_at_most_one_epoch(tmp_path):
     """Kill train-ann after its second checkpoint, resume, and get what an uninterrupted run gets."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    common = ["train-ann", "--epochs", "5", "--limit", "300", "--no-progress", "--seed", "3"]
+    epochs = 30      # enough that the run is still going when the watcher sees epoch 2 (an epoch here is ~0.1 s)
+    common = ["train-ann", "--epochs", str(epochs), "--limit", "300", "--no-progress", "--seed", "3"]
     killed = str(tmp_path / "killed.pt")
     proc = subprocess.Popen(SNNTC + common + ["-o", killed], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -94,12 +95,12 @@ def test_interrupted_training_resumes_losing_at_most_one_epoch(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = load_checkpoint(killed).training["state"]["epoch"]
-    assert 2 <= done < 5, "the run must have been interrupted part-way"
+    assert 2 <= done < epochs, "the run must have been interrupted part-way"
     subprocess.run(SNNTC + common + ["-o", killed, "--resume"], env=env, check=True, capture_output=True)
     straight = str(tmp_path / "straight.pt")
     subprocess.run(SNNTC + common + ["-o", straight], env=env, check=True, capture_output=True)
     a, b = load_checkpoint(killed), load_checkpoint(straight)
-    assert a.training["state"]["epoch"] == 5 and len(a.training["state"]["history"]) == 5
+    assert a.training["state"]["epoch"] == epochs and len(a.training["state"]["history"]) == epochs
     for key in b.state_dict:
         torch.testing.assert_close(a.state_dict[key], b.state_dict[key], rtol=0, atol=0)
 
