@@ -8,9 +8,11 @@ Each configuration (each T) runs in a fresh Python process, so its peak resident
 its own. A step is exactly what `snntc finetune` does per batch (toolchain/finetune.py +
 toolchain/training.py): SnnModel forward with Poisson input coding, cross-entropy on the logits,
 backward with the Adam update of each parameter as soon as its gradient is ready (toolchain/optim.py;
-the "adam" column is then the empty opt.step(); --step-after-backward times the classic order).
-The neurons run the compiled kernels (toolchain/native) where a C compiler is available; SNNTC_NATIVE=0
-in the environment times the torch-op implementation instead.
+the "adam" column is then the empty opt.step(); --step-after-backward times the classic order), and the
+allocator set as training sets it (toolchain/allocator.py; SNNTC_MALLOC_TUNE=0 leaves it alone).
+The conv layers run block of time steps by block (toolchain/spiking_stack.py) on the compiled neuron kernels
+(toolchain/native) where a C compiler is available; SNNTC_NATIVE=0 in the environment times the layer-by-layer
+torch-op implementation instead.
 
 The network is `models.build_model("vgg5", (3, 32, 32), 10)`: conv 3->64, avg-pool 2, conv 64->128,
 dropout 0.2, conv 128->128, avg-pool 2, linear 8192->4096, dropout 0.5, 4096->4096, dropout 0.5,
@@ -97,10 +99,12 @@ def worker(args) -> dict:
     from toolchain.data.encoding import InputEncoder
     from toolchain.snn import SnnConfig, SnnModel
     from toolchain import native
+    from toolchain.allocator import tune_for_training
     from toolchain.training import TrainConfig, make_optimizer, resolve_device
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    malloc_tuned = tune_for_training() if device.type == "cpu" else False    # as toolchain.training.train does
     T, B = args.timesteps_one, args.batch_size
     torch.manual_seed(0)
     net = build_model("vgg5", (3, 32, 32), 10)
@@ -161,7 +165,8 @@ def worker(args) -> dict:
     res = {"timesteps": T, "batch_size": B, "threads": args.threads, "device": str(device),
            "seconds": median(times), "forward": median(fwd), "backward": median(bwd), "optimizer": median(optim),
            "cpu_seconds": median(cpu), "sys_seconds": median(sys_s), "page_faults": median(faults),
-           "native_kernels": native.library() is not None, "all_seconds": times, "peak_mb": peak_rss_mb(), "spike_rates": rates,
+           "native_kernels": native.library() is not None,
+           "openmp_kernels": native.torch_openmp() is not None, "malloc_tuned": malloc_tuned, "all_seconds": times, "peak_mb": peak_rss_mb(), "spike_rates": rates,
            "torch": torch.__version__}
     if device.type == "cuda":
         res["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
@@ -217,6 +222,7 @@ def main(argv=None) -> int:
               f"{res['backward']:.2f}, adam {res['optimizer']:.2f}; cpu {res['cpu_seconds']:.2f}, of which kernel "
               f"{res['sys_seconds']:.2f} for {res['page_faults'] / 1e3:.0f}k page faults; "
               f"{'compiled' if res['native_kernels'] else 'torch-op'} neurons; "
+              f"malloc {'tuned' if res['malloc_tuned'] else 'default'}; "
               f"runs {', '.join(f'{t:.2f}' for t in res['all_seconds'])}; "
               f"load {_fmt(load_before)}->{_fmt(load_after)}), peak {res['peak_mb']:.0f} MB, "
               f"{res['gflops_per_s']:.0f} GFLOP/s of {res['flops']['total_gflop']:.0f} GFLOP"

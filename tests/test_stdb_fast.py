@@ -1,6 +1,7 @@
-"""The fused subtractive neuron (toolchain.neurons._SubtractiveRun, what SnnModel trains with) against plain
-autograd through the unrolled time loop: identical spikes, states and logits, and the same gradients for every
-weight (float64), for IF and LIF neurons, STDB and other surrogates, VGG and ResNet networks."""
+"""What SnnModel trains with (runs of spiking layers a block of time steps at a time, toolchain.spiking_stack, on
+the fused subtractive neuron, toolchain.neurons._SubtractiveRun) against plain autograd through the unrolled time
+loop: identical spikes, states and logits, and the same gradients for every weight (float64), for IF and LIF
+neurons, STDB and other surrogates, VGG and ResNet networks, in one block of steps and in blocks of one step."""
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 
 import toolchain.neurons as neurons
 import toolchain.snn as snn_mod
+import toolchain.spiking_stack as spiking_stack
 from models import build_model
 from toolchain.data.encoding import InputEncoder
 from toolchain.ir import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Residual, Spike
@@ -84,7 +86,10 @@ def weight_grads(model):
     return {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
-def check_model(name, leak, surrogate, monkeypatch, dtype=torch.float64, T=6, batch=6):
+def check_model(name, leak, surrogate, monkeypatch, dtype=torch.float64, T=6, batch=6, blocks=False):
+    if blocks:                          # every run of spiking layers goes one time step at a time
+        monkeypatch.setattr(spiking_stack, "CONV_BLOCK_VALUES", 1)
+        monkeypatch.setattr(spiking_stack, "LINEAR_BLOCK_VALUES", 1)
     torch.manual_seed(0)
     net = build_model(name, (1, 8, 8), 10)
     cfg = SnnConfig(thresholds={s.name: 0.5 for s in net.spiking_layers}, leak=leak, coding="poisson", timesteps=T,
@@ -117,20 +122,34 @@ def check_model(name, leak, surrogate, monkeypatch, dtype=torch.float64, T=6, ba
         torch.testing.assert_close(fast[k], ref[k], rtol=1e-10, atol=1e-13 * float(ref[k].abs().max()), msg=k)
 
 
+@pytest.mark.parametrize("blocks", [False, True])
 @pytest.mark.parametrize("leak", [1.0, 0.9])
-@pytest.mark.parametrize("surrogate", ["stdb", "linear"])
-def test_vgg_small_gradients_equal_unrolled_autograd(leak, surrogate, monkeypatch):
-    check_model("vgg-small", leak, surrogate, monkeypatch)
+@pytest.mark.parametrize("surrogate", ["stdb", "linear", "arctan"])
+def test_vgg_small_gradients_equal_unrolled_autograd(leak, surrogate, blocks, monkeypatch):
+    check_model("vgg-small", leak, surrogate, monkeypatch, blocks=blocks)
 
 
+@pytest.mark.parametrize("blocks", [False, True])
 @pytest.mark.parametrize("leak,surrogate", [(1.0, "stdb"), (0.9, "stdb"), (1.0, "linear")])
-def test_resnet_small_gradients_equal_unrolled_autograd(leak, surrogate, monkeypatch):
-    check_model("resnet-small", leak, surrogate, monkeypatch, T=4, batch=4)
+def test_resnet_small_gradients_equal_unrolled_autograd(leak, surrogate, blocks, monkeypatch):
+    check_model("resnet-small", leak, surrogate, monkeypatch, T=4, batch=4, blocks=blocks)
+
+
+def test_the_block_path_is_what_runs(monkeypatch):
+    """SnnModel hands its conv runs and linear layers to toolchain.spiking_stack (so the tests above test it)."""
+    if spiking_stack.native.library() is None:
+        pytest.skip("no compiled kernels: SnnModel runs layer by layer")
+    runs = []
+    orig = spiking_stack.run_stages
+    monkeypatch.setattr(spiking_stack, "run_stages", lambda x, st, sur: runs.append([s.name for s in st]) or orig(x, st, sur))
+    check_model("vgg-small", 1.0, "stdb", monkeypatch)
+    assert runs == [["spike0", "spike2"], ["fc_spike0"]]
 
 
 def test_float32_channels_last_path_matches_the_loop(monkeypatch):
-    """float32 on the CPU runs the convs channels-last: the fused neurons (and pooling) against the unrolled
-    loop inside the same model, so the convolutions are the same."""
+    """float32 on the CPU runs the convs channels-last: the block path (fused neurons and pooling) against the
+    unrolled loop inside the same model, layer by layer (the forward is bit for bit the same: oneDNN computes each
+    sample alike whatever the batch)."""
     torch.manual_seed(1)
     net = build_model("vgg-small", (1, 8, 8), 10)
     model = SnnModel(net, SnnConfig(thresholds={s.name: 0.5 for s in net.spiking_layers}, timesteps=8)).train()
@@ -138,6 +157,7 @@ def test_float32_channels_last_path_matches_the_loop(monkeypatch):
     results = []
     for impl in ["fast", "naive"]:
         if impl == "naive":
+            monkeypatch.setattr(spiking_stack, "supported", lambda *a: False)      # layer by layer
             def loop(currents, step, params, spike_fn, state=None, pool=0, mask=None):
                 s, v, dt = naive_neurons(currents, params.threshold, params.leak, spike_fn)
                 state = NeuronState(v, v, dt, s.detach().sum(0).to(torch.int32) if mask is not None else None)

@@ -506,7 +506,7 @@ def _native_forward(currents, theta, leak, keep_x, pool, need_dts, mask=None):
     status = native.library().snn_subtractive_forward(
         int(currents.dtype == torch.float64), T, layout[0], geometry[0], geometry[1], int(pool or 1),
         cur.data_ptr(), out.data_ptr(), _ptr(dts), _ptr(x_all), v.data_ptr(), dt.data_ptr(), _ptr(mask),
-        count.data_ptr(), float(theta), float(c if c is not None else 0.0), int(c is not None), float(leak), _threads())
+        count.data_ptr(), None, 0, None, float(theta), float(c if c is not None else 0.0), int(c is not None), float(leak), _threads())
     if status != 0:
         return None
     return out, v, dt, dts, x_all, count
@@ -539,9 +539,9 @@ def _native_backward(ctx, g_spikes, g_v, dts, x_all, mask=None):
 
     def call(t_lo, t_hi, lut, sg, scale):
         return lib.snn_subtractive_backward(
-            int(like.dtype == torch.float64), T, n, geometry[0], geometry[1], int(k or 1), t_lo, t_hi,
-            _ptr(g_spikes), _ptr(g_v), _ptr(dts), _ptr(lut), _ptr(sg), _ptr(mask), grad.data_ptr(), float(scale), float(leak),
-            _threads())
+            int(like.dtype == torch.float64), T, n, geometry[0], geometry[1], int(k or 1), t_lo, t_hi, 0,
+            _ptr(g_spikes), _ptr(g_v), _ptr(dts), _ptr(lut), _ptr(sg), _ptr(mask), grad.data_ptr(), None, float(scale),
+            float(leak), _threads())
 
     if g_spikes is None or stdb:        # exp(-beta * dt) from a table of the T values dt can take
         lut = None if g_spikes is None else torch.arange(T, dtype=like.dtype).mul_(-sur.beta).exp_()

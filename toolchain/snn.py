@@ -5,7 +5,9 @@ step for direct coding). Each synaptic layer is applied to all T steps as one ba
 layer runs its neurons over T (`toolchain.neurons`). The output layer accumulates its membrane
 potential; the readout is that accumulation divided by T. This layer-major order computes exactly
 what a time-major loop computes for a feed-forward network, and it is what Lava computes once each
-layer's one-step delay is accounted for.
+layer's one-step delay is accounted for. On the CPU with the compiled neuron kernels, IF/LIF networks run each
+run of conv -> spike [-> pool / dropout] layers a block of time steps at a time through all its layers, and each
+linear -> spike layer as one unit (toolchain/spiking_stack.py): the same numbers, without whole-run currents.
 
 Neuron models: "if" / "lif" (reset by subtraction, Rathi et al.) run on the network as written;
 "loihi-cuba" runs on the lowered chain (pooling and batch norm folded) with Loihi's CUBA dynamics
@@ -29,6 +31,7 @@ from .neurons import CubaParams, SubtractiveParams, cuba_step, run_neurons, subt
 from .quantize import fake_quant_bias, fake_quant_weight, layer_scale, round_ste
 from .surrogates import Surrogate, get_surrogate
 from .torch_net import build_modules
+from . import spiking_stack
 
 NEURON_MODELS = ("if", "lif", "loihi-cuba")
 
@@ -95,20 +98,60 @@ class SnnModel(nn.Module):
 
     # -- the network as written (IF / LIF) -----------------------------------------------------
     def _run(self, layers, h, counts, neurons):
-        fused = False
-        for i, layer in enumerate(layers):
-            if fused:                   # this pool or dropout ran inside the spiking layer before it
-                fused = False
+        i = 0
+        while i < len(layers):
+            stages, j = self._stage_run(layers, i, h)
+            if stages:                  # a run of spiking layers, a block of time steps at a time
+                h, i = self._run_stages(stages, h, counts, neurons), j
                 continue
-            nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(layer, Spike) and isinstance(nxt, AvgPool2d):
-                h, fused = self._spike(layer.name, h, counts, neurons, pool=nxt.kernel_size), True
-                continue
-            if isinstance(layer, Spike) and isinstance(nxt, Dropout) and self.training and nxt.p > 0:
-                h, fused = self._spike(layer.name, h, counts, neurons, mask=self._mask(nxt, h)), True
-                continue
-            h = self._layer(layer, h, counts, neurons)
+            layer, nxt = layers[i], (layers[i + 1] if i + 1 < len(layers) else None)
+            i += 1
+            if isinstance(layer, Spike) and isinstance(nxt, AvgPool2d):   # the pool runs inside the neurons
+                h, i = self._spike(layer.name, h, counts, neurons, pool=nxt.kernel_size), i + 1
+            elif isinstance(layer, Spike) and isinstance(nxt, Dropout) and self.training and nxt.p > 0:
+                h, i = self._spike(layer.name, h, counts, neurons, mask=self._mask(nxt, h)), i + 1
+            else:
+                h = self._layer(layer, h, counts, neurons)
         return h
+
+    def _stage_run(self, layers, i, h):
+        """The stages (toolchain.spiking_stack) starting at layers[i]: a run of Conv2d -> Spike [-> AvgPool2d or
+        Dropout] (or one Linear -> Spike [-> Dropout]) where the block-by-block path applies; ([], i) if none."""
+        if self.config.neuron == "loihi-cuba" or self.calibrator is not None:
+            return [], i
+        if not spiking_stack.supported(h, h.shape[0], self.config.spike_fn()):
+            return [], i
+        stages, shape, B = [], tuple(h.shape[2:]), h.shape[1]
+        while i + 1 < len(layers) and isinstance(layers[i + 1], Spike):
+            syn = layers[i]
+            if not isinstance(syn, Conv2d if (stages and stages[0].is_conv) else (Conv2d, Linear)):
+                break
+            module = self.layers[syn.name]
+            shape = spiking_stack.output_shape(module, shape)
+            nxt, j, pool, mask = (layers[i + 2] if i + 2 < len(layers) else None), i + 2, 0, None
+            if isinstance(nxt, AvgPool2d):
+                pool, j = nxt.kernel_size, j + 1
+            elif isinstance(nxt, Dropout):
+                if self.training and nxt.p > 0:
+                    mask = self._mask(nxt, _like((1, B) + shape, h.dtype, isinstance(syn, Conv2d)))
+                j += 1
+            name = layers[i + 1].name
+            stages.append(spiking_stack.Stage(name, module, float(self.threshold(name, None)), self.config.leak,
+                                              pool, mask))
+            if pool:
+                shape = shape[:1] + (shape[1] // pool, shape[2] // pool)
+            i = j
+            if isinstance(syn, Linear):
+                break
+        return stages, i
+
+    def _run_stages(self, stages, h, counts, neurons):
+        out, per_neuron = spiking_stack.run_stages(h, stages, self.config.spike_fn())
+        B = h.shape[1]
+        for stage, count in zip(stages, per_neuron):
+            counts[stage.name] = count.reshape(B, -1).sum(1, dtype=torch.int64).to(h.dtype)
+            neurons[stage.name] = count[0].numel()
+        return out
 
     def _layer(self, layer, h, counts, neurons):
         if isinstance(layer, (Conv2d, Linear, BatchNorm2d, BatchNorm1d)):
@@ -194,6 +237,16 @@ class SnnModel(nn.Module):
         out = torch.zeros_like(a)
         out[-1] = v_end
         return out
+
+
+def _like(shape, dtype, channels_last: bool) -> torch.Tensor:
+    """An empty tensor of this shape in the layout the layer-by-layer path gives a conv's currents (so that a
+    dropout mask drawn for it is the same)."""
+    x = torch.empty(shape, dtype=dtype)
+    if channels_last and dtype == torch.float32:
+        T, B = shape[:2]
+        x = x.reshape((T * B,) + shape[2:]).contiguous(memory_format=torch.channels_last).reshape(shape)
+    return x
 
 
 def _channel_bias(bias: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,9 @@
  * Buffers are (T, n) in memory order, one step after the other; with pooling (k x k average, non-overlapping)
  * a step is blocks of k rows of W pixels of C channels, innermost first (channels-last: the whole (B, H, W, C)
  * image; contiguous NCHW: C = 1, each (b, c) plane) and the pooled output has the same layout at 1/k x 1/k.
+ * Both run on a block of steps at a time too (toolchain/spiking_stack.py): the forward then starts from the
+ * state (v, steps since the last spike) the previous block left and adds to the spike counts, and the backward
+ * starts from the gradient the later block carried back.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -23,10 +26,10 @@
 typedef struct {
     int64_t T, n, W, C, k, group, nblocks;
     const void *cur; void *out; uint8_t *dts; void *x; void *v_final; void *dt_final;
-    const void *mask; int32_t *count;
+    const void *mask; int32_t *count; uint8_t *d_state; int carry; uint8_t *codes;
     double theta, c, leak; int use_c;
     const void *g_sp; const void *g_v; const uint8_t *dts_in; const void *lut; const void *sg; void *grad;
-    double scale; int64_t t_lo, t_hi;
+    const void *g_carry; double scale; int64_t t_lo, t_hi, t_base;
     int64_t b0, b1; int status;
 } job_t;
 
@@ -68,7 +71,13 @@ static void NAME(job_t *a) {                                                    
     }                                                                                                          \
     for (int64_t b = a->b0; b < a->b1; b++) {                                                                  \
         const int64_t i0 = b * group, len = (n - i0 < group) ? n - i0 : group;                                 \
-        for (int64_t j = 0; j < len; j++) { v[j] = 0; d[j] = 0; cnt[j] = 0; }                                  \
+        if (a->carry) {                          /* a later block of steps: the state the earlier one left */  \
+            for (int64_t j = 0; j < len; j++) {                                                                \
+                v[j] = ((TYPE *)a->v_final)[i0 + j]; d[j] = a->d_state[i0 + j]; cnt[j] = 0;                    \
+            }                                                                                                  \
+        } else {                                                                                               \
+            for (int64_t j = 0; j < len; j++) { v[j] = 0; d[j] = 0; cnt[j] = 0; }                              \
+        }                                                                                                      \
         for (int64_t t = 0; t < T; t++) {                                                                      \
             const TYPE *restrict I = cur + t * n + i0;                                                         \
             uint8_t *restrict dt = a->dts ? a->dts + t * n + i0 : dt_scratch;                                  \
@@ -87,17 +96,26 @@ static void NAME(job_t *a) {                                                    
                         }                                                                                      \
                 TYPE *restrict o = out + t * np + b * pg;                                                      \
                 for (int64_t q = 0; q < pg; q++) o[q] = acc[q] / k2;                                           \
+                if (a->codes) {                  /* the pooled spikes as counts of k*k */                      \
+                    uint8_t *restrict cd = a->codes + t * np + b * pg;                                         \
+                    for (int64_t q = 0; q < pg; q++) cd[q] = (uint8_t)acc[q];                                  \
+                }                                                                                              \
             } else if (mask) {                 /* dropout after the neurons: one mask for all steps */          \
                 TYPE *restrict o = out + t * np + i0; const TYPE *restrict mk = mask + i0;                     \
                 for (int64_t j = 0; j < len; j++) o[j] = sp[j] * mk[j];                                        \
             } else {                                                                                           \
                 memcpy(out + t * np + i0, sp, sizeof(TYPE) * len);                                             \
             }                                                                                                  \
+            if (a->codes && k <= 1) {            /* the spikes as 0/1 (before any dropout mask) */             \
+                uint8_t *restrict cd = a->codes + t * np + i0;                                                 \
+                for (int64_t j = 0; j < len; j++) cd[j] = (uint8_t)sp[j];                                      \
+            }                                                                                                  \
         }                                                                                                      \
-        for (int64_t j = 0; j < len; j++) {                                                                    \
-            ((TYPE *)a->v_final)[i0 + j] = v[j]; ((TYPE *)a->dt_final)[i0 + j] = (TYPE)d[j];                 \
-        }                                                                                                      \
-        if (a->count) for (int64_t j = 0; j < len; j++) a->count[i0 + j] = (int32_t)cnt[j];                  \
+        for (int64_t j = 0; j < len; j++) ((TYPE *)a->v_final)[i0 + j] = v[j];                               \
+        if (a->dt_final) for (int64_t j = 0; j < len; j++) ((TYPE *)a->dt_final)[i0 + j] = (TYPE)d[j];       \
+        if (a->d_state) for (int64_t j = 0; j < len; j++) a->d_state[i0 + j] = d[j];                         \
+        if (a->count && a->carry) for (int64_t j = 0; j < len; j++) a->count[i0 + j] += (int32_t)cnt[j];     \
+        else if (a->count) for (int64_t j = 0; j < len; j++) a->count[i0 + j] = (int32_t)cnt[j];             \
     }                                                                                                          \
     free(v); free(sp); free(acc); free(d); free(dt_scratch); free(cnt);                                        \
 }
@@ -105,8 +123,9 @@ FORWARD(float, forward_f32)
 FORWARD(double, forward_f64)
 
 /* ---- backward ---------------------------------------------------------------------------------------------- */
-/* Steps t_hi - 1 down to t_lo (the gradient at t_hi, if t_hi < T, is already in grad); sg, if given, holds
- * steps t_lo..t_hi - 1. With f[t] = the surrogate's factor (lut[dt] for STDB, else the precomputed sg):
+/* Steps t_hi - 1 down to t_lo of T; g_sp, dts and grad hold steps from t_base on (t_base <= t_lo), sg, if given,
+ * steps t_lo..t_hi - 1. The gradient at t_hi, if t_hi < T, is g_carry if given, else already in grad.
+ * With f[t] = the surrogate's factor (lut[dt] for STDB, else the precomputed sg):
  *   gI[T-1] = (g * f) * scale (+ g_v);  gI[t] = leak * gI[t+1] + (scale * g[t]) * f[t]   (leak 1: no multiply)
  * g = the incoming gradient of the spikes, un-pooled (g_pooled / k^2) when pooled. */
 #define BWD_LOOP(TYPE, FACTOR)                                                                                   \
@@ -138,11 +157,13 @@ static void NAME(job_t *a) {                                                    
     if (!acc || !gbuf) { a->status = -1; free(acc); free(gbuf); return; }                                       \
     for (int64_t b = a->b0; b < a->b1; b++) {                                                                  \
         const int64_t i0 = b * group, len = (n - i0 < group) ? n - i0 : group;                                 \
-        if (a->t_hi < T) memcpy(acc, grad + a->t_hi * n + i0, sizeof(TYPE) * len);  /* carried from t_hi */   \
+        const int64_t tb = a->t_base;                                                                          \
+        if (a->t_hi < T) memcpy(acc, a->g_carry ? (const TYPE *)a->g_carry + i0 : grad + (a->t_hi - tb) * n + i0, \
+                                sizeof(TYPE) * len);                                /* carried from t_hi */   \
         for (int64_t t = a->t_hi - 1; t >= a->t_lo; t--) {                                                     \
             const TYPE *restrict g = gbuf;                                                                     \
             if (gs && k > 1) {                                                                                 \
-                const int64_t Wp = W / k; const TYPE *gp = gs + t * np + b * pg;                               \
+                const int64_t Wp = W / k; const TYPE *gp = gs + (t - tb) * np + b * pg;                               \
                 for (int64_t hh = 0; hh < k; hh++)                                                             \
                     for (int64_t wp = 0; wp < Wp; wp++)                                                        \
                         for (int64_t ww = 0; ww < k; ww++) {                                                   \
@@ -151,14 +172,14 @@ static void NAME(job_t *a) {                                                    
                             for (int64_t ch = 0; ch < C; ch++) dst[ch] = src[ch] / k2;                         \
                         }                                                                                      \
             } else if (gs && mask) {                                                                           \
-                const TYPE *restrict src = gs + t * n + i0, *restrict mk = mask + i0;                          \
+                const TYPE *restrict src = gs + (t - tb) * n + i0, *restrict mk = mask + i0;                          \
                 for (int64_t j = 0; j < len; j++) gbuf[j] = src[j] * mk[j];                                    \
             } else if (gs) {                                                                                   \
-                g = gs + t * n + i0;                                                                           \
+                g = gs + (t - tb) * n + i0;                                                                    \
             }                                                                                                  \
-            TYPE *restrict gi = grad + t * n + i0;                                                             \
+            TYPE *restrict gi = grad + (t - tb) * n + i0;                                                           \
             if (sgs) { const TYPE *restrict sgt = sgs + (t - a->t_lo) * n + i0; BWD_LOOP(TYPE, sgt[j]) }      \
-            else if (gs) { const uint8_t *restrict dt = a->dts_in + t * n + i0; BWD_LOOP(TYPE, lut[dt[j]]) }  \
+            else if (gs) { const uint8_t *restrict dt = a->dts_in + (t - tb) * n + i0; BWD_LOOP(TYPE, lut[dt[j]]) }  \
             else { BWD_LOOP(TYPE, (TYPE)0) }                                                                   \
         }                                                                                                      \
     }                                                                                                          \
@@ -173,22 +194,39 @@ typedef struct { kernel_t fn; job_t job; } task_t;
 
 static void *run_task(void *p) { task_t *t = (task_t *)p; t->fn(&t->job); return NULL; }
 
+#ifdef _OPENMP
+/* Built against torch's own OpenMP runtime (toolchain/native/__init__.py): the blocks run on torch's worker
+ * threads, which would otherwise spin for a while after each torch op and compete with threads of our own. */
+#include <omp.h>
+#endif
+
 static int run_parallel(kernel_t fn, job_t *proto, int nthreads) {
     if (nthreads < 1) nthreads = 1;
     if (nthreads > proto->nblocks) nthreads = (int)(proto->nblocks > 0 ? proto->nblocks : 1);
     if (nthreads > 64) nthreads = 64;
-    task_t tasks[64]; pthread_t th[64]; int started[64] = {0};
+    task_t tasks[64];
     for (int i = 0; i < nthreads; i++) {
         tasks[i].fn = fn; tasks[i].job = *proto; tasks[i].job.status = 0;
         tasks[i].job.b0 = proto->nblocks * i / nthreads; tasks[i].job.b1 = proto->nblocks * (i + 1) / nthreads;
     }
+    int status = 0;
+#ifdef _OPENMP
+    if (nthreads > 1) {
+#pragma omp parallel for num_threads(nthreads) schedule(static, 1)
+        for (int i = 0; i < nthreads; i++) run_task(&tasks[i]);
+    } else {
+        run_task(&tasks[0]);
+    }
+#else
+    pthread_t th[64]; int started[64] = {0};
     for (int i = 1; i < nthreads; i++) started[i] = pthread_create(&th[i], NULL, run_task, &tasks[i]) == 0;
     run_task(&tasks[0]);
-    int status = tasks[0].job.status;
     for (int i = 1; i < nthreads; i++) {
-        if (started[i]) { pthread_join(th[i], NULL); if (tasks[i].job.status) status = tasks[i].job.status; }
-        else { run_task(&tasks[i]); if (tasks[i].job.status) status = tasks[i].job.status; }
+        if (started[i]) pthread_join(th[i], NULL);
+        else run_task(&tasks[i]);
     }
+#endif
+    for (int i = 0; i < nthreads; i++) if (tasks[i].job.status) status = tasks[i].job.status;
     return status;
 }
 
@@ -207,27 +245,28 @@ static int layout(job_t *a, int64_t T, int64_t n, int64_t W, int64_t C, int64_t 
 /* dtype: 0 float32, 1 float64. Returns 0, or < 0 on bad arguments / no memory. */
 int snn_subtractive_forward(int dtype, int64_t T, int64_t n, int64_t W, int64_t C, int64_t k,
                             const void *cur, void *out, uint8_t *dts, void *x, void *v_final, void *dt_final,
-                            const void *mask, int32_t *count,
+                            const void *mask, int32_t *count, uint8_t *d_state, int carry, uint8_t *codes,
                             double theta, double c, int use_c, double leak, int nthreads) {
     job_t a; memset(&a, 0, sizeof a);
     if (layout(&a, T, n, W, C, k)) return -2;
     if (mask && a.k > 1) return -5;
-    a.mask = mask; a.count = count;
+    if (carry && !d_state) return -6;
+    a.mask = mask; a.count = count; a.d_state = d_state; a.carry = carry; a.codes = codes;
     a.cur = cur; a.out = out; a.dts = dts; a.x = x; a.v_final = v_final; a.dt_final = dt_final;
     a.theta = theta; a.c = c; a.use_c = use_c; a.leak = leak;
     return run_parallel(dtype ? forward_f64 : forward_f32, &a, nthreads);
 }
 
 int snn_subtractive_backward(int dtype, int64_t T, int64_t n, int64_t W, int64_t C, int64_t k,
-                             int64_t t_lo, int64_t t_hi, const void *g_sp, const void *g_v, const uint8_t *dts,
-                             const void *lut, const void *sg, const void *mask, void *grad, double scale, double leak,
-                             int nthreads) {
+                             int64_t t_lo, int64_t t_hi, int64_t t_base, const void *g_sp, const void *g_v,
+                             const uint8_t *dts, const void *lut, const void *sg, const void *mask, void *grad,
+                             const void *g_carry, double scale, double leak, int nthreads) {
     job_t a; memset(&a, 0, sizeof a);
     if (layout(&a, T, n, W, C, k)) return -2;
     if (mask && a.k > 1) return -5;
     a.mask = mask;
-    if (t_lo < 0 || t_hi > T || t_lo >= t_hi) return -4;
-    a.t_lo = t_lo; a.t_hi = t_hi;
+    if (t_lo < 0 || t_hi > T || t_lo >= t_hi || t_base < 0 || t_base > t_lo) return -4;
+    a.t_lo = t_lo; a.t_hi = t_hi; a.t_base = t_base; a.g_carry = g_carry;
     if (g_sp && !sg && (!dts || !lut)) return -3;
     a.g_sp = g_sp; a.g_v = g_v; a.dts_in = dts; a.lut = lut; a.sg = sg; a.grad = grad; a.scale = scale; a.leak = leak;
     return run_parallel(dtype ? backward_f64 : backward_f32, &a, nthreads);
