@@ -147,9 +147,12 @@ def test_a_second_backward_is_refused_by_name():
         y.sum().backward()
 
 
-def test_unsupported_inputs_go_layer_by_layer():
+def test_unsupported_inputs_go_layer_by_layer(monkeypatch):
     sur = get_surrogate("stdb")
     x = torch.zeros(4, 2, 3)
+    monkeypatch.setenv("SNNTC_NATIVE", "0")
+    assert not ss.supported(x, 4, sur)                        # no compiled kernels: layer by layer, in torch ops
+    monkeypatch.delenv("SNNTC_NATIVE")
     assert not ss.supported(x, 300, sur)                      # dts are 1 byte: T < 255
     assert not ss.supported(x.to(torch.float16), 4, sur)
     assert not ss.supported(x, 4, lambda v, dt: v)            # not a Surrogate
