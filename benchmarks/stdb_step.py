@@ -110,7 +110,7 @@ def worker(args) -> dict:
     net = build_model("vgg5", (3, 32, 32), 10)
     check_vgg5(net)
     cfg = SnnConfig(thresholds={s.name: 1.0 for s in net.spiking_layers}, neuron="if", leak=1.0, coding="poisson",
-                    timesteps=T, surrogate={"name": "stdb", "alpha": 0.3, "beta": 0.01})
+                    timesteps=T, surrogate=_surrogate(args.surrogate))
     model = SnnModel(net, cfg).to(device).train()
     # as toolchain.training.train: Adam over the trainable parameters, updated in the backward pass as each
     # gradient is ready (--step-after-backward: the classic opt.step()), zero_grad(set_to_none), loss as in finetune
@@ -162,7 +162,7 @@ def worker(args) -> dict:
         n = len(v)
         return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
-    res = {"timesteps": T, "batch_size": B, "threads": args.threads, "device": str(device),
+    res = {"timesteps": T, "batch_size": B, "threads": args.threads, "device": str(device), "surrogate": args.surrogate,
            "seconds": median(times), "forward": median(fwd), "backward": median(bwd), "optimizer": median(optim),
            "cpu_seconds": median(cpu), "sys_seconds": median(sys_s), "page_faults": median(faults),
            "native_kernels": native.library() is not None,
@@ -171,6 +171,11 @@ def worker(args) -> dict:
     if device.type == "cuda":
         res["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
     return res
+
+
+def _surrogate(name: str) -> dict:
+    """The reference's STDB surrogate (alpha 0.3, beta 0.01), or another one with its defaults."""
+    return {"name": "stdb", "alpha": 0.3, "beta": 0.01} if name == "stdb" else {"name": name}
 
 
 def _fmt(x) -> str:
@@ -187,6 +192,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="cpu (the reference's setting), cuda or auto")
     p.add_argument("--step-after-backward", action="store_true",
                    help="update after the backward pass (opt.step()), not in it as `snntc finetune` does")
+    p.add_argument("--surrogate", default="stdb",
+                   help="spike function's surrogate gradient (default stdb, the reference's; e.g. linear, arctan: "
+                        "these keep x = v / theta - 1, 4 bytes per neuron and step, for the backward)")
     p.add_argument("--json", help="write the results to this file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--timesteps-one", type=int, help=argparse.SUPPRESS)
@@ -199,7 +207,7 @@ def main(argv=None) -> int:
     for T in [int(t) for t in args.timesteps.split(",") if t.strip()]:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--timesteps-one", str(T),
                "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--threads", str(args.threads), "--device", args.device] \
+               "--threads", str(args.threads), "--device", args.device, "--surrogate", args.surrogate] \
             + (["--step-after-backward"] if args.step_after_backward else [])
         load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -222,7 +230,7 @@ def main(argv=None) -> int:
               f"{res['backward']:.2f}, adam {res['optimizer']:.2f}; cpu {res['cpu_seconds']:.2f}, of which kernel "
               f"{res['sys_seconds']:.2f} for {res['page_faults'] / 1e3:.0f}k page faults; "
               f"{'compiled' if res['native_kernels'] else 'torch-op'} neurons; "
-              f"malloc {'tuned' if res['malloc_tuned'] else 'default'}; "
+              f"malloc {'tuned' if res['malloc_tuned'] else 'default'}; {res['surrogate']} surrogate; "
               f"runs {', '.join(f'{t:.2f}' for t in res['all_seconds'])}; "
               f"load {_fmt(load_before)}->{_fmt(load_after)}), peak {res['peak_mb']:.0f} MB, "
               f"{res['gflops_per_s']:.0f} GFLOP/s of {res['flops']['total_gflop']:.0f} GFLOP"

@@ -121,6 +121,90 @@ def test_vgg5_in_blocks_equals_layer_by_layer_float32(block, monkeypatch):
         torch.testing.assert_close(gb[k], gl[k], rtol=1e-4, atol=1e-5 * float(gl[k].abs().max()), msg=k)
 
 
+def _compare_with_layers(model, x, T, monkeypatch):
+    """(logits, counts, weight grads) of the block path and of the layer-by-layer path."""
+    results = []
+    for mode in ["blocks", "layers"]:
+        with monkeypatch.context() as m:
+            m.setattr(ss, "CONV_BLOCK_VALUES", 1)
+            if mode == "layers":
+                m.setattr(ss, "supported", lambda *a: False)
+            torch.manual_seed(2)
+            model.zero_grad(set_to_none=True)
+            out = model(x, T, InputEncoder("poisson", seed=3))
+            out.logits.square().sum().backward()
+            results.append((out, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+    (blk, gb), (lay, gl) = results
+    assert torch.equal(blk.logits, lay.logits)
+    assert all(torch.equal(blk.spike_counts[k], lay.spike_counts[k]) for k in lay.spike_counts)
+    assert gb.keys() == gl.keys()
+    for k in gl:
+        torch.testing.assert_close(gb[k], gl[k], rtol=1e-4, atol=1e-5 * float(gl[k].abs().max()), msg=k)
+    return lay
+
+
+@needs_kernels
+def test_a_batch_of_one_in_float32(monkeypatch):
+    """A batch of 1 (channels-last currents whose batch stride torch leaves arbitrary), pooled and dropped out."""
+    _compare_with_layers(_vgg5_like(), torch.rand(1, 3, 32, 32), 4, monkeypatch)
+    model = _vgg5_like().eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 32, 32), 3).logits.shape == (1, 10)
+
+
+@needs_kernels
+def test_pools_too_large_for_a_byte_count_run_layer_by_layer(monkeypatch):
+    """A 16 x 16 pool's count of 256 would not fit the saved byte: that layer runs layer by layer (same numbers),
+    and the kernel itself refuses to write such codes."""
+    from toolchain.ir import AvgPool2d, Conv2d, Flatten, Linear, Network, Spike
+    net = Network((Conv2d("c0", 1, 4, bias=True), Spike("s0"), AvgPool2d("p0", 16), Flatten("f"), Linear("fc", 4, 3)),
+                  (1, 16, 16), 3)
+    model = SnnModel(net, SnnConfig(thresholds={"s0": 0.3}, coding="direct", timesteps=4)).train()
+    with torch.no_grad():
+        model.layers["c0"].bias.fill_(5.0)                 # every neuron fires every step: counts of 256
+    runs = []
+    orig = ss.run_stages
+    monkeypatch.setattr(ss, "run_stages", lambda x, st, sur: runs.append(len(st)) or orig(x, st, sur))
+    lay = _compare_with_layers(model, torch.rand(2, 1, 16, 16), 4, monkeypatch)
+    assert runs == [] and float(lay.spike_counts["s0"].min()) == 4 * 4 * 256   # 4 steps x 4 channels x 256
+
+    a = torch.ones(2, 1, 1, 16, 16, dtype=torch.float64)
+    stage = ss.Stage("big", nn.Conv2d(1, 1, 3), 0.5, 1.0, 16)
+    st = ss._StageState(stage, a, 2, save=True, keep_x=False, keep_dts=True, last=False)
+    with pytest.raises(native.KernelError, match="big"):
+        ss._neurons_forward(stage, st, a, 0, ss._block_out(stage, st, a))
+
+
+@needs_kernels
+def test_a_forward_without_backward_frees_its_saved_state_at_once():
+    """No reference cycle from the saved state to the outputs: dropping the outputs frees it without the
+    cyclic garbage collector."""
+    import gc
+    import weakref
+    stages = [ss.Stage("a", nn.Conv2d(3, 4, 3, padding=1), 1.0, 1.0, 2),
+              ss.Stage("b", nn.Conv2d(4, 4, 3, padding=1), 1.0, 1.0, 0)]
+    gc.disable()
+    try:
+        y, counts = ss.run_stages(torch.rand(3, 2, 3, 8, 8), stages, get_surrogate("stdb"))
+        saved = weakref.ref(y.grad_fn.states[0].blocks[0].dts)
+        assert saved() is not None
+        del y, counts
+        assert saved() is None
+    finally:
+        gc.enable()
+
+
+@needs_kernels
+def test_frozen_weights_get_no_gradient(monkeypatch):
+    model = _vgg5_like()
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("layers.fc"))      # the conv run's weights frozen
+    out = model(torch.rand(2, 3, 32, 32), 3, InputEncoder("poisson", seed=1))
+    out.logits.sum().backward()
+    grads = {k for k, p in model.named_parameters() if p.grad is not None}
+    assert grads and all(k.startswith("layers.fc") for k in grads)
+
+
 @needs_kernels
 def test_inference_in_blocks_keeps_nothing_for_a_backward():
     """Without gradients the runs go through no autograd node (nothing saved), with the same output."""
@@ -195,25 +279,28 @@ def faults(mb):                 # page faults touching a buffer of this size rig
     r = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
     libc.free(b)
     return r
+if {release}:
+    from toolchain.allocator import release
+    release()
 print(tuned, faults(100), faults(300))
 """
 
 
 @pytest.mark.skipif(allocator._mallopt() is None, reason="not glibc")
-@pytest.mark.parametrize("tune", [True, False])
-def test_tuned_allocator_recycles_buffers_below_256_mb(tune):
-    """Tuned, a freed 100 MB buffer is reused (no new pages to fault in); by default it is unmapped on free and
-    the next one is fresh memory (25,600 faults). 300 MB buffers are mapped afresh either way."""
+@pytest.mark.parametrize("tune,released", [(True, False), (False, False), (True, True)])
+def test_tuned_allocator_recycles_buffers_below_256_mb(tune, released):
+    """Tuned, a freed 100 MB buffer is reused (no new pages to fault in); by default, and after `release`, it is
+    unmapped on free and the next one is fresh memory (25,600 faults). 300 MB buffers are mapped afresh always."""
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, SNNTC_MALLOC_TUNE="1" if tune else "0")
-    out = subprocess.run([sys.executable, "-c", _REUSE.format(root=root)], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run([sys.executable, "-c", _REUSE.format(root=root, release=released)], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == str(tune)
     small, large = int(out[1]), int(out[2])
     assert large >= 0.9 * (300 << 8)
-    if tune:
+    if tune and not released:
         assert small < 100
     else:
         assert small >= 0.9 * (100 << 8)
@@ -223,3 +310,16 @@ def test_allocator_left_alone_on_request(monkeypatch):
     monkeypatch.setenv("SNNTC_MALLOC_TUNE", "0")
     monkeypatch.setattr(allocator, "_tuned", False)
     assert allocator.tune_for_training() is False
+    with allocator.training_allocator() as tuned:
+        assert tuned is False and allocator._tuned is False
+
+
+@pytest.mark.skipif(allocator._mallopt() is None, reason="not glibc")
+def test_training_holds_the_allocator_settings_only_while_it_runs(monkeypatch):
+    monkeypatch.setattr(allocator, "_tuned", False)
+    with allocator.training_allocator() as tuned:
+        assert tuned and allocator._tuned
+        with allocator.training_allocator():                # nested: still held after the inner block
+            pass
+        assert allocator._tuned
+    assert not allocator._tuned

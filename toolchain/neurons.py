@@ -228,8 +228,8 @@ def _layout(currents: torch.Tensor) -> tuple:
         if shape[d] != 1 and stride[d] != expect:
             break
         expect *= shape[d]
-    else:
-        return (n,) + stride[1:]
+    else:                       # a batch of 1 may carry any stride (torch's reshapes leave odd ones): say dense
+        return (n,) + ((n,) if shape[1] == 1 else stride[1:2]) + stride[2:]
     c = [1] * len(shape)
     for d in range(len(shape) - 2, -1, -1):
         c[d] = c[d + 1] * shape[d + 1]
@@ -481,8 +481,10 @@ def _pooled_strides(shape, k: int, layout) -> tuple:
 
 
 def _in_layout(x: torch.Tensor, strides: tuple, make) -> torch.Tensor:
-    """x itself if its strides are `strides`, else a copy into `make()` (a buffer with those strides)."""
-    return x if tuple(x.stride()) == tuple(strides) else make().copy_(x)
+    """x itself if its strides are `strides` (those of its size-1 dimensions aside: they address nothing), else a
+    copy into `make()` (a buffer with those strides)."""
+    same = all(size == 1 or a == b for size, a, b in zip(x.shape, x.stride(), strides))
+    return x if same and x.dim() == len(strides) else make().copy_(x)
 
 
 def _native_forward(currents, theta, leak, keep_x, pool, need_dts, mask=None):

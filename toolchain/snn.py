@@ -130,6 +130,8 @@ class SnnModel(nn.Module):
             shape = spiking_stack.output_shape(module, shape)
             nxt, j, pool, mask = (layers[i + 2] if i + 2 < len(layers) else None), i + 2, 0, None
             if isinstance(nxt, AvgPool2d):
+                if nxt.kernel_size ** 2 > 255:      # the saved pooled counts are bytes: layer by layer from here
+                    break
                 pool, j = nxt.kernel_size, j + 1
             elif isinstance(nxt, Dropout):
                 if self.training and nxt.p > 0:

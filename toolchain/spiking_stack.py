@@ -117,18 +117,21 @@ def _synapse(stage: Stage, h: torch.Tensor, w, b) -> torch.Tensor:
     return F.linear(h, w, b)
 
 
-def _synapse_backward(stage: Stage, g, h, w, b, need_input: bool):
-    """(grad of h or None, grad of w, grad of b or None) for currents' gradient g (K * B, ...)."""
+def _synapse_backward(stage: Stage, g, h, w, b, need):
+    """(grad of h, of w, of b; each None unless `need` says so) for the currents' gradient g (K * B, ...)."""
     m = stage.synapse
+    need_in, need_w, need_b = need[0], need[1], need[2] and b is not None
     if stage.is_conv:
+        if not (need_in or need_w or need_b):
+            return None, None, None
         if h.dtype == torch.float32:
             h = h.contiguous(memory_format=torch.channels_last)
         g = g.contiguous(memory_format=torch.channels_last) if h.dtype == torch.float32 else g.contiguous()
-        return torch.ops.aten.convolution_backward(
+        gh, gw, gb = torch.ops.aten.convolution_backward(
             g, h, w, None if b is None else list(b.shape), list(m.stride), list(m.padding), list(m.dilation), False,
-            [0, 0], m.groups, [need_input, True, b is not None])
-    gi = g.mm(w) if need_input else None
-    return gi, g.t().mm(h), (g.sum(0) if b is not None else None)
+            [0, 0], m.groups, [need_in, need_w, need_b])
+        return (gh if need_in else None), (gw if need_w else None), (gb if need_b else None)
+    return (g.mm(w) if need_in else None), (g.t().mm(h) if need_w else None), (g.sum(0) if need_b else None)
 
 
 # -- compact storage of a stage's output spikes -----------------------------------------------------------------
@@ -242,6 +245,9 @@ class _StackRun(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, stages, surrogate, block, *params):
         out, counts, states = _forward(x, stages, surrogate, block, save=True, params=params)
+        for st in states:               # no reference from the saved state to the outputs: no cycle through ctx
+            st.count = None
+        states[-1].out = None
         ctx.stages, ctx.surrogate, ctx.block, ctx.states = stages, surrogate, block, states
         ctx.save_for_backward(x, *params)
         ctx.mark_non_differentiable(*counts)
@@ -271,8 +277,8 @@ class _StackRun(torch.autograd.Function):
                 h = x[t0:t1] if i == 0 else _decode(stages[i - 1], states[i - 1].blocks[t0].code, x.dtype,
                                                     states[i - 1].mask)
                 h = h.reshape(((t1 - t0) * B,) + h.shape[2:])
-                need_in = i > 0 or g_x is not None
-                gh, gw, gb = _synapse_backward(stage, gI.reshape(((t1 - t0) * B,) + gI.shape[2:]), h, w, b, need_in)
+                need = (i > 0 or g_x is not None, ctx.needs_input_grad[4 + 2 * i], ctx.needs_input_grad[5 + 2 * i])
+                gh, gw, gb = _synapse_backward(stage, gI.reshape(((t1 - t0) * B,) + gI.shape[2:]), h, w, b, need)
                 _accumulate(grads, 2 * i, gw)
                 _accumulate(grads, 2 * i + 1, gb)
                 g = None if gh is None else gh.reshape((t1 - t0, B) + gh.shape[1:])

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from toolchain.progress import tqdm
 
-from .allocator import tune_for_training
+from .allocator import training_allocator
 from .errors import ConfigError
 from .optim import make_adam
 
@@ -116,14 +116,14 @@ def train(model: torch.nn.Module, data, cfg: TrainConfig, step_loss: Callable, e
           progress: bool = True, on_epoch: Optional[Callable[[int, dict], None]] = None) -> TrainState:
     """Run the epochs; `step_loss(x, y, epoch)` returns the loss of one batch, `evaluate()` a metrics dict."""
     device = next(model.parameters()).device
-    if device.type == "cpu":
-        tune_for_training()         # recycle the step's buffers instead of fresh pages every step (allocator.py)
     # one backward per update and no gradient read afterwards: the update can run inside the backward pass
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, step_in_backward=True, device=device)
-    try:
-        return _epochs(model, data, cfg, opt, step_loss, evaluate, save, resume, desc, progress, on_epoch, device)
-    finally:
-        release_optimizer(opt)
+    # on the CPU the step's buffers are recycled instead of fresh pages every step (allocator.py), until we return
+    with training_allocator(device.type == "cpu"):
+        try:
+            return _epochs(model, data, cfg, opt, step_loss, evaluate, save, resume, desc, progress, on_epoch, device)
+        finally:
+            release_optimizer(opt)
 
 
 def _epochs(model, data, cfg, opt, step_loss, evaluate, save, resume, desc, progress, on_epoch, device) -> TrainState:

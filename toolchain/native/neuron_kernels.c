@@ -251,6 +251,7 @@ int snn_subtractive_forward(int dtype, int64_t T, int64_t n, int64_t W, int64_t 
     if (layout(&a, T, n, W, C, k)) return -2;
     if (mask && a.k > 1) return -5;
     if (carry && !d_state) return -6;
+    if (codes && a.k * a.k > 255) return -7;          /* a pooled count must fit its byte */
     a.mask = mask; a.count = count; a.d_state = d_state; a.carry = carry; a.codes = codes;
     a.cur = cur; a.out = out; a.dts = dts; a.x = x; a.v_final = v_final; a.dt_final = dt_final;
     a.theta = theta; a.c = c; a.use_c = use_c; a.leak = leak;
@@ -266,6 +267,7 @@ int snn_subtractive_backward(int dtype, int64_t T, int64_t n, int64_t W, int64_t
     if (mask && a.k > 1) return -5;
     a.mask = mask;
     if (t_lo < 0 || t_hi > T || t_lo >= t_hi || t_base < 0 || t_base > t_lo) return -4;
+    if (t_hi < T && !g_carry && t_base > 0) return -4;  /* the carry would be read before the arrays' start */
     a.t_lo = t_lo; a.t_hi = t_hi; a.t_base = t_base; a.g_carry = g_carry;
     if (g_sp && !sg && (!dts || !lut)) return -3;
     a.g_sp = g_sp; a.g_v = g_v; a.dts_in = dts; a.lut = lut; a.sg = sg; a.grad = grad; a.scale = scale; a.leak = leak;

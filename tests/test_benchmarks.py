@@ -1,0 +1,25 @@
+"""The STDB step benchmark runs end to end (tiny settings; the timings themselves are measured by hand, not tested)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("surrogate", ["stdb", "linear"])
+def test_stdb_step_benchmark_reports_a_step(tmp_path, surrogate):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "stdb_step.py"), "--timesteps", "3",
+                           "--batch-size", "2", "--steps", "1", "--warmup", "0", "--surrogate", surrogate,
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())["results"]
+    assert len(res) == 1 and res[0]["timesteps"] == 3 and res[0]["surrogate"] == surrogate
+    assert res[0]["seconds"] > 0 and res[0]["peak_mb"] > 100
+    rates = res[0]["spike_rates"]                       # spikes per neuron and step, every spiking layer of VGG5
+    assert set(rates) == {"spike0", "spike2", "spike3", "fc_spike0", "fc_spike1"}
+    assert 0 < rates["spike0"] < 1
+    assert "reference" not in res[0]                    # batch 2 is not the reference's setting: no ratio claimed
