@@ -53,6 +53,25 @@ def test_native_equals_torch_ops(dtype, channels_last, pool, leak, surrogate, mo
     torch.testing.assert_close(g_n, g_t, rtol=rtol, atol=rtol * float(g_t.abs().max()))
 
 
+@needs_compiler
+@pytest.mark.parametrize("pool", [0, 2])
+def test_a_batch_of_one_channels_last(pool, monkeypatch):
+    """B = 1, channels-last: torch gives the batch dimension an arbitrary stride; the kernels still run (and pool)
+    and agree with the torch ops."""
+    import toolchain.neurons as neurons
+    x = _currents(torch.float32, True, B=1)
+    params, sur = SubtractiveParams(0.7, 1.0), get_surrogate("stdb")
+    ran = []
+    orig = neurons._native_forward
+    monkeypatch.setattr(neurons, "_native_forward", lambda *a: ran.append(orig(*a)) or ran[-1])
+    s_n, st_n, g_n = _run(x, params, sur, pool, True, monkeypatch)
+    assert ran and ran[0] is not None                                     # compiled, not the fallback
+    s_t, st_t, g_t = _run(x, params, sur, pool, False, monkeypatch)
+    assert st_n.count is not None and int(st_n.count.sum()) > 0          # counts come from the kernel
+    assert torch.equal(s_n, s_t) and torch.equal(st_n.v, st_t.v) and torch.equal(st_n.count, st_t.count)
+    torch.testing.assert_close(g_n, g_t, rtol=1e-5, atol=1e-5 * float(g_t.abs().max()))
+
+
 @pytest.mark.parametrize("use_native", [True, False])
 @pytest.mark.parametrize("surrogate", ["stdb", "linear"])
 def test_dropout_mask_applied_as_the_neurons_fire(use_native, surrogate, monkeypatch):
