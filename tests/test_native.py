@@ -106,3 +106,17 @@ def test_a_failed_build_names_the_compiler_error(monkeypatch, tmp_path):
     with pytest.raises(native.NativeBuildError, match="false failed"):
         native.build()
     assert not list(tmp_path.rglob("*.so"))                 # nothing half-written left behind
+
+
+@needs_compiler
+def test_without_torchs_openmp_the_kernels_build_with_pthreads(monkeypatch, tmp_path):
+    """If the OpenMP build cannot be had (here: a runtime library that does not exist), the pthread build is used."""
+    import ctypes
+    from pathlib import Path
+    monkeypatch.setenv("SNNTC_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "torch_openmp", lambda: Path(tmp_path) / "libgomp-missing.so.1")
+    path = native.build()
+    lib = ctypes.CDLL(str(path))
+    assert hasattr(lib, "snn_subtractive_forward")
+    assert not hasattr(lib, "GOMP_parallel")                 # no OpenMP runtime linked in
+    assert len(list(tmp_path.rglob("*.so"))) == 1 and not list(tmp_path.rglob("*.o"))

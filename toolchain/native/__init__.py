@@ -99,7 +99,8 @@ def build() -> Path:
             if error is None:
                 os.replace(tmp, target)             # atomic: concurrent builders each write their own file
                 return target
-            os.unlink(tmp)
+            if os.path.exists(tmp):             # (a failed link removes its output itself)
+                os.unlink(tmp)
             errors.append(error)
     raise NativeBuildError(f"{cc} failed: {errors[-1]}")
 
