@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import ctypes.util
 import os
 import sys
@@ -74,21 +75,29 @@ def release() -> None:
         return
     mallopt(M_MMAP_THRESHOLD, DEFAULT_MMAP_MAX)
     mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM)
-    trim = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "malloc_trim", None)
+    trim = getattr(_libc(), "malloc_trim", None)
     if trim is not None:
         trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
         trim(0)
     _tuned = False
 
 
-def _mallopt():
+@functools.lru_cache(maxsize=1)
+def _libc():
+    """glibc, loaded once; None elsewhere (other C libraries' mallopt differ)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallopt
-        libc.gnu_get_libc_version           # glibc's own symbol: other C libraries' mallopt differ
+        libc.gnu_get_libc_version           # glibc's own symbol
+        return libc
     except (OSError, AttributeError):
         return None
-    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+
+
+def _mallopt():
+    libc = _libc()
+    fn = getattr(libc, "mallopt", None) if libc is not None else None
+    if fn is not None:
+        fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return fn

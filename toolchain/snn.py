@@ -127,7 +127,7 @@ class SnnModel(nn.Module):
             if not isinstance(syn, Conv2d if (stages and stages[0].is_conv) else (Conv2d, Linear)):
                 break
             module = self.layers[syn.name]
-            shape = spiking_stack.output_shape(module, shape)
+            shape = syn.out_shape(shape)
             nxt, j, pool, mask = (layers[i + 2] if i + 2 < len(layers) else None), i + 2, 0, None
             if isinstance(nxt, AvgPool2d):
                 if nxt.kernel_size ** 2 > 255:      # the saved pooled counts are bytes: layer by layer from here
@@ -149,9 +149,8 @@ class SnnModel(nn.Module):
 
     def _run_stages(self, stages, h, counts, neurons):
         out, per_neuron = spiking_stack.run_stages(h, stages, self.config.spike_fn())
-        B = h.shape[1]
         for stage, count in zip(stages, per_neuron):
-            counts[stage.name] = count.reshape(B, -1).sum(1, dtype=torch.int64).to(h.dtype)
+            counts[stage.name] = _per_sample(count, h.dtype)
             neurons[stage.name] = count[0].numel()
         return out
 
@@ -190,9 +189,8 @@ class SnnModel(nn.Module):
         by dropout with this mask, applied as they fire."""
         params = SubtractiveParams(self.threshold(name, currents), self.config.leak)
         spikes, state = run_neurons(currents, subtractive_step, params, self.config.spike_fn(), pool=pool, mask=mask)
-        B = currents.shape[1]
         if state.count is not None:                                          # the neurons counted their spikes
-            counts[name] = state.count.reshape(B, -1).sum(1, dtype=torch.int64).to(spikes.dtype)
+            counts[name] = _per_sample(state.count, spikes.dtype)
         else:
             per_step = spikes.detach().sum(tuple(range(2, spikes.dim())))   # (T, B), without copying the spikes
             if pool:
@@ -239,6 +237,11 @@ class SnnModel(nn.Module):
         out = torch.zeros_like(a)
         out[-1] = v_end
         return out
+
+
+def _per_sample(count: torch.Tensor, dtype) -> torch.Tensor:
+    """Spikes per sample (B,) from spikes per neuron (B, ...), summed exactly in integers."""
+    return count.reshape(count.shape[0], -1).sum(1, dtype=torch.int64).to(dtype)
 
 
 def _like(shape, dtype, channels_last: bool) -> torch.Tensor:

@@ -32,8 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import native
-from .neurons import (_DT_ONLY, _buffer, _in_layout, _layout, _pool_geometry, _pooled, _pooled_strides,
-                      _ptr, _spike_boundary, _surrogate_factor, _threads)
+from .neurons import (_DT_ONLY, _buffer, _in_layout, _layout, _native_ok, _pool_geometry, _pooled,
+                      _pooled_strides, _ptr, _spike_boundary, _surrogate_factor, _threads)
 from .surrogates import SURROGATES, Surrogate
 
 class RetainGraphError(RuntimeError):
@@ -63,8 +63,7 @@ class Stage:
 def supported(x: torch.Tensor, T: int, surrogate) -> bool:
     """Whether runs of stages can go block by block for this input (CPU, float32/64, T < 255, compiled
     kernels, a surrogate spike function the fused neuron knows)."""
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and 0 < T < 255
-            and type(surrogate) is Surrogate and surrogate.name in SURROGATES and native.library() is not None)
+    return T > 0 and _native_ok(x, 1.0, T) and type(surrogate) is Surrogate and surrogate.name in SURROGATES
 
 
 def run_stages(x: torch.Tensor, stages: Sequence[Stage], surrogate: Surrogate):
@@ -73,7 +72,7 @@ def run_stages(x: torch.Tensor, stages: Sequence[Stage], surrogate: Surrogate):
     params = []
     for s in stages:
         params += [s.synapse.weight, s.synapse.bias]
-    values = max(_step_values(x, s, i, stages) for i, s in enumerate(stages))
+    values = _step_values(x, stages)
     budget = CONV_BLOCK_VALUES if stages[0].is_conv else LINEAR_BLOCK_VALUES
     block = max(1, min(x.shape[0], budget // max(1, values)))
     if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
@@ -84,27 +83,18 @@ def run_stages(x: torch.Tensor, stages: Sequence[Stage], surrogate: Surrogate):
     return out, list(counts)
 
 
-def output_shape(synapse: nn.Module, shape: tuple) -> tuple:
-    """The per-sample shape of a synapse's output for per-sample input `shape`."""
-    if isinstance(synapse, nn.Linear):
-        return (synapse.out_features,)
-    m, (H, W) = synapse, shape[-2:]
-    H = (H + 2 * m.padding[0] - m.dilation[0] * (m.kernel_size[0] - 1) - 1) // m.stride[0] + 1
-    W = (W + 2 * m.padding[1] - m.dilation[1] * (m.kernel_size[1] - 1) - 1) // m.stride[1] + 1
-    return (m.out_channels, H, W)
-
-
-def _step_values(x, stage, i, stages) -> int:
-    """Currents per step of stage i (B x the synapse's output size), from the input's shape."""
-    shape = tuple(x.shape[2:])
-    for s in stages[:i + 1]:
-        shape = output_shape(s.synapse, shape)
-        if s is not stage and s.pool:
-            shape = shape[:1] + (shape[1] // s.pool, shape[2] // s.pool)
-    n = x.shape[1]
-    for d in shape:
-        n *= d
-    return n
+def _step_values(x: torch.Tensor, stages: Sequence[Stage]) -> int:
+    """The most currents any stage has per step (B x its synapse's output size): the run's shapes as torch gives
+    them, on the meta device (no data, no arithmetic)."""
+    h, most = torch.empty(x.shape[1:], device="meta", dtype=x.dtype), 0
+    with torch.no_grad():
+        for s in stages:
+            bias = None if s.synapse.bias is None else s.synapse.bias.to("meta")
+            h = _synapse(s, h, s.synapse.weight.to("meta"), bias)
+            most = max(most, h.numel())
+            if s.pool:
+                h = F.avg_pool2d(h, s.pool)
+    return most
 
 
 # -- the synapses, on a block of steps flattened to (K * B, ...) ------------------------------------------------
