@@ -100,21 +100,21 @@ def _resolve(limits) -> HardwareLimits:
 # --------------------------------------------------------------------------------------------
 
 def weight_bits_needed(weight: np.ndarray, max_exponent: int = 7) -> int:
-    """Bits of the smallest signed mantissa m with weight = m * 2**e for one shared e in [0, max_exponent]."""
-    w = np.asarray(weight).astype(np.int64)
+    """Bits of the smallest signed mantissa m with weight = m * 2**e for one shared e in [0, max_exponent].
+    (Every weight is divisible by 2**e up to the trailing zeros of their bitwise OR; a larger e only shrinks the
+    mantissas, so the best e is the largest allowed: three passes over the weights.)"""
+    w = np.asarray(weight)
+    if w.dtype.kind not in "iu":
+        w = w.astype(np.int64)
     if w.size == 0 or not w.any():
         return 1
-    best = None
-    for e in range(max_exponent + 1):
-        if np.any(w % (1 << e)):
-            break
-        m = w >> e
-        lo, hi = int(m.min()), int(m.max())
-        bits = 1
-        while lo < -(1 << (bits - 1)) or hi > (1 << (bits - 1)) - 1:
-            bits += 1
-        best = bits if best is None else min(best, bits)
-    return int(best)
+    ored = int(np.bitwise_or.reduce(w, axis=None))
+    e = min(max_exponent, (ored & -ored).bit_length() - 1)
+    lo, hi = int(w.min()) >> e, int(w.max()) >> e
+    bits = 1
+    while lo < -(1 << (bits - 1)) or hi > (1 << (bits - 1)) - 1:
+        bits += 1
+    return bits
 
 
 @dataclass

@@ -10,9 +10,10 @@ from typing import Sequence, Tuple, Union
 from toolchain.errors import ModelError
 from toolchain.ir import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Spike
 
-Cfg = Sequence[Union[int, str]]
+Cfg = Sequence[Union[int, str, Tuple[int, int, int, int]]]
 
-# 'A' is a 2x2 average pool.
+# 'A' is a 2x2 average pool; an int is a 3x3 conv with padding 1 and that many output channels; a tuple is a conv
+# (out_channels, kernel, stride, padding).
 CFGS = {
     "vgg5": [64, "A", 128, 128, "A"],
     "vgg9": [64, 64, "A", 128, 128, "A", 256, 256, 256, "A"],
@@ -20,6 +21,10 @@ CFGS = {
     "vgg16": [64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512],
     # 12 plain 3x3 convs (no skip connections) for 8x8 inputs: the deep net of the gradient experiment
     "vgg-deep": [16, 16, 16, 16, "A", 32, 32, 32, 32, "A", 64, 64, 64, 64],
+    # 28x28: two pooled stages then an unpadded conv (7x7 -> 5x5), so the dense layer's fan-in on the chip (pooling is
+    # folded into the next layer) stays under a Loihi core's 4,096 input axons
+    "mnist-vgg": [32, "A", 64, "A", (64, 3, 1, 0)],
+    "mnist-small": [16, "A", 32, "A", (32, 3, 1, 0)],
 }
 
 
@@ -38,14 +43,15 @@ def build_vgg(name: str, cfg: Cfg, input_shape: Tuple[int, int, int], num_classe
         if item == "A":
             layers.append(AvgPool2d(f"pool{i}", 2))
             continue
-        layers.append(Conv2d(f"conv{i}", channels, int(item), 3, 1, 1))
+        out, kernel, stride, padding = item if isinstance(item, tuple) else (int(item), 3, 1, 1)
+        layers.append(Conv2d(f"conv{i}", channels, out, kernel, stride, padding))
         if batch_norm:
-            layers.append(BatchNorm2d(f"bn{i}", int(item)))
+            layers.append(BatchNorm2d(f"bn{i}", out))
         layers.append(Spike(f"spike{i}"))
         nxt = cfg[i + 1] if i + 1 < len(cfg) else None
         if nxt != "A" and conv_dropout > 0:
             layers.append(Dropout(f"drop{i}", conv_dropout))
-        channels = int(item)
+        channels = out
     layers.append(Flatten("flatten"))
     features = _flat_features(layers, input_shape)
     for j, width in enumerate(hidden):
@@ -91,3 +97,15 @@ def vgg_deep(input_shape, num_classes, batch_norm=False, **kw) -> Network:
     of 64, the output layer: 14 synaptic layers, for the exploding/vanishing gradient experiment."""
     return build_vgg("vgg-deep", CFGS["vgg-deep"], input_shape, num_classes, hidden=kw.pop("hidden", [64]),
                      batch_norm=batch_norm, conv_dropout=kw.pop("conv_dropout", 0.0), fc_dropout=kw.pop("fc_dropout", 0.2))
+
+
+def _mnist_vgg(key, hidden):
+    def build(input_shape, num_classes, batch_norm=False, **kw) -> Network:
+        return build_vgg(key, CFGS[key], input_shape, num_classes, hidden=kw.pop("hidden", hidden),
+                         batch_norm=batch_norm, conv_dropout=kw.pop("conv_dropout", 0.1),
+                         fc_dropout=kw.pop("fc_dropout", 0.2))
+    return build
+
+
+mnist_vgg = _mnist_vgg("mnist-vgg", [128])
+mnist_small = _mnist_vgg("mnist-small", [64])

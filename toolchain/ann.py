@@ -2,8 +2,7 @@
 average pooling, dropout; batch norm only where it folds into a conv)."""
 from __future__ import annotations
 
-import os
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -11,18 +10,17 @@ import torch.nn.functional as F
 
 from models import build_model
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint
 from .data import Dataset
 from .errors import CheckpointError
 from .torch_net import AnnModel
-from .training import TrainConfig, batches, resolve_device, seed_everything, train
+from .training import Run, TrainConfig, batches, resolve_device, run_training, seed_everything
 
 
 def dataset_info(data: Dataset, **args) -> dict:
-    """What a later stage needs to load the same data again, and to code inputs as training did."""
-    return {"name": data.name, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
-            "mean": list(map(float, data.mean)), "std": list(map(float, data.std)), "classes": list(data.classes),
-            **args}
+    """What a later stage needs to load the same data again (name, split, seed, fingerprint ...), and to code
+    inputs as training did (mean, std); `args` add to it."""
+    return {**data.info(), **{k: v for k, v in args.items() if v is not None}}
 
 
 @torch.no_grad()
@@ -36,37 +34,29 @@ def ann_accuracy(model: AnnModel, x: np.ndarray, y: np.ndarray, batch_size: int 
 
 
 def train_ann(data: Dataset, model_name: str, cfg: TrainConfig, out_path: str, resume: bool = False,
-              batch_norm: bool = False, progress: bool = True, data_args: Optional[dict] = None) -> Checkpoint:
-    """Train `model_name` on `data`; a checkpoint is written to `out_path` after every epoch."""
+              batch_norm: bool = False, progress: bool = True, data_args: Optional[dict] = None,
+              log: Optional[Callable[[str], None]] = None) -> Checkpoint:
+    """Train `model_name` on `data`; a checkpoint is written to `out_path` after every epoch. Its weights are those
+    of the epoch with the best validation accuracy; its metrics hold that and the test accuracy."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     net = build_model(model_name, data.input_shape, data.num_classes, batch_norm=batch_norm)
     model = AnnModel(net).to(device)
-    resume_state = None
-    if resume and os.path.exists(out_path):
-        prev = load_checkpoint(out_path, kind="ann")
-        if prev.network.to_dict() != net.to_dict():
-            raise CheckpointError(f"{out_path}: was trained with another model; cannot resume it as '{model_name}'")
-        model.load_state_dict(prev.state_dict)
-        resume_state = prev.training.get("state")
     info = dataset_info(data, **(data_args or {}))
 
-    def save(state):
-        metrics = state.history[-1] if state.history else {}
-        save_checkpoint(Checkpoint("ann", net, {k: v.cpu() for k, v in model.state_dict().items()}, info,
-                                   training={"config": cfg.to_dict(), "state": state.to_dict()},
-                                   metrics={"test_accuracy": metrics.get("test_accuracy")}), out_path)
+    def check_resume(prev):
+        if prev.kind != "ann" or prev.network.to_dict() != net.to_dict():
+            raise CheckpointError(f"{out_path}: was trained with another model; cannot resume it as '{model_name}'")
 
-    def step_loss(x, y, epoch):
-        return F.cross_entropy(model(x), y)
+    def make_checkpoint(weights, training, metrics):
+        return Checkpoint("ann", net, weights, info, training=training, metrics=metrics)
 
-    def evaluate():
-        return {"test_accuracy": ann_accuracy(model, data.test_x, data.test_y)}
+    def evaluate(x, y):
+        return {"accuracy": ann_accuracy(model, x, y)}
 
-    train(model, data, cfg, step_loss, evaluate, save, resume_state, desc="ANN epoch", progress=progress)
-    return load_checkpoint(out_path, kind="ann")
-
-
+    run = Run(lambda x, y, epoch: F.cross_entropy(model(x), y), evaluate, make_checkpoint, desc=f"ANN {model_name}",
+              check_resume=check_resume)
+    return run_training(model, data, cfg, out_path, run, resume=resume, progress=progress, log=log)
 def load_ann(ckpt: Checkpoint, device="cpu") -> AnnModel:
     model = AnnModel(ckpt.network)
     model.load_state_dict(ckpt.state_dict)

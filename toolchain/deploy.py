@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint
+from .data.datasets import RECORDED_KEYS
 from .data.encoding import InputEncoder
-from .errors import ConfigError, SimulationError
+from .errors import ConfigError, HardwareFitError, SimulationError
 from .fixed_point import FxNetwork, SimulationResult
 from .netx_io import read_netx, write_netx
 from .quantize import QuantReport, quantize_snn
@@ -25,10 +26,20 @@ BACKENDS = ("emulator", "lava")
 EMULATOR_DEFAULT_ABOVE = 32      # samples: Lava for small runs, the emulator above (both give the same result)
 
 
-def export_snn(ckpt: Checkpoint, path: str, train_x: Optional[np.ndarray] = None) -> Tuple[FxNetwork, QuantReport]:
-    """Quantize an SNN checkpoint and write it as a netx file (atomically)."""
+def export_snn(ckpt: Checkpoint, path: str, train_x: Optional[np.ndarray] = None, allow_misfit: bool = False
+               ) -> Tuple[FxNetwork, QuantReport]:
+    """Quantize an SNN checkpoint and write it as a netx file (atomically). A network that does not fit Loihi 2
+    (hw_targets.loihi2_fit) raises HardwareFitError, naming the layer and the limit, before anything is written,
+    unless `allow_misfit` (the file is then still useful for simulation)."""
     net, report = quantize_snn(ckpt, train_x)
-    net.metadata["dataset_info"] = {k: ckpt.dataset.get(k) for k in ("name", "root", "seed", "limit", "normalize")}
+    from hw_targets.loihi2_fit import check_fit
+    fit = check_fit(net)
+    if not fit.fits and not allow_misfit:
+        raise HardwareFitError(f"does not fit Loihi 2: {'; '.join(fit.problems)} (nothing written; --allow-misfit "
+                               f"writes it anyway, for simulation)")
+    report.fit = fit
+    net.metadata["dataset_info"] = {k: ckpt.dataset.get(k) for k in ("name", "fingerprint") + RECORDED_KEYS
+                                    if k in ckpt.dataset}
     from . import __version__
     write_netx(net, path, extra_metadata={"toolchain_version": __version__, "quantization": report.to_json(),
                                           "source_checkpoint_metrics": ckpt.metrics})

@@ -1,26 +1,31 @@
 """Stage 3: SNN checkpoint -> fine-tuned SNN checkpoint, by spike-based back-propagation through
 the T time steps (STDB, Rathi et al. 2020: d spike / d u = alpha * exp(-beta * dt)), or with another
 surrogate. With neuron "loihi-cuba" the network is fine-tuned under Loihi's dynamics and its
-quantization (quantization-aware training), so the deployed network is the trained one."""
+quantization (quantization-aware training), so the deployed network is the trained one.
+
+The starting network is evaluated on the validation split first (epoch 0): the output is the best of it and
+every epoch on validation, so fine-tuning never returns a network worse than it was given on validation, and
+says so (a TrainingWarning) when no epoch beat it."""
 from __future__ import annotations
 
-import os
-from typing import Optional
+from typing import Callable, Optional
 
 import torch.nn.functional as F
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint
 from .data import Dataset
 from .data.encoding import InputEncoder
 from .errors import CheckpointError
 from .evaluate import evaluate_snn, load_snn
 from .quantize import direct_input_scale
-from .training import TrainConfig, resolve_device, seed_everything, train
+from .training import Run, TrainConfig, resolve_device, run_training, seed_everything
+
 
 def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, timesteps: Optional[int] = None,
              surrogate: Optional[dict] = None, neuron: Optional[str] = None, resume: bool = False,
-             progress: bool = True) -> Checkpoint:
-    """Fine-tune `snn` for cfg.epochs; writes `out_path` after every epoch and returns the final checkpoint."""
+             progress: bool = True, log: Optional[Callable[[str], None]] = None) -> Checkpoint:
+    """Fine-tune `snn` for cfg.epochs; writes `out_path` after every epoch and returns the checkpoint of the best
+    epoch on validation (the starting network included)."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     overrides = {}
@@ -33,32 +38,34 @@ def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, ti
     if (neuron or snn.snn["neuron"]) == "loihi-cuba" and snn.snn["coding"] == "direct":
         overrides["input_scale"] = direct_input_scale(data.train_x)
     model = load_snn(snn, device, **overrides)
-    resume_state = None
-    if resume and os.path.exists(out_path):
-        prev = load_checkpoint(out_path, kind="snn")
-        if prev.network.to_dict() != snn.network.to_dict():
-            raise CheckpointError(f"{out_path}: holds another network; cannot resume fine-tuning into it")
-        model.load_state_dict(prev.state_dict)
-        resume_state = prev.training.get("state")
-    T = model.config.timesteps
+    config = model.config
+    T = config.timesteps
 
-    def save(state):
-        last = state.history[-1] if state.history else {}
-        training = dict(snn.training, finetune={"config": cfg.to_dict(), "timesteps": T}, state=state.to_dict())
-        save_checkpoint(Checkpoint("snn", snn.network, {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                                   snn.dataset, snn=model.config.to_dict(), training=training,
-                                   metrics={**snn.metrics, "test_accuracy": last.get("test_accuracy"), "timesteps": T}),
-                        out_path)
+    def check_resume(prev):
+        if prev.kind != "snn" or prev.network.to_dict() != snn.network.to_dict():
+            raise CheckpointError(f"{out_path}: holds another network; cannot resume fine-tuning into it")
+        if config.differences(prev.snn):
+            raise CheckpointError(f"{out_path}: was fine-tuned with other SNN settings "
+                                  f"({', '.join(config.differences(prev.snn))}); resume with the same ones")
+
+    def make_checkpoint(weights, training, metrics):
+        training = dict(snn.training, finetune={"config": cfg.to_dict(), "timesteps": T}, **training)
+        start = {k: v for k, v in snn.metrics.items() if not k.startswith(("val_", "best_"))}
+        return Checkpoint("snn", snn.network, weights, snn.dataset, snn=config.to_dict(), training=training,
+                          metrics={**start, "start_test_accuracy": snn.metrics.get("test_accuracy"), **metrics,
+                                   "timesteps": T})
 
     encoders = {}
 
     def step_loss(x, y, epoch):
-        enc = encoders.setdefault(epoch, InputEncoder(model.config.coding, seed=cfg.seed * 7919 + epoch))
+        enc = encoders.setdefault(epoch, InputEncoder(config.coding, seed=cfg.seed * 7919 + epoch))
         return F.cross_entropy(model(x, T, enc).logits, y)
 
-    def evaluate():
-        res = evaluate_snn(model, data.test_x, data.test_y, [T], seed=cfg.seed)[T]
-        return {"test_accuracy": res["accuracy"], "spikes_per_inference": res["spikes_per_inference"]}
+    def evaluate(x, y):
+        res = evaluate_snn(model, x, y, [T], seed=cfg.seed)[T]
+        return {"accuracy": res["accuracy"], "spikes_per_inference": res["spikes_per_inference"]}
 
-    train(model, data, cfg, step_loss, evaluate, save, resume_state, desc=f"STDB T={T} epoch", progress=progress)
-    return load_checkpoint(out_path, kind="snn")
+    sur = config.spike_fn()
+    desc = f"fine-tuning ({config.neuron} neurons, {sur.name} surrogate, T={T})"
+    run = Run(step_loss, evaluate, make_checkpoint, desc=desc, check_resume=check_resume, baseline=True)
+    return run_training(model, data, cfg, out_path, run, resume=resume, progress=progress, log=log)

@@ -86,6 +86,7 @@ class LayerReport:
 class QuantReport:
     layers: List[LayerReport]
     warnings: List[str]
+    fit: Optional[object] = None          # the Loihi 2 FitReport, once export has checked it
 
     def to_json(self) -> dict:
         return {"layers": [l.to_json() for l in self.layers], "warnings": self.warnings}

@@ -66,6 +66,11 @@ class SnnConfig:
     def from_dict(d: dict) -> "SnnConfig":
         return SnnConfig(**d)
 
+    def differences(self, other: Optional[dict]) -> list:
+        """The settings in which `other` (a to_dict() of another config) differs from this one, sorted."""
+        mine = self.to_dict()
+        return sorted(k for k in mine if (other or {}).get(k) != mine[k])
+
     def spike_fn(self) -> Surrogate:
         return get_surrogate(**self.surrogate)
 

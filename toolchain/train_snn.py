@@ -27,8 +27,7 @@ and `plot_gradients` draws them.
 """
 from __future__ import annotations
 
-import os
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 from models import build_model
 
 from .ann import dataset_info
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint
 from .files import atomic_write
 from .data import Dataset
 from .data.encoding import InputEncoder
@@ -46,7 +45,7 @@ from .evaluate import evaluate_snn
 from .ir import SYNAPTIC, Network, iter_layers
 from .snn import SnnConfig, SnnModel
 from .surrogates import Surrogate, get_surrogate
-from .training import TrainConfig, resolve_device, seed_everything, train
+from .training import Run, TrainConfig, resolve_device, run_training, seed_everything
 
 DIRECT_NEURONS = ("if", "lif")
 DEFAULT_SURROGATE = {"name": "rectangular", "width": 1.0, "alpha": 0.5}
@@ -112,41 +111,35 @@ def snn_config_for(net: Network, timesteps: int, surrogate: Surrogate, threshold
 def train_snn(data: Dataset, model_name: str, cfg: TrainConfig, out_path: str, timesteps: int = 8,
               surrogate: Optional[dict] = None, batch_norm: bool = True, threshold: float = 1.0, neuron: str = "if",
               leak: float = 1.0, coding: str = "direct", resume: bool = False, progress: bool = True,
-              data_args: Optional[dict] = None, model_args: Optional[dict] = None) -> Checkpoint:
+              data_args: Optional[dict] = None, model_args: Optional[dict] = None,
+              log: Optional[Callable[[str], None]] = None) -> Checkpoint:
     """Train `model_name` as an SNN from scratch; a checkpoint (kind "snn") is written to `out_path` after every
-    epoch, with the gradient norms in its history. Returns the final checkpoint."""
+    epoch, with the gradient norms in its history. Returns the checkpoint of the best epoch on validation."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     spike_fn = get_surrogate(**(surrogate or DEFAULT_SURROGATE))
     net = build_model(model_name, data.input_shape, data.num_classes, batch_norm=batch_norm, **(model_args or {}))
     config = snn_config_for(net, timesteps, spike_fn, threshold, neuron, leak, coding)
     model = SnnModel(net, config).to(device)
-    resume_state = None
-    if resume and os.path.exists(out_path):
-        prev = load_checkpoint(out_path, kind="snn")
-        if prev.network.to_dict() != net.to_dict():
-            raise CheckpointError(f"{out_path}: was trained with another model; cannot resume it as '{model_name}'"
-                                  f"{' with' if batch_norm else ' without'} batch norm")
-        if "state" not in prev.training or "direct" not in prev.training:
-            raise CheckpointError(f"{out_path}: is not a direct-training checkpoint; cannot resume it")
-        if prev.snn != config.to_dict():
-            diff = sorted(k for k in config.to_dict() if prev.snn.get(k) != config.to_dict()[k])
-            raise CheckpointError(f"{out_path}: was trained with other SNN settings ({', '.join(diff)}); "
-                                  f"resume with the same ones")
-        model.load_state_dict(prev.state_dict)
-        resume_state = prev.training["state"]
     info = dataset_info(data, **(data_args or {}))
     direct = {"model": model_name, "batch_norm": bool(batch_norm), "threshold": float(threshold),
               "layers": synaptic_layer_names(net)}
     recorder = GradientRecorder(model)
     T = config.timesteps
 
-    def save(state):
-        last = state.history[-1] if state.history else {}
-        save_checkpoint(Checkpoint("snn", net, {k: v.detach().cpu() for k, v in model.state_dict().items()}, info,
-                                   snn=config.to_dict(),
-                                   training={"config": cfg.to_dict(), "direct": direct, "state": state.to_dict()},
-                                   metrics={"test_accuracy": last.get("test_accuracy"), "timesteps": T}), out_path)
+    def check_resume(prev):
+        if prev.kind != "snn" or prev.network.to_dict() != net.to_dict():
+            raise CheckpointError(f"{out_path}: was trained with another model; cannot resume it as '{model_name}'"
+                                  f"{' with' if batch_norm else ' without'} batch norm")
+        if "direct" not in prev.training:
+            raise CheckpointError(f"{out_path}: is not a direct-training checkpoint; cannot resume it")
+        if config.differences(prev.snn):
+            raise CheckpointError(f"{out_path}: was trained with other SNN settings "
+                                  f"({', '.join(config.differences(prev.snn))}); resume with the same ones")
+
+    def make_checkpoint(weights, training, metrics):
+        return Checkpoint("snn", net, weights, info, snn=config.to_dict(), training={**training, "direct": direct},
+                          metrics={**metrics, "timesteps": T})
 
     encoders = {}
 
@@ -155,17 +148,16 @@ def train_snn(data: Dataset, model_name: str, cfg: TrainConfig, out_path: str, t
         enc = encoders.setdefault(epoch, InputEncoder(config.coding, seed=cfg.seed * 7919 + epoch))
         return F.cross_entropy(model(x, T, enc).logits, y)
 
-    def evaluate():
-        grads = recorder.collect()
-        res = evaluate_snn(model, data.test_x, data.test_y, [T], seed=cfg.seed)[T]
-        return {"test_accuracy": res["accuracy"], "spikes_per_inference": res["spikes_per_inference"], **grads}
+    def evaluate(x, y):
+        res = evaluate_snn(model, x, y, [T], seed=cfg.seed)[T]
+        return {"accuracy": res["accuracy"], "spikes_per_inference": res["spikes_per_inference"]}
 
+    run = Run(step_loss, evaluate, make_checkpoint, desc=f"direct SNN training ({neuron} neurons, {spike_fn.name} "
+              f"surrogate, T={T})", check_resume=check_resume, epoch_extras=recorder.collect)
     try:
-        train(model, data, cfg, step_loss, evaluate, save, resume_state,
-              desc=f"SNN T={T} {spike_fn.name} epoch", progress=progress)
+        return run_training(model, data, cfg, out_path, run, resume=resume, progress=progress, log=log)
     finally:
         recorder.remove()
-    return load_checkpoint(out_path, kind="snn")
 
 
 # -- gradient experiment ---------------------------------------------------------------------

@@ -28,7 +28,6 @@ def layer_table(net) -> str:
 # -- export ------------------------------------------------------------------------------------
 def cmd_export(args) -> dict:
     from ..deploy import export_snn
-    from hw_targets.loihi2_fit import check_fit
     check_output(args.output, args)
     if args.format != "netx":
         from .commands_formats import export_other_format
@@ -36,8 +35,8 @@ def cmd_export(args) -> dict:
     ckpt = load_checkpoint(args.model, kind="snn")
     from .commands_train import data_for_checkpoint
     train_x = data_for_checkpoint(ckpt, args).train_x      # the input range (direct coding) and sign (Poisson)
-    net, report = export_snn(ckpt, args.output, train_x)
-    fit = check_fit(net)
+    net, report = export_snn(ckpt, args.output, train_x, allow_misfit=args.allow_misfit)
+    fit = report.fit
     print(layer_table(net))
     print("\nquantization (integer = float x scale; weights are 8-bit mantissas x 2):")
     print(report.format())
@@ -219,6 +218,9 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output file (model.net)")
     p.add_argument("--format", default="netx", choices=["netx", "nir", "onnx"], help="netx (default), nir, onnx")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--allow-misfit", action="store_true",
+                   help="write a netx file even if the network does not fit Loihi 2 (by default export then exits "
+                        "with status 2, naming the layer and the limit, and writes nothing)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
     p.set_defaults(func=cmd_export)

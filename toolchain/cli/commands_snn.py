@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from models import model_names
+from models import model_help, model_names
 
+from ..progress import log_line
 from ..surrogates import SURROGATES, get_surrogate
 from ..training import resolve_device
-from .commands_train import data_from_args, train_config
+from .commands_train import data_from_args, describe_result, train_config, training_summary
 from .common import (CliError, add_data_args, add_output_args, add_train_args, check_output, configure_threads,
                      positive_int, write_json)
 
@@ -34,19 +35,15 @@ def cmd_train_snn(args) -> dict:
     start = time.time()
     ckpt = train_snn(data, args.model, cfg, args.output, timesteps=args.timesteps, surrogate=surrogate.to_dict(),
                      batch_norm=args.batch_norm, threshold=args.threshold, neuron=args.neuron, leak=args.leak,
-                     coding=args.coding, resume=args.resume, progress=not args.no_progress,
-                     data_args={"root": args.data_root, "seed": args.data_seed, "limit": args.limit,
-                                "normalize": args.normalize})
-    wall = time.time() - start
+                     coding=args.coding, resume=args.resume, progress=not args.no_progress, log=log_line)
     history = ckpt.training["state"]["history"]
     last = history[-1] if history else {}
     layers = ckpt.training["direct"]["layers"]
     summary = {"command": "train-snn", "model": args.model, "dataset": data.name, "output": args.output,
                "timesteps": args.timesteps, "surrogate": surrogate.to_dict(), "batch_norm": args.batch_norm,
                "threshold": args.threshold, "neuron": args.neuron, "coding": args.coding, "layers": layers,
-               "epochs": len(history), "test_accuracy": last.get("test_accuracy"),
-               "spikes_per_inference": last.get("spikes_per_inference"),
-               "grad_ratio_first_last": last.get("grad_ratio_first_last"), "history": history, "wall_time_s": wall}
+               "spikes_per_inference": ckpt.metrics.get("test_spikes_per_inference"),
+               "grad_ratio_first_last": last.get("grad_ratio_first_last"), **training_summary(ckpt, start)}
     if args.plot:
         plot_gradients(history, args.plot, title=f"{args.model}, T={args.timesteps}, {surrogate.name} surrogate "
                                                  f"(width {surrogate.width:g}, height {surrogate.alpha:g}), "
@@ -54,8 +51,7 @@ def cmd_train_snn(args) -> dict:
         summary["plot"] = args.plot
     bn = "with" if args.batch_norm else "without"
     print(f"SNN {args.model} on {data.name} trained directly ({args.neuron}, T={args.timesteps}, {surrogate.name} "
-          f"surrogate, {bn} batch norm): test accuracy {summary['test_accuracy']:.2%} after {len(history)} epochs "
-          f"-> {args.output}")
+          f"surrogate, {bn} batch norm): {describe_result(ckpt)} -> {args.output}")
     if last.get("grad_norms"):
         norms = last["grad_norms"]
         print(f"weight-gradient norms, last epoch (mean over batches): {layers[0]} {norms[layers[0]]:.3g}, "
@@ -73,7 +69,7 @@ def register(sub) -> None:
                                    "Thresholds are fixed. A checkpoint (an SNN checkpoint, for evaluate, finetune and "
                                    "export) is written after every epoch, so --resume continues an interrupted run; "
                                    "per-layer weight-gradient norms are recorded in its history.")
-    p.add_argument("--model", default="vgg-small", help=f"network: {', '.join(model_names())} (default vgg-small)")
+    p.add_argument("--model", default="vgg-small", choices=model_names(), metavar="MODEL", help=model_help())
     p.add_argument("--timesteps", type=positive_int, default=8, help="time steps (default 8)")
     p.add_argument("--surrogate", default="rectangular",
                    help=f"surrogate gradient: {', '.join(SURROGATES)} (default rectangular: the box "

@@ -5,17 +5,19 @@ import argparse
 import os
 import time
 
-from models import model_names
+from models import model_help, model_names
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import load_dataset
+from ..progress import log_line
 from ..training import TrainConfig, resolve_device
 from .common import (add_data_args, recorded_dataset, add_output_args, add_train_args, check_output, configure_threads,
                      int_list, positive_int, write_json)
 
 
 def data_from_args(args):
-    return load_dataset(args.dataset, args.data_root, seed=args.data_seed, limit=args.limit, normalize=args.normalize)
+    return load_dataset(args.dataset, args.data_root, seed=args.data_seed, limit=args.limit, normalize=args.normalize,
+                        val_fraction=args.val_fraction)
 
 
 def data_for_checkpoint(ckpt, args):
@@ -25,7 +27,25 @@ def data_for_checkpoint(ckpt, args):
 
 def train_config(args) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, device=args.device)
+                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, device=args.device,
+                       augment=args.augment)
+
+
+def training_summary(ckpt, start: float) -> dict:
+    """The part of a training command's summary every stage shares: the best epoch and its metrics, the history."""
+    history = ckpt.training["state"]["history"]
+    return {"epochs": max((h["epoch"] for h in history), default=0), "best_epoch": ckpt.metrics.get("best_epoch"),
+            "val_accuracy": ckpt.metrics.get("val_accuracy"), "test_accuracy": ckpt.metrics.get("test_accuracy"),
+            "history": history, "wall_time_s": time.time() - start}
+
+
+def describe_result(ckpt) -> str:
+    """'validation 97.50% (epoch 12 of 15), test 97.22%'."""
+    m, epochs = ckpt.metrics, ckpt.training["state"]["history"][-1]["epoch"]
+    val = m.get("val_accuracy")
+    best = "the starting network" if m.get("best_epoch") == 0 else f"epoch {m.get('best_epoch')} of {epochs}"
+    return (f"validation {val:.2%} ({best}), " if val is not None else f"({best}, no validation split) ") + \
+        f"test {m['test_accuracy']:.2%}"
 
 
 # -- train-ann ---------------------------------------------------------------------------------
@@ -38,15 +58,35 @@ def cmd_train_ann(args) -> dict:
     data = data_from_args(args)
     start = time.time()
     ckpt = train_ann(data, args.model, cfg, args.output, resume=args.resume, batch_norm=args.batch_norm,
-                     progress=not args.no_progress,
-                     data_args={"root": args.data_root, "seed": args.data_seed, "limit": args.limit,
-                                "normalize": args.normalize})
-    history = ckpt.training["state"]["history"]
+                     progress=not args.no_progress, log=log_line)
     summary = {"command": "train-ann", "model": args.model, "dataset": data.name, "output": args.output,
-               "epochs": len(history), "test_accuracy": history[-1]["test_accuracy"] if history else None,
-               "history": history, "wall_time_s": time.time() - start}
-    print(f"ANN {args.model} on {data.name}: test accuracy {summary['test_accuracy']:.2%} after {len(history)} epochs "
-          f"-> {args.output}")
+               "split": data.split, **training_summary(ckpt, start)}
+    print(f"ANN {args.model} on {data.name}: {describe_result(ckpt)} -> {args.output}")
+    write_json(args.json, summary)
+    return summary
+
+
+# -- models ------------------------------------------------------------------------------------
+def cmd_models(args) -> dict:
+    from models import SPECS, describe
+    shape = tuple(args.input_shape) if args.input_shape else None
+    rows = [describe(spec.name, shape, args.classes) for spec in SPECS]
+    print(f"{'model':<13} {'input':>8} {'params':>11} {'synaptic':>8} {'neurons':>8} {'Loihi 2':>16}  what it is")
+    for r in rows:
+        if r["parameters"] is None:
+            print(f"{r['name']:<13} {'x'.join(map(str, r['input_shape'])):>8}  {r['fit_problem']}")
+            continue
+        fit = ("not a chain" if r["fits_loihi2"] is None else
+               f"{'fits' if r['fits_loihi2'] else 'no'}, {r['loihi2_cores']} cores")
+        neurons = "-" if r["neurons"] is None else r["neurons"]
+        print(f"{r['name']:<13} {'x'.join(map(str, r['input_shape'])):>8} {r['parameters']:>11,} {r['synaptic_layers']:>8} "
+              f"{neurons:>8} {fit:>16}  {r['summary']}")
+    misfits = [r for r in rows if r["fits_loihi2"] is False]
+    if misfits:
+        print("\nwhy some do not fit Loihi 2 (first limit hit; pooling is folded into the next layer on the chip):")
+        for r in misfits:
+            print(f"  {r['name']}: {r['fit_problem'].split('; ')[0]}")
+    summary = {"command": "models", "models": rows}
     write_json(args.json, summary)
     return summary
 
@@ -91,14 +131,13 @@ def cmd_finetune(args) -> dict:
     surrogate = get_surrogate(**surrogate).to_dict()
     start = time.time()
     ckpt = finetune(snn, data, cfg, args.output, timesteps=args.timesteps, surrogate=surrogate, neuron=args.neuron,
-                    resume=args.resume, progress=not args.no_progress)
-    history = ckpt.training["state"]["history"]
+                    resume=args.resume, progress=not args.no_progress, log=log_line)
     T = ckpt.snn["timesteps"]
     summary = {"command": "finetune", "output": args.output, "timesteps": T, "surrogate": surrogate,
-               "neuron": ckpt.snn["neuron"], "test_accuracy": history[-1]["test_accuracy"], "history": history,
-               "wall_time_s": time.time() - start}
-    print(f"fine-tuned SNN ({ckpt.snn['neuron']}, {surrogate['name']} surrogate): {summary['test_accuracy']:.2%} "
-          f"at T={T} after {len(history)} epochs -> {args.output}")
+               "neuron": ckpt.snn["neuron"], "start_test_accuracy": ckpt.metrics.get("start_test_accuracy"),
+               **training_summary(ckpt, start)}
+    print(f"fine-tuned SNN ({ckpt.snn['neuron']} neurons, {surrogate['name']} surrogate, T={T}): "
+          f"{describe_result(ckpt)} -> {args.output}")
     write_json(args.json, summary)
     return summary
 
@@ -169,12 +208,22 @@ def register(sub) -> None:
     p = sub.add_parser("train-ann", help="train an ANN under SNN constraints",
                        description="Train an ANN (no bias, ReLU, average pooling, dropout) on a dataset; a checkpoint "
                                    "is written after every epoch, so --resume continues an interrupted run.")
-    p.add_argument("--model", default="vgg-small", help=f"network: {', '.join(model_names())} (default vgg-small)")
+    p.add_argument("--model", default="vgg-small", choices=model_names(), metavar="MODEL", help=model_help())
     p.add_argument("--batch-norm", action="store_true", help="batch norm after each conv (folded before conversion)")
     add_data_args(p)
     add_train_args(p, epochs=30, lr=3e-3)
     add_output_args(p)
     p.set_defaults(func=cmd_train_ann)
+
+    p = sub.add_parser("models", help="list the networks with their input size, parameters and Loihi 2 fit",
+                       description="Every network `--model` accepts: the input it suits, its parameters and synaptic "
+                                   "layers, and whether its deployed form (pooling folded, 8-bit weights) fits "
+                                   "Loihi 2 and on how many cores, measured at its own input size or at --input-shape.")
+    p.add_argument("--input-shape", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
+                   help="measure every model at this input (default: each at the input it suits)")
+    p.add_argument("--classes", type=positive_int, default=10, help="output classes (default 10)")
+    p.add_argument("--json", metavar="FILE", help="write the table as JSON")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("convert", help="convert an ANN checkpoint to an SNN by threshold balancing",
                        description="Copy the ANN's weights into a spiking network and set each spiking layer's "

