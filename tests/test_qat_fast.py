@@ -1,15 +1,22 @@
 """The fused quantization-aware CUBA neuron (toolchain.neurons._CubaRun, compiled and in torch ops) against autograd
 through the unrolled `cuba_step` loop: identical spikes, final state and readout, and the same gradients with
 respect to the currents, the weights and the biases (float64), for several decays, with biases, with values that
-hit the 24-bit clip and wrap, for the STDB and linear surrogates, on conv and dense layers."""
+hit the 24-bit clip and wrap, for the STDB and linear surrogates, on conv (pooled and not) and dense layers; and
+a whole loihi-cuba SnnModel's loss gradient, fast path against the unrolled reference."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import toolchain.neurons as neurons
+import toolchain.snn as snn_mod
+from models import build_model
 from toolchain import native
+from toolchain.data.encoding import InputEncoder
 from toolchain.fixed_point import STATE_MAX
 from toolchain.neurons import CubaParams, cuba_step, initial_state, run_neurons
+from toolchain.quantize import direct_input_scale, fake_quant_weight
+from toolchain.snn import SnnConfig, SnnModel
 from toolchain.surrogates import get_surrogate
 
 DECAYS = [(4096, 0), (1024, 128), (0, 0), (1, 4095)]
@@ -135,3 +142,80 @@ def test_exact_and_plain_spike_functions_keep_the_loop():
     cur = integer_currents((4, 3), 30.0, seed=0)
     assert not neurons._cuba_fusable(cur, cuba_step, CubaParams(10, exact=True), get_surrogate("stdb"))
     assert not neurons._cuba_fusable(cur, cuba_step, CubaParams(10), lambda x, dt: (x > 0).to(x.dtype))
+
+
+# -- a whole network: the loihi-cuba SnnModel, fast path against the unrolled loop --------------------------------
+def loihi_model(shape, T, surrogate, i_decay, v_decay, dtype=torch.float64):
+    """vgg-small with batch norm (folded into biases by lowering), converted on random inputs x."""
+    torch.manual_seed(0)
+    net = build_model("vgg-small", shape, 10, batch_norm=True)
+    base = SnnModel(net, SnnConfig(neuron="if", coding="direct", timesteps=T, surrogate={"name": surrogate}))
+    base = base.to(dtype).eval()
+    for name, t in list(base.layers.named_parameters()) + list(base.layers.named_buffers()):
+        if "bn" in name and t.is_floating_point():       # batch norms that fold into non-trivial biases
+            t.data.copy_(torch.rand_like(t) * 0.5 + (0.75 if name.endswith(("weight", "var")) else -0.25))
+    base.calibrator = lambda name, currents: max(float(currents.max()), 1e-6) * 0.5
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand((6,) + shape, generator=g, dtype=dtype) * 2 - 0.5
+    with torch.no_grad():
+        base(x, T, InputEncoder("direct"))
+    base.calibrator = None
+    base.config.neuron, base.config.i_decay, base.config.v_decay = "loihi-cuba", i_decay, v_decay
+    base.config.input_scale = direct_input_scale(x.numpy())
+    return base.train(), x
+
+
+def reference_path(m):
+    """The QAT path as it was: the generic per-step loop, and each lowered layer's synapse with its folded
+    (pool-repeated) fake-quantized weight, NCHW."""
+    m.setattr(neurons, "_cuba_fusable", lambda *a: False)
+    m.setattr(snn_mod, "_quantized_currents",
+              lambda layer, scale, h: snn_mod._per_step(
+                  lambda z: layer.synapse(z, fake_quant_weight(layer.weight, scale)), h))
+
+
+def loss_and_grads(model, x, T):
+    model.zero_grad(set_to_none=True)
+    out = model(x, T, InputEncoder("direct"))
+    loss = F.cross_entropy(out.logits, torch.arange(x.shape[0]) % 10)
+    loss.backward()
+    return out, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("surrogate,i_decay,v_decay", [("linear", 4096, 0), ("stdb", 1024, 128)])
+def test_loihi_cuba_model_gradient_equals_the_unrolled_reference(implementation, monkeypatch, surrogate, i_decay,
+                                                                  v_decay):
+    T = 5
+    model, x = loihi_model((1, 8, 8), T, surrogate, i_decay, v_decay)
+    out, fast = loss_and_grads(model, x, T)
+    with monkeypatch.context() as m:
+        reference_path(m)
+        ref_out, ref = loss_and_grads(model, x, T)
+    assert torch.equal(out.logits, ref_out.logits)
+    assert set(out.spike_counts) == set(ref_out.spike_counts)
+    for k in ref_out.spike_counts:
+        assert torch.equal(out.spike_counts[k], ref_out.spike_counts[k]), k
+        assert float(ref_out.spike_counts[k].sum()) > 0, k
+    assert set(fast) == set(ref) and any("bn" in k for k in ref)
+    for k in ref:
+        assert float(ref[k].abs().sum()) > 0, k
+        torch.testing.assert_close(fast[k], ref[k], rtol=1e-10, atol=1e-12, msg=k)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 12, 12)])
+def test_loihi_cuba_model_float32_forward_is_unchanged(implementation, monkeypatch, shape):
+    """In float32 (what training runs): the same logits and spike counts, bit for bit, as the QAT path as it was
+    (folded NCHW convolutions, the generic loop); the sum-pooled synapses do run (both layers after a pool)."""
+    T = 4
+    model, x = loihi_model(shape, T, "linear", 1024, 128, dtype=torch.float32)
+    layers = model.lowered()
+    assert [l.pool for l in layers] == [1, 2, 2, 1] and all(snn_mod._sum_pool_applies(l) for l in layers[1:3])
+    with torch.no_grad():
+        out = model(x, T, InputEncoder("direct"))
+        with monkeypatch.context() as m:
+            reference_path(m)
+            ref = model(x, T, InputEncoder("direct"))
+    assert torch.equal(out.logits, ref.logits)
+    for k in ref.spike_counts:
+        assert torch.equal(out.spike_counts[k], ref.spike_counts[k]), k
+        assert float(ref.spike_counts[k].sum()) > 0, k

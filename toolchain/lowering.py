@@ -40,6 +40,7 @@ class LoweredLayer:
     padding: Tuple[int, int] = (0, 0)
     flatten_before: bool = False
     source: List[str] = field(default_factory=list)
+    pool: int = 1                           # k > 1: a k x k average pool folded into the weight (k x k repeats / k^2)
 
     def synapse(self, x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Apply this layer's synapse to a batch x (N, *input_shape) (a flatten first where placed)."""
@@ -102,7 +103,7 @@ class _Lowerer:
         self.open.stride = (layer.stride * k, layer.stride * k)
         self.open.padding = (layer.padding * k, layer.padding * k)
         self.open.source = ([f"avgpool x{k}"] if k > 1 else []) + [layer.name]
-        self.pool = 1
+        self.open.pool, self.pool = k, 1
 
     def _linear(self, layer: Linear, shape):
         w, b = self.params[f"{layer.name}.weight"], self.params.get(f"{layer.name}.bias")
@@ -113,7 +114,7 @@ class _Lowerer:
             source = [f"avgpool x{k}"] + source
         self._start(layer, "dense", w, b, shape)
         self.open.flatten_before = self.flatten or len(self.pre_pool_shape) > 1
-        self.open.source = source
+        self.open.source, self.open.pool = source, k
         self.pool, self.flatten = 1, False
         if layer is self.net.layers[-1]:
             self._close(None, None, shape)

@@ -11,7 +11,9 @@ linear -> spike layer as one unit (toolchain/spiking_stack.py): the same numbers
 
 Neuron models: "if" / "lif" (reset by subtraction, Rathi et al.) run on the network as written;
 "loihi-cuba" runs on the lowered chain (pooling and batch norm folded) with Loihi's CUBA dynamics
-and quantized weights and thresholds (straight-through rounding), i.e. the deployed network.
+and quantized weights and thresholds (straight-through rounding), i.e. the deployed network. Its currents are
+integers: a folded pool runs as a sum pool before the layer's un-repeated weights, the same currents at a
+quarter of the work for 2 x 2 pools, and the neurons run fused (toolchain.neurons._CubaRun).
 """
 from __future__ import annotations
 
@@ -213,8 +215,7 @@ class SnnModel(nn.Module):
         for i, layer in enumerate(chain):
             in_scale = c.input_scale if (i == 0 and c.coding == "direct") else 1.0
             scale = layer_scale(layer.weight, layer.threshold, in_scale, layer.name, bias=layer.bias)
-            w = fake_quant_weight(layer.weight, scale)
-            a = _per_step(lambda z: layer.synapse(z, w), h)
+            a = _quantized_currents(layer, scale, h)
             bias = None if layer.bias is None else _channel_bias(fake_quant_bias(layer.bias, scale * in_scale), a)
             if layer.threshold is None:
                 return self._readout(a, bias, scale * in_scale, spike_fn)
@@ -237,6 +238,40 @@ class SnnModel(nn.Module):
         out = torch.zeros_like(a)
         out[-1] = v_end
         return out
+
+
+def _quantized_currents(layer, scale: float, h: torch.Tensor) -> torch.Tensor:
+    """The currents (T, B, ...) of a lowered layer with fake-quantized weights (`fake_quant_weight` at `scale`) on
+    its input h (T, B, ...): integer inputs and weights, so integer currents, exact in any summation order.
+    Convolutions run channels-last (see `_per_step`). A layer with a k x k average pool folded in (its weight is k x k
+    repeats, so are its quantized ones) runs as a k x k sum pool of h, then the layer's synapse with one weight of
+    each repeated block: the same currents at 1/k^2 of the work, and the same gradient for every parameter before the
+    repeat (each block's gradient goes to its first entry: the sum the repeat's backward would have made)."""
+    conv = layer.kind == "conv"
+    if not _sum_pool_applies(layer):
+        w = fake_quant_weight(layer.weight, scale)
+        return _per_step(lambda z: layer.synapse(z, w), h, channels_last=conv)
+    k = layer.pool
+    if conv:
+        w = fake_quant_weight(layer.weight[:, :, ::k, ::k], scale)
+        stride, padding = tuple(s // k for s in layer.stride), tuple(p // k for p in layer.padding)
+        synapse = lambda z: F.conv2d(z, w, None, stride, padding)
+    else:
+        c, hh, ww = layer.input_shape
+        w = fake_quant_weight(layer.weight.reshape(-1, c, hh, ww)[:, :, ::k, ::k].reshape(layer.weight.shape[0], -1), scale)
+        synapse = lambda z: F.linear(torch.flatten(z, 1), w)
+    return _per_step(lambda z: synapse(F.avg_pool2d(z, k, divisor_override=1)), h, channels_last=conv)
+
+
+def _sum_pool_applies(layer) -> bool:
+    """Whether the layer's folded pool can run as a sum pool before its synapse (see `_quantized_currents`)."""
+    k = layer.pool
+    if k <= 1 or len(layer.input_shape) != 3 or layer.input_shape[1] % k or layer.input_shape[2] % k:
+        return False
+    if layer.kind == "conv":
+        kh, kw = layer.weight.shape[2:]
+        return all(v % k == 0 for v in (kh, kw, *layer.stride, *layer.padding))
+    return layer.flatten_before
 
 
 def _per_sample(count: torch.Tensor, dtype) -> torch.Tensor:
