@@ -68,7 +68,7 @@ def compare(currents, bias, i_decay, v_decay, vth, surrogate, use_v=False):
     spike_fn = get_surrogate(surrogate)
     results = []
     for run in (unrolled, fused):
-        a = currents.clone().requires_grad_(True)
+        a = currents.clone().requires_grad_(True)         # (clone keeps the layout)
         b = None if bias is None else bias.clone().requires_grad_(True)
         params = CubaParams(vth, i_decay, v_decay, b)
         spikes, state = run(a, params, spike_fn)
@@ -98,6 +98,10 @@ def test_fused_cuba_equals_the_unrolled_loop(implementation, i_decay, v_decay, s
     bias = integer_currents((4, 1, 1), 10.0, seed=3)
     compare(currents, bias, i_decay, v_decay, 60.0, surrogate)
     compare(currents, None, i_decay, v_decay, 60.0, surrogate, use_v=True)
+    # each step channels-last, as the conv currents of float32 training are laid out
+    last = currents.reshape((-1,) + shape[1:]).contiguous(memory_format=torch.channels_last).reshape(currents.shape)
+    assert not last.is_contiguous()
+    compare(last, bias, i_decay, v_decay, 60.0, surrogate, use_v=True)
 
 
 @pytest.mark.parametrize("surrogate", SURROGATES)
