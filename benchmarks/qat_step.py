@@ -20,7 +20,8 @@ own copy of it and its own Adam:
 
 Both sides use the same surrogate. The steps alternate between the configurations (round robin, the order
 rotated every round), so that other work on the machine slows all of them alike; the first --warmup rounds are
-not timed; medians of --steps rounds are reported, with the ratio QAT / float per surrogate. Input: the bundled
+not timed; medians of --steps rounds are reported, with the ratio QAT / float per surrogate (of the medians,
+and "paired": the median over rounds of each round's QAT step over its float step). Input: the bundled
 digits, resized (bilinear) to the input shape. The 1-minute load average before and after is recorded.
 """
 from __future__ import annotations
@@ -130,12 +131,14 @@ def measure(args, shape: tuple, T: int) -> list:
         if res["side"] == "loihi-cuba":
             ref = next(f for f in results if f["side"] == "if" and f["surrogate"] == res["surrogate"])
             res["ratio"] = res["seconds"] / ref["seconds"]
+            # each round's QAT step over its float step (the same round, seconds apart): robust to load that drifts
+            res["ratio_paired"] = median([q / f for q, f in zip(res["all_seconds"], ref["all_seconds"])])
     return results
 
 
 def format_table(results) -> str:
     head = (f"{'shape':<8} {'T':>3} {'surrogate':<9} {'float s':>8} {'fwd':>7} {'bwd':>7} {'QAT s':>8} {'fwd':>7} "
-            f"{'bwd':>7} {'QAT/float':>9}")
+            f"{'bwd':>7} {'QAT/float':>9} {'paired':>7}")
     rows = [head]
     for q in (r for r in results if r["side"] == "loihi-cuba"):
         f = next(r for r in results if r["side"] == "if" and r["surrogate"] == q["surrogate"]
@@ -143,7 +146,7 @@ def format_table(results) -> str:
         shape = "x".join(str(d) for d in q["input_shape"])
         rows.append(f"{shape:<8} {q['timesteps']:>3} {q['surrogate']:<9} {f['seconds']:>8.4f} {f['forward']:>7.4f} "
                     f"{f['backward']:>7.4f} {q['seconds']:>8.4f} {q['forward']:>7.4f} {q['backward']:>7.4f} "
-                    f"{q['ratio']:>8.2f}x")
+                    f"{q['ratio']:>8.2f}x {q['ratio_paired']:>6.2f}x")
     return "\n".join(rows)
 
 
@@ -180,10 +183,11 @@ def main(argv=None) -> int:
                     r["load_average_1min"] = [before, after]     # other work on the machine skews the timings
                 results += res
                 loads.append(f"{'x'.join(map(str, shape))} T={T}: load {_fmt(before)}->{_fmt(after)}")
+    write_results(args.json, results)
     print(format_table(results))
     print("; ".join(loads) + f"; {args.threads} threads, batch {args.batch_size}, {args.coding} input, "
-          f"medians of {args.steps} steps after {args.warmup} warm-up; peak {peak_rss_mb():.0f} MB")
-    write_results(args.json, results)
+          f"medians of {args.steps} steps after {args.warmup} warm-up (paired: the median of each round's ratio); "
+          f"peak {peak_rss_mb():.0f} MB")
     return 0
 
 

@@ -35,5 +35,5 @@ def test_qat_step_benchmark_reports_both_sides_and_their_ratio(tmp_path):
     assert {(r["side"], r["surrogate"]) for r in res} == {("if", "linear"), ("loihi-cuba", "linear")}
     assert all(r["seconds"] > 0 and r["timesteps"] == 2 and r["input_shape"] == [1, 8, 8] for r in res)
     qat = next(r for r in res if r["side"] == "loihi-cuba")
-    assert qat["ratio"] > 0 and set(qat["spike_rates"]) == {"spike0", "spike2", "fc_spike0"}
+    assert qat["ratio"] > 0 and qat["ratio_paired"] > 0 and set(qat["spike_rates"]) == {"spike0", "spike2", "fc_spike0"}
     assert "QAT/float" in proc.stdout
