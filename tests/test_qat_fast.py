@@ -214,6 +214,11 @@ def test_loihi_cuba_model_float32_forward_is_unchanged(implementation, monkeypat
     model, x = loihi_model(shape, T, "linear", 1024, 128, dtype=torch.float32)
     layers = model.lowered()
     assert [l.pool for l in layers] == [1, 2, 2, 1] and all(snn_mod._sum_pool_applies(l) for l in layers[1:3])
+    conv, dense = layers[1], layers[2]          # block_weight: bitwise one entry of each repeated block
+    assert torch.equal(conv.block_weight, conv.weight[:, :, ::2, ::2])
+    c, hh, ww = dense.input_shape
+    assert torch.equal(dense.block_weight.reshape(-1, c, hh // 2, ww // 2),
+                       dense.weight.reshape(-1, c, hh, ww)[:, :, ::2, ::2])
     with torch.no_grad():
         out = model(x, T, InputEncoder("direct"))
         with monkeypatch.context() as m:

@@ -644,6 +644,7 @@ class _CubaRun(torch.autograd.Function):
         ctx.shape, ctx.layout = tuple(currents.shape), _layout(currents)
         ctx.bias_shape = None if bias is None else tuple(bias.shape)
         ctx.mark_non_differentiable(dt)
+        ctx.set_materialize_grads(False)     # unused outputs (the final state, or the readout's spikes) get None
         return spikes, v, u, dt
 
     @staticmethod
