@@ -91,9 +91,50 @@ def check_vgg5(net) -> None:
             assert layer.p == spec, layer
 
 
+def training_step(model, opt, x, y, enc, T: int, sync=lambda: None) -> tuple:
+    """One step as `snntc finetune` runs it (toolchain/training.py `train`): zero_grad(set_to_none), SnnModel
+    forward, cross-entropy on the logits, backward (which runs the Adam update of each parameter as soon as its
+    gradient is ready when the optimizer was made with step_in_backward), opt.step(). Returns ({seconds, forward,
+    backward, optimizer, cpu_seconds, sys_seconds, page_faults}, the model's output)."""
+    import resource
+
+    import torch.nn.functional as F
+
+    sync()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    out = model(x, T, enc)
+    loss = F.cross_entropy(out.logits, y)
+    sync()
+    t1 = time.perf_counter()
+    loss.backward()
+    sync()
+    t2 = time.perf_counter()
+    opt.step()
+    sync()
+    t3 = time.perf_counter()
+    c3 = time.process_time()
+    r3 = resource.getrusage(resource.RUSAGE_SELF)
+    return {"seconds": t3 - t0, "forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2,
+            "cpu_seconds": c3 - c0, "sys_seconds": r3.ru_stime - r0.ru_stime,
+            "page_faults": r3.ru_minflt - r0.ru_minflt}, out    # faults: fresh pages the step touched
+
+
+def spike_rates(out, B: int, T: int) -> dict:
+    """Spikes per neuron and step of each spiking layer of one forward pass."""
+    return {k: round(float(c.sum()) / (B * T * out.neurons[k]), 4) for k, c in out.spike_counts.items()}
+
+
+def median(v):
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+
+
 def worker(args) -> dict:
     import torch
-    import torch.nn.functional as F
 
     from models import build_model
     from toolchain.data.encoding import InputEncoder
@@ -124,47 +165,21 @@ def worker(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    import resource
-
-    times, fwd, bwd, optim, cpu, faults, sys_s, rates = [], [], [], [], [], [], [], None
+    rec = {key: [] for key in ("seconds", "forward", "backward", "optimizer", "cpu_seconds", "sys_seconds",
+                               "page_faults")}
+    rates = None
     for i in range(args.warmup + args.steps):
-        sync()
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        out = model(x, T, enc)
-        loss = F.cross_entropy(out.logits, y)
-        sync()
-        t1 = time.perf_counter()
-        loss.backward()
-        sync()
-        t2 = time.perf_counter()
-        opt.step()
-        sync()
-        t3 = time.perf_counter()
-        c3 = time.process_time()
-        r3 = resource.getrusage(resource.RUSAGE_SELF)
+        timing, out = training_step(model, opt, x, y, enc, T, sync)
         if rates is None:
-            rates = {k: round(float(c.sum()) / (B * T * out.neurons[k]), 4) for k, c in out.spike_counts.items()}
-        del out, loss
+            rates = spike_rates(out, B, T)
+        del out
         if i >= args.warmup:
-            times.append(t3 - t0)
-            fwd.append(t1 - t0)
-            bwd.append(t2 - t1)
-            optim.append(t3 - t2)
-            cpu.append(c3 - c0)
-            faults.append(r3.ru_minflt - r0.ru_minflt)      # fresh pages the step touched (first-touch zeroing)
-            sys_s.append(r3.ru_stime - r0.ru_stime)
-
-    def median(v):
-        v = sorted(v)
-        n = len(v)
-        return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+            for key, value in timing.items():
+                rec[key].append(value)
+    times = rec["seconds"]
 
     res = {"timesteps": T, "batch_size": B, "threads": args.threads, "device": str(device), "surrogate": args.surrogate,
-           "seconds": median(times), "forward": median(fwd), "backward": median(bwd), "optimizer": median(optim),
-           "cpu_seconds": median(cpu), "sys_seconds": median(sys_s), "page_faults": median(faults),
+           **{key: median(values) for key, values in rec.items()},
            "native_kernels": native.library() is not None,
            "openmp_kernels": native.torch_openmp() is not None, "malloc_tuned": malloc_tuned, "all_seconds": times, "peak_mb": peak_rss_mb(), "spike_rates": rates,
            "torch": torch.__version__}
@@ -236,10 +251,15 @@ def main(argv=None) -> int:
               f"{res['gflops_per_s']:.0f} GFLOP/s of {res['flops']['total_gflop']:.0f} GFLOP"
               + (f"; vs reference {ref['seconds']} s / {ref['peak_mb']:.0f} MB: {res['speedup']:.2f}x faster, "
                  f"{res['memory_ratio']:.2f} of the memory" if "reference" in res else ""), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": results, "argv": sys.argv[1:]}, f, indent=2)
+    write_results(args.json, results)
     return 0
+
+
+def write_results(path, results) -> None:
+    """The results and the command line, as JSON, to `path` (nothing if None)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump({"results": results, "argv": sys.argv[1:]}, f, indent=2)
 
 
 if __name__ == "__main__":

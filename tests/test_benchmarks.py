@@ -23,3 +23,17 @@ def test_stdb_step_benchmark_reports_a_step(tmp_path, surrogate):
     assert set(rates) == {"spike0", "spike2", "spike3", "fc_spike0", "fc_spike1"}
     assert 0 < rates["spike0"] < 1
     assert "reference" not in res[0]                    # batch 2 is not the reference's setting: no ratio claimed
+
+
+def test_qat_step_benchmark_reports_both_sides_and_their_ratio(tmp_path):
+    out = tmp_path / "qat.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "qat_step.py"), "--shapes", "1x8x8",
+                           "--timesteps", "2", "--batch-size", "2", "--steps", "1", "--warmup", "0", "--surrogates",
+                           "linear", "--threads", "1", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())["results"]
+    assert {(r["side"], r["surrogate"]) for r in res} == {("if", "linear"), ("loihi-cuba", "linear")}
+    assert all(r["seconds"] > 0 and r["timesteps"] == 2 and r["input_shape"] == [1, 8, 8] for r in res)
+    qat = next(r for r in res if r["side"] == "loihi-cuba")
+    assert qat["ratio"] > 0 and qat["ratio_paired"] > 0 and set(qat["spike_rates"]) == {"spike0", "spike2", "fc_spike0"}
+    assert "QAT/float" in proc.stdout

@@ -40,6 +40,8 @@ class LoweredLayer:
     padding: Tuple[int, int] = (0, 0)
     flatten_before: bool = False
     source: List[str] = field(default_factory=list)
+    pool: int = 1                           # k > 1: a k x k average pool folded into the weight (k x k repeats / k^2)
+    block_weight: Optional[torch.Tensor] = None   # pool > 1: the weight before the repeat (bitwise each block's value)
 
     def synapse(self, x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Apply this layer's synapse to a batch x (N, *input_shape) (a flatten first where placed)."""
@@ -102,18 +104,20 @@ class _Lowerer:
         self.open.stride = (layer.stride * k, layer.stride * k)
         self.open.padding = (layer.padding * k, layer.padding * k)
         self.open.source = ([f"avgpool x{k}"] if k > 1 else []) + [layer.name]
-        self.pool = 1
+        self.open.pool, self.pool = k, 1
+        if k > 1:
+            self.open.block_weight = w / (k * k)
 
     def _linear(self, layer: Linear, shape):
         w, b = self.params[f"{layer.name}.weight"], self.params.get(f"{layer.name}.bias")
-        k, source = self.pool, [layer.name]
+        k, source, block = self.pool, [layer.name], None
         if k > 1:
             c, h, wd = self.pre_pool_shape
-            w = fold_pool_into_dense(w, (c, h // k, wd // k), k)
+            w, block = fold_pool_into_dense(w, (c, h // k, wd // k), k), w / (k * k)
             source = [f"avgpool x{k}"] + source
         self._start(layer, "dense", w, b, shape)
         self.open.flatten_before = self.flatten or len(self.pre_pool_shape) > 1
-        self.open.source = source
+        self.open.source, self.open.pool, self.open.block_weight = source, k, block
         self.pool, self.flatten = 1, False
         if layer is self.net.layers[-1]:
             self._close(None, None, shape)
@@ -129,6 +133,8 @@ class _Lowerer:
             what = "a conv" if kind == "conv" else "a dense (Linear) layer"
             raise LoweringError(f"layer '{layer.name}': batch norm must follow {what} to be folded")
         self.open.weight, self.open.bias = fold_batch_norm(self.open.weight, self.open.bias, self.params, layer.name)
+        if self.open.block_weight is not None:
+            self.open.block_weight = fold_batch_norm(self.open.block_weight, None, self.params, layer.name)[0]
         self.open.source.append(layer.name)
 
     def _spike(self, layer: Spike, shape):

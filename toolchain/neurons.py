@@ -15,9 +15,11 @@ Both carry `dt`, the time steps since the neuron's last spike, for the STDB surr
 `run_neurons` loops a step function over the time axis of a (T, B, ...) current tensor; for the subtractive
 neuron with a surrogate spike function (IF / LIF training and inference) it runs a fused implementation with
 the same results and gradients (see `_SubtractiveRun`), which saves 1 byte per neuron and step for STDB and
-also applies a following average pool or dropout mask as the neurons fire. On the CPU the fused loop runs
-compiled (toolchain/native: one pass over memory per layer instead of several per step); where no C compiler
-is available, or with SNNTC_NATIVE=0, the same loop runs in torch ops.
+also applies a following average pool or dropout mask as the neurons fire. So does the quantization-aware CUBA
+neuron (`exact=False`, `_CubaRun`: the gradient of the unrolled loop, straight-through rounding, wrap and clip
+included, derived by hand; 1 byte per neuron and step saved, plus dt or x for the surrogate). On the CPU the fused
+loops run compiled (toolchain/native: one pass over memory per layer instead of several per step); where no C
+compiler is available, on CUDA, or with SNNTC_NATIVE=0, the same loops run in torch ops.
 """
 from __future__ import annotations
 
@@ -98,12 +100,18 @@ def _wrap24(u: torch.Tensor) -> torch.Tensor:
     return torch.where(wrapped <= -m, u + 2 * m, wrapped)
 
 
-def cuba_step(current: torch.Tensor, state: NeuronState, params: CubaParams, spike_fn: Callable) -> tuple:
-    """One step of Loihi's CUBA LIF. `current` is the synaptic input a[t] in integer units."""
+def _cuba_integrate(current: torch.Tensor, state: NeuronState, params: CubaParams) -> tuple:
+    """(v before the 24-bit clip, u) of one CUBA step: u = wrap24(decay(u) + 64 a), v = decay(v) + u (+ 64 bias)."""
     u = _wrap24(loihi_decay(state.u, params.i_decay) + current * 64)
     v = loihi_decay(state.v, params.v_decay) + u
     if params.bias is not None:
         v = v + params.bias * 64
+    return v, u
+
+
+def cuba_step(current: torch.Tensor, state: NeuronState, params: CubaParams, spike_fn: Callable) -> tuple:
+    """One step of Loihi's CUBA LIF. `current` is the synaptic input a[t] in integer units."""
+    v, u = _cuba_integrate(current, state, params)
     v = torch.clamp(v, -STATE_MAX, STATE_MAX)
     vth = params.vth * 64
     spikes = spike_fn(v / vth - 1.0, state.dt)
@@ -121,13 +129,15 @@ def run_neurons(currents: torch.Tensor, step: Callable, params, spike_fn: Callab
 
     The subtractive (IF / LIF) neuron with a `Surrogate` spike function runs fused (`_SubtractiveRun`): the same
     spikes, final state and gradients as the loop below (autograd through the unrolled steps), in a fraction of
-    the time and memory. Any other step (`cuba_step`, the Loihi neuron), spike function or a given initial
-    state runs the generic loop.
+    the time and memory. So does the quantization-aware CUBA neuron (`cuba_step` with `exact=False`, no pool or
+    mask: `_CubaRun`). Any other step, spike function, `exact=True` or a given initial state runs the generic loop.
     """
     if mask is not None and pool:
         raise ValueError("run_neurons: a dropout mask applies to un-pooled spikes only")
     if state is None and _fusable(currents, step, params, spike_fn):
         return _run_subtractive(currents, params, spike_fn, pool, mask)
+    if state is None and not pool and mask is None and _cuba_fusable(currents, step, params, spike_fn):
+        return _run_cuba(currents, params, spike_fn)
     state = initial_state(currents[0]) if state is None else state
     out = []
     for current in currents.unbind(0):          # unbind: one gradient buffer in backward, not one per step
@@ -567,3 +577,207 @@ def _threads() -> int:
 
 def _ptr(x: Optional[torch.Tensor]) -> Optional[int]:
     return None if x is None else x.data_ptr()
+
+
+# -- the fused CUBA neuron (quantization-aware training) ---------------------------------------------------------
+#
+# Forward, per step t, exactly the ops of `cuba_step` (without autograd; S = 2**23 - 1, vth64 = 64 vth):
+#     u = wrap24(decay(u, i_decay) + 64 a[t]);  v1 = decay(v, v_decay) + u (+ 64 b);  v2 = clamp(v1, -S, S)
+#     x = v2 / vth64 - 1;  s[t] = 1[x > 0];  v = v2 (1 - s[t]);  dt = 0 where s[t], else dt + 1
+# Backward: the gradient autograd takes through that unrolled loop. The rounding (trunc, straight-through) and
+# the 24-bit wrap (torch.where between u and u -+ 2**24) pass the gradient unchanged, the clamp passes it where
+# -S <= v1 <= S (bounds included, as torch.clamp's backward), the reset's (1 - s) is detached. Per step, last
+# first, with gV, gU the gradients carried back into v and u (at the last step: those of the final state):
+#     gv2 = gV (1 - s[t]) + (g_s[t] f[t]) / vth64,     f = surrogate'(x[t], dt[t])
+#     gv1 = gv2 1[-S <= v1 <= S];   g_b += gv1 (the bias's gradient: 64 times its sum over broadcast dimensions)
+#     gpre = gU + gv1;   g_a[t] = 64 gpre
+#     gV = r_v gv1;   gU = r_i gpre        (r = (4096 - decay) / 4096; decay 0: 1, decay 4096: 0, no gradient)
+# Saved for the backward: one byte per neuron and step (bit 0 the spike, bit 1 inside the clamp), and what the
+# surrogate needs: dt (one byte for T < 255) for STDB, x for the others.
+
+_SPIKED, _INSIDE = 1, 2            # the saved flags' bits
+
+
+def _cuba_fusable(currents, step, params, spike_fn) -> bool:
+    from .surrogates import SURROGATES, Surrogate
+    if step is not cuba_step or not isinstance(params, CubaParams) or params.exact:
+        return False
+    if type(spike_fn) is not Surrogate or spike_fn.name not in SURROGATES:
+        return False
+    if not currents.is_floating_point() or currents.dim() < 2 or currents.shape[0] < 1:
+        return False
+    if not isinstance(params.vth, (int, float)) or not isinstance(params.i_decay, int) \
+            or not isinstance(params.v_decay, int):
+        return False
+    b = params.bias
+    if b is None:
+        return True
+    return (isinstance(b, torch.Tensor) and b.dtype == currents.dtype and b.device == currents.device
+            and torch.broadcast_shapes(b.shape, currents.shape[1:]) == currents.shape[1:])
+
+
+def _decay_factor(decay: int) -> float:
+    """d decay(x) / d x as the loop's autograd takes it: 1 (no decay), 0 (full decay), else (4096 - decay) / 4096."""
+    if decay == 0:
+        return 1.0
+    return 0.0 if decay >= DECAY_UNITY else (DECAY_UNITY - decay) / DECAY_UNITY
+
+
+def _run_cuba(currents: torch.Tensor, params: CubaParams, spike_fn) -> tuple:
+    bias = params.bias
+    if torch.is_grad_enabled() and (currents.requires_grad or (bias is not None and bias.requires_grad)):
+        spikes, v, u, dt = _CubaRun.apply(currents, bias, params, spike_fn)
+    else:
+        with torch.no_grad():
+            spikes, v, u, dt, *_ = _cuba_forward(currents, params, False, False, False)
+    return spikes, NeuronState(v, u, dt)
+
+
+class _CubaRun(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, currents, bias, params, surrogate):
+        keep_x = surrogate.name not in _DT_ONLY
+        keep_dts = surrogate.needs_dt or not keep_x
+        spikes, v, u, dt, flags, dts, x_all = _cuba_forward(currents, params, True, keep_x, keep_dts)
+        ctx.save_for_backward(flags, dts, x_all)
+        ctx.params, ctx.surrogate = params, surrogate
+        ctx.shape, ctx.layout = tuple(currents.shape), _layout(currents)
+        ctx.bias_shape = None if bias is None else tuple(bias.shape)
+        ctx.mark_non_differentiable(dt)
+        ctx.set_materialize_grads(False)     # unused outputs (the final state, or the readout's spikes) get None
+        return spikes, v, u, dt
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_spikes, g_v, g_u, _g_dt):
+        flags, dts, x_all = ctx.saved_tensors
+        need_bias = ctx.bias_shape is not None and ctx.needs_input_grad[1]
+        grad, g_b = _cuba_backward(ctx, g_spikes, g_v, g_u, flags, dts, x_all, need_bias)
+        g_bias = g_b.sum_to_size(ctx.bias_shape) * 64 if need_bias else None
+        return grad, g_bias, None, None
+
+
+def _cuba_forward(currents, params: CubaParams, keep_flags: bool, keep_x: bool, keep_dts: bool):
+    """The loop without autograd: compiled (`_cuba_native_forward`) where it applies, else torch ops. Returns
+    (spikes, final v, u, dt, flags or None, dts or None, x or None), all (T, ...) buffers in `_layout(currents)`."""
+    res = _cuba_native_forward(currents, params, keep_flags, keep_x, keep_dts)
+    return res if res is not None else _cuba_torch_forward(currents, params, keep_flags, keep_x, keep_dts)
+
+
+def _cuba_torch_forward(currents, params: CubaParams, keep_flags: bool, keep_x: bool, keep_dts: bool):
+    """The loop in torch ops, `cuba_step`'s own (`_cuba_integrate`), recording what the backward needs."""
+    T, shape = currents.shape[0], tuple(currents.shape)
+    layout = _layout(currents)
+    out = _buffer(T, shape, layout, currents)
+    flags = _buffer(T, shape, layout, currents, torch.uint8) if keep_flags else None
+    dts = _buffer(T, shape, layout, currents, _count_dtype(T)) if keep_dts else None
+    x_all = _buffer(T, shape, layout, currents) if keep_x else None
+    state = initial_state(_buffer(1, shape, layout, currents)[0])
+    vth = params.vth * 64
+    for t in range(T):
+        v, u = _cuba_integrate(currents[t], state, params)
+        if keep_flags:
+            torch.logical_and(v >= -STATE_MAX, v <= STATE_MAX, out=flags[t])
+        v = torch.clamp(v, -STATE_MAX, STATE_MAX)
+        x = v / vth - 1.0
+        s = torch.gt(x, 0, out=out[t])
+        if keep_flags:
+            flags[t].mul_(_INSIDE).add_(s.to(torch.uint8))
+        if keep_x:
+            x_all[t].copy_(x)
+        if keep_dts:
+            dts[t].copy_(state.dt)
+        state = NeuronState(v * (1.0 - s), u, _next_dt(s, state.dt))
+    return out, state.v, state.u, state.dt, flags, dts, x_all
+
+
+def _cuba_factor(sur, dts, x_all, dtype) -> torch.Tensor:
+    """surrogate'(x, dt) for all steps in `dtype`, as the spike function's backward computes it (dt in x's place
+    where x is not kept, as in `_surrogate_factor`)."""
+    dt = None if dts is None else dts.to(dtype)
+    x = x_all if x_all is not None else dt
+    return sur.grad(x, dt if dt is not None else x)
+
+
+def _cuba_backward(ctx, g_spikes, g_v, g_u, flags, dts, x_all, need_bias: bool):
+    """(gradient of the currents (T, ...), sum over steps of gv1 (...) or None); see the section's comment."""
+    res = _cuba_native_backward(ctx, g_spikes, g_v, g_u, flags, dts, x_all, need_bias)
+    return res if res is not None else _cuba_torch_backward(ctx, g_spikes, g_v, g_u, flags, dts, x_all, need_bias)
+
+
+def _cuba_torch_backward(ctx, g_spikes, g_v, g_u, flags, dts, x_all, need_bias: bool):
+    p, shape, layout = ctx.params, ctx.shape, ctx.layout
+    like = next(g for g in (g_spikes, g_v, g_u) if g is not None)
+    T = shape[0]
+    grad = _buffer(T, shape, layout, like)
+    zero = _buffer(1, shape, layout, like)[0].zero_()
+    f = None if g_spikes is None else _cuba_factor(ctx.surrogate, dts, x_all, like.dtype)
+    vth, r_v, r_u = p.vth * 64, _decay_factor(p.v_decay), _decay_factor(p.i_decay)
+    g_b = zero.clone() if need_bias else None
+    gV = zero if g_v is None else g_v
+    gU = zero if g_u is None else g_u
+    for t in range(T - 1, -1, -1):
+        fl = flags[t]
+        g = gV * (1.0 - (fl & _SPIKED).to(like.dtype))
+        if g_spikes is not None:
+            g = g + g_spikes[t] * f[t] / vth
+        g = torch.where((fl & _INSIDE) > 0, g, zero)
+        if g_b is not None:
+            g_b.add_(g)
+        gpre = gU + g
+        torch.mul(gpre, 64, out=grad[t])
+        gV, gU = g * r_v, gpre * r_u
+    return grad, g_b
+
+
+# -- the same, compiled ---------------------------------------------------------------------------------------------
+
+def _cuba_native_forward(currents, params: CubaParams, keep_flags: bool, keep_x: bool, keep_dts: bool):
+    T, shape = currents.shape[0], tuple(currents.shape)
+    if not _native_ok(currents, float(params.vth), T):
+        return None
+    layout = _layout(currents)
+    cur = _in_layout(currents, layout, lambda: _buffer(T, shape, layout, currents))
+    out = _buffer(T, shape, layout, currents)
+    flags = _buffer(T, shape, layout, currents, torch.uint8) if keep_flags else None
+    dts = _buffer(T, shape, layout, currents, torch.uint8) if keep_dts else None
+    x_all = _buffer(T, shape, layout, currents) if keep_x else None
+    one = _buffer(1, shape, layout, currents)[0]
+    v, u, dt = torch.empty_like(one), torch.empty_like(one), torch.empty_like(one)
+    bias = None
+    if params.bias is not None:         # 64 b, as the loop computes it, laid out like one step of the currents
+        bias = torch.empty_like(one).copy_((params.bias.detach() * 64).expand(shape[1:]))
+    status = native.library().snn_cuba_forward(
+        int(currents.dtype == torch.float64), T, layout[0], cur.data_ptr(), _ptr(bias), out.data_ptr(),
+        _ptr(flags), _ptr(dts), _ptr(x_all), v.data_ptr(), u.data_ptr(), dt.data_ptr(), float(params.vth * 64),
+        int(params.i_decay), int(params.v_decay), _threads())
+    if status != 0:
+        return None
+    return out, v, u, dt, flags, dts, x_all
+
+
+def _cuba_native_backward(ctx, g_spikes, g_v, g_u, flags, dts, x_all, need_bias: bool):
+    p, shape, layout = ctx.params, ctx.shape, ctx.layout
+    like = next(g for g in (g_spikes, g_v, g_u) if g is not None)
+    T = shape[0]
+    if not _native_ok(like, float(p.vth), T) or any(g is not None and g.dtype != like.dtype for g in (g_v, g_u)):
+        return None
+    sur, lut, f = ctx.surrogate, None, None
+    if g_spikes is not None:
+        g_spikes = _in_layout(g_spikes, layout, lambda: _buffer(T, shape, layout, like))
+        if x_all is None:           # a function of dt alone: from a table of the T values dt can take
+            steps = torch.arange(T, dtype=like.dtype)
+            lut = sur.grad(steps, steps).contiguous()
+        else:
+            f = _in_layout(_cuba_factor(sur, dts, x_all, like.dtype), layout, lambda: _buffer(T, shape, layout, like))
+    g_v, g_u = (None if g is None else _in_layout(g, layout[1:], lambda: _buffer(1, shape, layout, like)[0])
+                for g in (g_v, g_u))
+    grad = _buffer(T, shape, layout, like)
+    g_b = _buffer(1, shape, layout, like)[0] if need_bias else None
+    status = native.library().snn_cuba_backward(
+        int(like.dtype == torch.float64), T, layout[0], _ptr(g_spikes), _ptr(g_v), _ptr(g_u), flags.data_ptr(),
+        _ptr(dts), _ptr(lut), _ptr(f), grad.data_ptr(), _ptr(g_b), float(p.vth * 64), int(p.i_decay),
+        int(p.v_decay), _threads())
+    if status != 0:
+        return None
+    return grad, g_b

@@ -11,7 +11,9 @@ linear -> spike layer as one unit (toolchain/spiking_stack.py): the same numbers
 
 Neuron models: "if" / "lif" (reset by subtraction, Rathi et al.) run on the network as written;
 "loihi-cuba" runs on the lowered chain (pooling and batch norm folded) with Loihi's CUBA dynamics
-and quantized weights and thresholds (straight-through rounding), i.e. the deployed network.
+and quantized weights and thresholds (straight-through rounding), i.e. the deployed network. Its currents are
+integers: a folded pool runs as a sum pool before the layer's un-repeated weights, the same currents at a
+quarter of the work for 2 x 2 pools, and the neurons run fused (toolchain.neurons._CubaRun).
 """
 from __future__ import annotations
 
@@ -93,12 +95,12 @@ class SnnModel(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: Optional[int] = None, encoder: Optional[InputEncoder] = None) -> SnnOutput:
         T = timesteps or self.config.timesteps
         encoder = encoder or InputEncoder(self.config.coding, seed=None)
-        seq = torch.stack([encoder(x, t) for t in range(T)])
         counts, neurons = {}, {}
         if self.config.neuron == "loihi-cuba":
+            seq = torch.stack([self._integer_input(encoder(x, t)) for t in range(T)])
             out = self._run_lowered(seq, counts, neurons)
         else:
-            out = self._run(self.net.layers, seq, counts, neurons)
+            out = self._run(self.net.layers, torch.stack([encoder(x, t) for t in range(T)]), counts, neurons)
         return SnnOutput(out.sum(0) / T, counts, neurons)
 
     # -- the network as written (IF / LIF) -----------------------------------------------------
@@ -210,23 +212,27 @@ class SnnModel(nn.Module):
         params.update(dict(self.layers.named_buffers()))
         return lower(self.net, params, self.config.thresholds)
 
-    def _run_lowered(self, seq, counts, neurons):
+    def _integer_input(self, x: torch.Tensor) -> torch.Tensor:
+        """One step's input to the deployed network: direct coding sends round(x * input_scale) (straight-through).
+        Rounded step by step, each a batch below torch's parallel grain size: no thread synchronization."""
+        return round_ste(x * self.config.input_scale) if self.config.coding == "direct" else x
+
+    def _run_lowered(self, h, counts, neurons):
         c = self.config
-        h = round_ste(seq * c.input_scale) if c.coding == "direct" else seq
         spike_fn = c.spike_fn()
         chain = self.lowered()
         for i, layer in enumerate(chain):
             in_scale = c.input_scale if (i == 0 and c.coding == "direct") else 1.0
-            scale = layer_scale(layer.weight, layer.threshold, in_scale, layer.name, bias=layer.bias)
-            w = fake_quant_weight(layer.weight, scale)
-            a = _per_step(lambda z: layer.synapse(z, w), h)
+            weight = layer.weight if layer.block_weight is None else layer.block_weight   # the same values, once
+            scale = layer_scale(weight, layer.threshold, in_scale, layer.name, bias=layer.bias)
+            a = _quantized_currents(layer, scale, h)
             bias = None if layer.bias is None else _channel_bias(fake_quant_bias(layer.bias, scale * in_scale), a)
             if layer.threshold is None:
                 return self._readout(a, bias, scale * in_scale, spike_fn)
             vth = float(round(layer.threshold * scale * in_scale))      # as convert_layer rounds it
             params = CubaParams(vth, c.i_decay, c.v_decay, bias)
             h, _ = run_neurons(a, cuba_step, params, spike_fn)
-            counts[layer.spike_name] = h.detach().flatten(2).sum((0, 2))
+            counts[layer.spike_name] = h.detach().sum((0,) + tuple(range(2, h.dim())))   # without a copy
             neurons[layer.spike_name] = h[0, 0].numel()
         raise ConfigError("the lowered network has no output layer")
 
@@ -242,6 +248,36 @@ class SnnModel(nn.Module):
         out = torch.zeros_like(a)
         out[-1] = v_end
         return out
+
+
+def _quantized_currents(layer, scale: float, h: torch.Tensor) -> torch.Tensor:
+    """The currents (T, B, ...) of a lowered layer with fake-quantized weights (`fake_quant_weight` at `scale`) on
+    its input h (T, B, ...): integer inputs and weights, so integer currents, exact in any summation order.
+    Convolutions run channels-last (see `_per_step`). A layer with a k x k average pool folded in (its weight is k x k
+    repeats of `block_weight`, so are its quantized ones) runs as a k x k sum pool of h, then the layer's synapse with
+    `block_weight`: the same currents at 1/k^2 of the work, and the same gradient for every parameter (the sum over
+    each block that the repeat's backward would make, taken by the synapse on the pooled sums)."""
+    if not _sum_pool_applies(layer):
+        w = fake_quant_weight(layer.weight, scale)
+        return _per_step(lambda z: layer.synapse(z, w), h, channels_last=layer.kind == "conv")
+    k, w = layer.pool, fake_quant_weight(layer.block_weight, scale)
+    if layer.kind == "conv":
+        stride, padding = tuple(s // k for s in layer.stride), tuple(p // k for p in layer.padding)
+        synapse = lambda z: F.conv2d(_conv_layout(z), w, None, stride, padding)
+    else:
+        synapse = lambda z: F.linear(torch.flatten(z, 1), w)
+    return _per_step(lambda z: synapse(F.avg_pool2d(z, k, divisor_override=1)), h)
+
+
+def _sum_pool_applies(layer) -> bool:
+    """Whether the layer's folded pool can run as a sum pool before its synapse (see `_quantized_currents`)."""
+    k = layer.pool
+    if k <= 1 or layer.block_weight is None or len(layer.input_shape) != 3 or layer.input_shape[1] % k \
+            or layer.input_shape[2] % k:
+        return False
+    if layer.kind == "conv":
+        return all(v % k == 0 for v in (*layer.stride, *layer.padding))
+    return layer.flatten_before
 
 
 def _per_sample(count: torch.Tensor, dtype) -> torch.Tensor:
@@ -269,7 +305,12 @@ def _per_step(fn, h: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     layers, pooling and dropout keep that layout; values are the same up to the convolution's summation order)."""
     T, B = h.shape[:2]
     z = h.reshape((T * B,) + h.shape[2:])
-    if channels_last and z.dim() == 4 and z.device.type == "cpu" and z.dtype == torch.float32:
-        z = z.contiguous(memory_format=torch.channels_last)
-    y = fn(z)
+    y = fn(_conv_layout(z) if channels_last else z)
     return y.reshape((T, B) + y.shape[1:])
+
+
+def _conv_layout(z: torch.Tensor) -> torch.Tensor:
+    """A conv's input (N, C, H, W) channels-last on the CPU in float32 (see `_per_step`), else as it is."""
+    if z.dim() == 4 and z.device.type == "cpu" and z.dtype == torch.float32:
+        return z.contiguous(memory_format=torch.channels_last)
+    return z

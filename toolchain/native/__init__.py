@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 SOURCE = Path(__file__).with_name("neuron_kernels.c")
-FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC", "-pthread"]
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-pthread"]
 TUNE = ["-march=native"]             # dropped if the compiler refuses it
 
 _lock = threading.Lock()
@@ -158,4 +158,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_subtractive_backward.argtypes = [i32, i64, i64, i64, i64, i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr,
                                              ptr, ptr, ptr, dbl, dbl, i32]
     lib.snn_subtractive_backward.restype = i32
+    lib.snn_cuba_forward.argtypes = [i32, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, dbl, i32, i32, i32]
+    lib.snn_cuba_forward.restype = i32
+    lib.snn_cuba_backward.argtypes = [i32, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, dbl, i32, i32, i32]
+    lib.snn_cuba_backward.restype = i32
     return lib

@@ -15,7 +15,11 @@
  * Both run on a block of steps at a time too (toolchain/spiking_stack.py): the forward then starts from the
  * state (v, steps since the last spike) the previous block left and adds to the spike counts, and the backward
  * starts from the gradient the later block carried back.
+ *
+ * The quantization-aware CUBA neuron (`_CubaRun`: Loihi's current-based LIF, reset to zero, 24-bit state) runs
+ * the same way, all T steps per block of neurons, forward and backward, without pooling or blocks of steps.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,6 +34,7 @@ typedef struct {
     double theta, c, leak; int use_c;
     const void *g_sp; const void *g_v; const uint8_t *dts_in; const void *lut; const void *sg; void *grad;
     const void *g_carry; double scale; int64_t t_lo, t_hi, t_base;
+    const void *bias; uint8_t *flags; void *u_final; const void *g_u; void *g_bias; int i_decay, v_decay;
     int64_t b0, b1; int status;
 } job_t;
 
@@ -188,6 +193,151 @@ static void NAME(job_t *a) {                                                    
 BACKWARD(float, backward_f32)
 BACKWARD(double, backward_f64)
 
+/* ---- the CUBA neuron (toolchain/neurons.py `_CubaRun`, quantization-aware training) ---------------------------
+ * The loop of `cuba_step` per block of neurons over all T steps, op for op as torch computes it (S = 2^23 - 1):
+ *   u = wrap24(decay(u) + a * 64);  v1 = decay(v) + u (+ bias, already times 64);  v2 = clamp(v1, -S, S)
+ *   x = v2 / vth64 - 1;  s = x > 0;  v = v2 * (1 - s)
+ * decay(x) = x (decay 0), 0 (decay >= 4096), trunc(x * r), r = (4096 - decay) / 4096. flags: bit 0 the spike,
+ * bit 1 -S <= v1 <= S. The backward is the gradient autograd takes through that loop (see neurons.py). */
+#define CUBA_SPIKED 1
+#define CUBA_INSIDE 2
+/* decay modes: 0 none (decay 0), 1 all (decay >= 4096: zeros), 2 trunc(x * r) (+ 0: the straight-through rounding
+ * x + (trunc(x) - x) gives +0 where trunc gives -0). Constants in each specialized copy of the step (no branch). */
+#define CUBA_MODE(D) ((D) == 0 ? 0 : ((D) >= 4096 ? 1 : 2))
+#define CUBA_DECAY(TYPE, TRUNC, X, MODE, R) ((MODE) == 0 ? (X) : ((MODE) == 1 ? (TYPE)0 : TRUNC((X) * (R)) + (TYPE)0))
+#define CUBA_FACTOR(TYPE, D) ((D) == 0 ? (TYPE)1 : ((D) >= 4096 ? (TYPE)0 : (TYPE)((4096.0 - (D)) / 4096.0)))
+
+/* One step of a block of neurons, specialized by the constants MU, MV (decay modes of u, v) and HAS_BIAS when
+ * inlined, so that it vectorizes. The optional outputs (flags, dt, x) go to scratch memory when not asked for. */
+#define CUBA_STEP_FN(TYPE, TRUNC, NAME)                                                                          \
+static inline __attribute__((always_inline)) void NAME(                                                        \
+        int64_t len, const TYPE *restrict I, const TYPE *restrict bias, TYPE *restrict sp, uint8_t *restrict fl, \
+        uint8_t *restrict dt, TYPE *restrict xt, TYPE *restrict u, TYPE *restrict v, uint8_t *restrict d,     \
+        const TYPE ri, const TYPE rv, const TYPE vth, const int MU, const int MV, const int HAS_BIAS) {       \
+    const TYPE m = (TYPE)8388608, m2 = (TYPE)16777216, S = (TYPE)8388607;                                       \
+    for (int64_t j = 0; j < len; j++) {                                                                        \
+        const TYPE u0 = u[j], v0 = v[j];                                                                       \
+        TYPE uu = CUBA_DECAY(TYPE, TRUNC, u0, MU, ri) + I[j] * (TYPE)64;                                       \
+        const TYPE w = uu > m ? uu - m2 : uu;                                                                  \
+        uu = w <= -m ? uu + m2 : w;                                                                            \
+        TYPE vv = CUBA_DECAY(TYPE, TRUNC, v0, MV, rv) + uu;                                                    \
+        if (HAS_BIAS) vv = vv + bias[j];                                                                       \
+        const uint8_t inside = (vv >= -S) & (vv <= S);                                                         \
+        vv = vv < -S ? -S : vv;                                                                                \
+        vv = vv > S ? S : vv;                                                                                  \
+        TYPE q = vv / vth; q = q - (TYPE)1;                                                                    \
+        const TYPE s = q > (TYPE)0 ? (TYPE)1 : (TYPE)0;                                                        \
+        const uint8_t spiked = q > (TYPE)0;                                                                    \
+        xt[j] = q;                                                                                             \
+        fl[j] = (uint8_t)(spiked | (inside << 1));                                                             \
+        const uint8_t dj = d[j];                                                                               \
+        dt[j] = dj;                                                                                            \
+        d[j] = spiked ? (uint8_t)0 : (uint8_t)(dj + 1);                                                        \
+        sp[j] = s;                                                                                             \
+        v[j] = vv * ((TYPE)1 - s);                                                                             \
+        u[j] = uu;                                                                                             \
+    }                                                                                                          \
+}
+CUBA_STEP_FN(float, truncf, cuba_step_f32)
+CUBA_STEP_FN(double, trunc, cuba_step_f64)
+
+/* The step's 18 specializations (3 x 3 decay modes, bias or not), selected by KEY = (MU * 3 + MV) * 2 + HAS_BIAS */
+#define CUBA_CASE(CALL, MU, MV, B) case ((MU) * 3 + (MV)) * 2 + (B): CALL(MU, MV, B); break;
+#define CUBA_CASES_B(CALL, MU, MV) CUBA_CASE(CALL, MU, MV, 0) CUBA_CASE(CALL, MU, MV, 1)
+#define CUBA_CASES_V(CALL, MU) CUBA_CASES_B(CALL, MU, 0) CUBA_CASES_B(CALL, MU, 1) CUBA_CASES_B(CALL, MU, 2)
+#define CUBA_SWITCH(CALL, KEY) switch (KEY) { CUBA_CASES_V(CALL, 0) CUBA_CASES_V(CALL, 1) CUBA_CASES_V(CALL, 2) }
+
+#define CUBA_FORWARD(TYPE, STEP, NAME)                                                                           \
+static void NAME(job_t *a) {                                                                                   \
+    const int64_t T = a->T, n = a->n, group = a->group;                                                        \
+    const TYPE vth = (TYPE)a->theta, ri = CUBA_FACTOR(TYPE, a->i_decay), rv = CUBA_FACTOR(TYPE, a->v_decay);   \
+    const int key = (CUBA_MODE(a->i_decay) * 3 + CUBA_MODE(a->v_decay)) * 2 + (a->bias != NULL);              \
+    const TYPE *cur = (const TYPE *)a->cur, *bias = (const TYPE *)a->bias;                                     \
+    TYPE *out = (TYPE *)a->out, *xs = (TYPE *)a->x;                                                            \
+    TYPE *u = malloc(sizeof(TYPE) * group), *v = malloc(sizeof(TYPE) * group);                                 \
+    TYPE *x_scratch = malloc(sizeof(TYPE) * group);                                                            \
+    uint8_t *d = malloc(group), *fl_scratch = malloc(group), *dt_scratch = malloc(group);                      \
+    if (!u || !v || !x_scratch || !d || !fl_scratch || !dt_scratch) {                                          \
+        a->status = -1; free(u); free(v); free(x_scratch); free(d); free(fl_scratch); free(dt_scratch); return; \
+    }                                                                                                          \
+    for (int64_t b = a->b0; b < a->b1; b++) {                                                                  \
+        const int64_t i0 = b * group, len = (n - i0 < group) ? n - i0 : group;                                 \
+        for (int64_t j = 0; j < len; j++) { u[j] = 0; v[j] = 0; d[j] = 0; }                                    \
+        for (int64_t t = 0; t < T; t++) {                                                                      \
+            const TYPE *I = cur + t * n + i0; TYPE *sp = out + t * n + i0;                                     \
+            uint8_t *fl = a->flags ? a->flags + t * n + i0 : fl_scratch;                                       \
+            uint8_t *dt = a->dts ? a->dts + t * n + i0 : dt_scratch;                                           \
+            TYPE *xt = xs ? xs + t * n + i0 : x_scratch;                                                       \
+            const TYPE *bb = bias ? bias + i0 : NULL;                                                          \
+            _Pragma("GCC diagnostic push")                                                                     \
+            _Pragma("GCC diagnostic ignored \"-Wimplicit-fallthrough\"")                                       \
+            CUBA_SWITCH(CUBA_CALL_##STEP, key)                                                                 \
+            _Pragma("GCC diagnostic pop")                                                                      \
+        }                                                                                                      \
+        for (int64_t j = 0; j < len; j++) {                                                                    \
+            ((TYPE *)a->v_final)[i0 + j] = v[j]; ((TYPE *)a->u_final)[i0 + j] = u[j];                          \
+            ((TYPE *)a->dt_final)[i0 + j] = (TYPE)d[j];                                                        \
+        }                                                                                                      \
+    }                                                                                                          \
+    free(u); free(v); free(x_scratch); free(d); free(fl_scratch); free(dt_scratch);                            \
+}
+#define CUBA_CALL_cuba_step_f32(MU, MV, B) cuba_step_f32(len, I, bb, sp, fl, dt, xt, u, v, d, ri, rv, vth, MU, MV, B)
+#define CUBA_CALL_cuba_step_f64(MU, MV, B) cuba_step_f64(len, I, bb, sp, fl, dt, xt, u, v, d, ri, rv, vth, MU, MV, B)
+CUBA_FORWARD(float, cuba_step_f32, cuba_forward_f32)
+CUBA_FORWARD(double, cuba_step_f64, cuba_forward_f64)
+
+/* Steps T - 1 down to 0; gV, gU (the gradients carried into v and u) start from g_v, g_u (or 0):
+ *   g2 = gV * (1 - s) (+ (g_sp * f) / vth64);  g1 = inside ? g2 : 0;  gp = gU + g1;  grad = gp * 64
+ *   gV = g1 * r_v;  gU = gp * r_i;  g_bias = the sum of g1 over the steps.  f = lut[dt] if lut, else sg.
+ * SPIKE_TERM is the incoming spike gradient's statement (none without one). */
+#define CUBA_BWD_STEP(TYPE, SPIKE_TERM)                                                                          \
+    for (int64_t j = 0; j < len; j++) {                                                                        \
+        const uint8_t f8 = fl[j];                                                                              \
+        const TYPE c0 = cv[j], u0 = cu[j];                                                                     \
+        TYPE g2 = c0 * ((TYPE)1 - (TYPE)(f8 & CUBA_SPIKED));                                                   \
+        SPIKE_TERM;                                                                                            \
+        const TYPE g1 = (f8 & CUBA_INSIDE) ? g2 : (TYPE)0;                                                     \
+        cb[j] += g1;                                                                                           \
+        const TYPE gp = u0 + g1;                                                                               \
+        gi[j] = gp * (TYPE)64;                                                                                 \
+        cv[j] = g1 * rv;                                                                                       \
+        cu[j] = gp * ri;                                                                                       \
+    }
+
+#define CUBA_BACKWARD(TYPE, NAME)                                                                                \
+static void NAME(job_t *a) {                                                                                   \
+    const int64_t T = a->T, n = a->n, group = a->group;                                                        \
+    const TYPE vth = (TYPE)a->theta, ri = CUBA_FACTOR(TYPE, a->i_decay), rv = CUBA_FACTOR(TYPE, a->v_decay);   \
+    const TYPE *gs = (const TYPE *)a->g_sp, *gv = (const TYPE *)a->g_v, *gu = (const TYPE *)a->g_u;           \
+    const TYPE *lut = (const TYPE *)a->lut, *sgs = (const TYPE *)a->sg;                                        \
+    TYPE *grad = (TYPE *)a->grad, *gb = (TYPE *)a->g_bias;                                                     \
+    TYPE *cv = malloc(sizeof(TYPE) * group), *cu = malloc(sizeof(TYPE) * group), *cb = malloc(sizeof(TYPE) * group); \
+    TYPE *fs = malloc(sizeof(TYPE) * group);    /* the surrogate's factor from the table, per step */           \
+    if (!cv || !cu || !cb || !fs) { a->status = -1; free(cv); free(cu); free(cb); free(fs); return; }          \
+    for (int64_t b = a->b0; b < a->b1; b++) {                                                                  \
+        const int64_t i0 = b * group, len = (n - i0 < group) ? n - i0 : group;                                 \
+        for (int64_t j = 0; j < len; j++) {                                                                    \
+            cv[j] = gv ? gv[i0 + j] : (TYPE)0; cu[j] = gu ? gu[i0 + j] : (TYPE)0; cb[j] = 0;                   \
+        }                                                                                                      \
+        for (int64_t t = T - 1; t >= 0; t--) {                                                                 \
+            const int64_t o = t * n + i0;                                                                      \
+            const uint8_t *restrict fl = a->flags + o;                                                         \
+            TYPE *restrict gi = grad + o;                                                                      \
+            if (gs) {                                                                                          \
+                const TYPE *restrict g = gs + o, *restrict f = sgs ? sgs + o : fs;                             \
+                if (!sgs) { const uint8_t *restrict dt = a->dts_in + o; for (int64_t j = 0; j < len; j++) fs[j] = lut[dt[j]]; } \
+                CUBA_BWD_STEP(TYPE, g2 = g2 + (g[j] * f[j]) / vth)                                             \
+            } else {                                                                                           \
+                CUBA_BWD_STEP(TYPE, (void)0)                                                                   \
+            }                                                                                                  \
+        }                                                                                                      \
+        if (gb) for (int64_t j = 0; j < len; j++) gb[i0 + j] = cb[j];                                          \
+    }                                                                                                          \
+    free(cv); free(cu); free(cb); free(fs);                                                                    \
+}
+CUBA_BACKWARD(float, cuba_backward_f32)
+CUBA_BACKWARD(double, cuba_backward_f64)
+
 /* ---- threads ---------------------------------------------------------------------------------------------- */
 typedef void (*kernel_t)(job_t *);
 typedef struct { kernel_t fn; job_t job; } task_t;
@@ -272,4 +422,28 @@ int snn_subtractive_backward(int dtype, int64_t T, int64_t n, int64_t W, int64_t
     if (g_sp && !sg && (!dts || !lut)) return -3;
     a.g_sp = g_sp; a.g_v = g_v; a.dts_in = dts; a.lut = lut; a.sg = sg; a.grad = grad; a.scale = scale; a.leak = leak;
     return run_parallel(dtype ? backward_f64 : backward_f32, &a, nthreads);
+}
+
+int snn_cuba_forward(int dtype, int64_t T, int64_t n, const void *cur, const void *bias, void *out, uint8_t *flags,
+                     uint8_t *dts, void *x, void *v_final, void *u_final, void *dt_final, double vth64,
+                     int i_decay, int v_decay, int nthreads) {
+    job_t a; memset(&a, 0, sizeof a);
+    if (layout(&a, T, n, 1, 1, 1)) return -2;
+    if (T < 1 || T > 254 || i_decay < 0 || v_decay < 0 || !(vth64 > 0)) return -4;
+    a.cur = cur; a.bias = bias; a.out = out; a.flags = flags; a.dts = dts; a.x = x;
+    a.v_final = v_final; a.u_final = u_final; a.dt_final = dt_final; a.theta = vth64;
+    a.i_decay = i_decay; a.v_decay = v_decay;
+    return run_parallel(dtype ? cuba_forward_f64 : cuba_forward_f32, &a, nthreads);
+}
+
+int snn_cuba_backward(int dtype, int64_t T, int64_t n, const void *g_sp, const void *g_v, const void *g_u,
+                      const uint8_t *flags, const uint8_t *dts, const void *lut, const void *sg, void *grad,
+                      void *g_bias, double vth64, int i_decay, int v_decay, int nthreads) {
+    job_t a; memset(&a, 0, sizeof a);
+    if (layout(&a, T, n, 1, 1, 1)) return -2;
+    if (T < 1 || i_decay < 0 || v_decay < 0 || !(vth64 > 0) || !flags) return -4;
+    if (g_sp && !sg && (!dts || !lut)) return -3;
+    a.g_sp = g_sp; a.g_v = g_v; a.g_u = g_u; a.flags = (uint8_t *)flags; a.dts_in = dts; a.lut = lut; a.sg = sg;
+    a.grad = grad; a.g_bias = g_bias; a.theta = vth64; a.i_decay = i_decay; a.v_decay = v_decay;
+    return run_parallel(dtype ? cuba_backward_f64 : cuba_backward_f32, &a, nthreads);
 }
