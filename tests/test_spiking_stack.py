@@ -13,7 +13,7 @@ import toolchain.spiking_stack as ss
 from models import build_model
 from toolchain import allocator, native
 from toolchain.data.encoding import InputEncoder
-from toolchain.neurons import _native_backward, _native_forward
+from toolchain.neurons import _native_backward, _native_forward, stdb_table
 from toolchain.snn import SnnConfig, SnnModel
 from toolchain.surrogates import get_surrogate
 
@@ -38,7 +38,7 @@ def _in_blocks(a, stage, sur, K, g):
         outs.append(out.clone())
     codes = torch.cat([st.blocks[t0].code for t0 in range(0, T, K)])
     dts = torch.cat([st.blocks[t0].dts for t0 in range(0, T, K)])
-    lut = torch.arange(T, dtype=a.dtype).mul_(-sur.beta).exp_() if sur.name == "stdb" else None
+    lut = stdb_table(sur.beta, a.dtype) if sur.name == "stdb" else None
     grads, carry = [], None
     for t0 in reversed(range(0, T, K)):
         t1 = min(T, t0 + K)

@@ -25,7 +25,7 @@ SURROGATE_ARGS = {"fast-sigmoid": {"width": 10.0}}
 def naive_neurons(currents, threshold, leak, spike_fn):
     """v <- leak v + I; s = spike_fn(v / theta - 1, dt); v <- v - theta s (no gradient through the reset)."""
     v = torch.zeros_like(currents[0])
-    dt = torch.zeros_like(currents[0])
+    dt = torch.full_like(currents[0], float("inf"))     # no spike yet: STDB passes no gradient
     out = []
     for t in range(currents.shape[0]):
         v = leak * v + currents[t]

@@ -59,7 +59,10 @@ def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, ti
 
     def step_loss(x, y, epoch):
         enc = encoders.setdefault(epoch, InputEncoder(config.coding, seed=cfg.seed * 7919 + epoch))
-        return F.cross_entropy(model(x, T, enc).logits, y)
+        # the loss reads the output layer's membrane potential accumulated over the T steps (Rathi et al.), not its
+        # mean: the mean is T times smaller, a softmax so flat that every sample, right or wrong, pushes the network
+        # to fire more, and fine-tuning then degrades a converted network
+        return F.cross_entropy(model(x, T, enc).logits * T, y)
 
     def evaluate(x, y):
         res = evaluate_snn(model, x, y, [T], seed=cfg.seed)[T]

@@ -11,7 +11,9 @@ Two models:
   (float64 state, `exact=True`: bit-for-bit Lava's fixed-point model), and quantization-aware in
   training (rounding in the forward pass, straight-through gradient).
 
-Both carry `dt`, the time steps since the neuron's last spike, for the STDB surrogate.
+Both carry `dt`, the time steps since the neuron's last spike, for the STDB surrogate; a neuron that has not
+fired yet in this sample has dt = inf (its last spike is infinitely far in the past), so the STDB surrogate
+alpha * exp(-beta * dt) passes it no gradient, as in Rathi et al.'s code (last spike times start at -1000 there).
 `run_neurons` loops a step function over the time axis of a (T, B, ...) current tensor; for the subtractive
 neuron with a surrogate spike function (IF / LIF training and inference) it runs a fused implementation with
 the same results and gradients (see `_SubtractiveRun`), which saves 1 byte per neuron and step for STDB and
@@ -41,15 +43,16 @@ Number = Union[float, torch.Tensor]
 class NeuronState(NamedTuple):
     v: torch.Tensor          # membrane voltage
     u: torch.Tensor          # synaptic current (CUBA only; zeros for the subtractive neuron)
-    dt: torch.Tensor         # time steps since the last spike
+    dt: torch.Tensor         # time steps since the last spike (inf: none yet in this sample)
     count: Optional[torch.Tensor] = None   # spikes per neuron over the run (int32; set by `run_neurons`' fused path)
 
 
 def initial_state(like: torch.Tensor) -> NeuronState:
-    """Zero state; dt counts from the start of the sample. (Starting dt far in the past, so that silent
-    neurons pass no STDB gradient, was measured on digits: fine-tuning then collapsed to 70-80%.)"""
+    """Zero potentials; no spike yet (dt = inf). Counting dt from the start of the sample instead gives every
+    silent neuron the STDB gradient of one that just fired (alpha * exp(-beta * t), about alpha): the backward
+    pass is then that of a network without its ReLUs, and fine-tuning degrades a converted network."""
     z = torch.zeros_like(like)
-    return NeuronState(z, z, z)
+    return NeuronState(z, z, torch.full_like(like, math.inf))
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,24 @@ def run_neurons(currents: torch.Tensor, step: Callable, params, spike_fn: Callab
 # evaluates the surrogate once per block, and all per-block scratch memory is allocated once per call.
 
 _DT_ONLY = frozenset({"stdb"})        # surrogates whose gradient is a function of dt alone (no x saved)
+NEVER = 255                           # the saved dt code of a neuron with no spike yet (uint8; T < 255 never reaches it)
+
+
+def _never(dtype: torch.dtype) -> int:
+    """The saved dt code for "no spike yet in this sample": the integer dtype's largest value."""
+    return torch.iinfo(dtype).max
+
+
+def _dt_values(dts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The saved dt codes as values: steps since the last spike, inf for no spike yet."""
+    return dts.to(dtype).masked_fill_(dts == _never(dts.dtype), math.inf)
+
+
+def stdb_table(beta: float, dtype: torch.dtype) -> torch.Tensor:
+    """exp(-beta * dt) for each 1-byte dt code the compiled kernels save (0 for NEVER: no spike yet)."""
+    lut = torch.arange(NEVER + 1, dtype=dtype).mul_(-beta).exp_()
+    lut[NEVER] = 0.0
+    return lut
 _BLOCK = 1 << 22                      # values per block of steps (pooling, the backward's surrogate)
 
 
@@ -273,7 +294,7 @@ def _torch_forward(currents: torch.Tensor, theta, leak: float, keep_x: bool, poo
                    mask: Optional[torch.Tensor] = None):
     """The loop, in place, without autograd, in torch ops. Returns (spikes, v, dt, dts, x or None): spikes (pooled if `pool`), the
     final state's v and dt, dts[t] = the steps since the last spike before step t, as the spike function saw them
-    (uint8 for T < 255), and x[t] = v / theta - 1 if kept. Pooling and the uint8 copy run once per block of steps,
+    (uint8 for T < 255; the dtype's largest value where there was none yet), and x[t] = v / theta - 1 if kept. Pooling and the uint8 copy run once per block of steps,
     into preallocated buffers (a fresh allocation costs its page faults on every use)."""
     T, shape = currents.shape[0], tuple(currents.shape)
     layout = _layout(currents)
@@ -327,10 +348,12 @@ def _torch_forward(currents: torch.Tensor, theta, leak: float, keep_x: bool, poo
     lastf.mul_(steps[1:])
     for t in range(1, T):
         torch.maximum(lastf[t - 1], lastf[t], out=lastf[t])
-    dt = (T - last[-1].to(torch.int32)).to(currents.dtype)
+    dt = (T - last[-1].to(torch.int32)).to(currents.dtype).masked_fill_(last[-1] == 0, math.inf)
+    never = _never(last.dtype)
     for t in range(T - 1, 0, -1):
         torch.sub(steps[t], lastf[t - 1], out=lastf[t])
-    lastf[0].zero_()
+        lastf[t].masked_fill_(lastf[t - 1] == 0, never)
+    lastf[0].fill_(never)
     return out, v, dt, last, x_all, count
 
 
@@ -415,10 +438,11 @@ class _SubtractiveRun(torch.autograd.Function):
             sgf = _flat(sg_buf[:K])
             if g_spikes is None:
                 pass
-            elif stdb:                                   # in preallocated memory: no temporaries
+            elif stdb:                                   # in preallocated memory
                 sgf.copy_(_flat(dts)[t0:t1])
                 sgf.mul_(-sur.beta)
                 sgf.exp_()
+                sgf.masked_fill_(_flat(dts)[t0:t1] == _never(dts.dtype), 0.0)     # no spike yet: no gradient
             else:
                 _surrogate_factor(sur, dts, x_all, t0, t1, theta, out=sg_buf[:K])
             for t in range(t1 - 1, t0 - 1, -1):
@@ -446,7 +470,7 @@ class _SubtractiveRun(torch.autograd.Function):
 def _surrogate_factor(sur, dts, x_all, t0: int, t1: int, theta, out: torch.Tensor) -> None:
     """out = surrogate'(x, dt) / theta for steps t0..t1-1 (any surrogate; the backward's per-block evaluation).
     A surrogate that ignores dt gets x in its place, one that ignores x gets dt."""
-    dt = dts[t0:t1].to(out.dtype) if dts is not None else None
+    dt = _dt_values(dts[t0:t1], out.dtype) if dts is not None else None
     x = x_all[t0:t1] if x_all is not None else dt
     out.copy_(sur.grad(x, dt if dt is not None else x) / theta)
 
@@ -556,7 +580,7 @@ def _native_backward(ctx, g_spikes, g_v, dts, x_all, mask=None):
             float(leak), _threads())
 
     if g_spikes is None or stdb:        # exp(-beta * dt) from a table of the T values dt can take
-        lut = None if g_spikes is None else torch.arange(T, dtype=like.dtype).mul_(-sur.beta).exp_()
+        lut = None if g_spikes is None else stdb_table(sur.beta, like.dtype)
         return grad if call(0, T, lut, None, sur.alpha / theta if stdb else 1.0) == 0 else None
     block = max(1, min(T, _BLOCK // max(1, n)))   # any other surrogate: evaluated in torch a block of steps at a time
     sg = _buffer(block, shape, layout, like)
@@ -686,7 +710,7 @@ def _cuba_torch_forward(currents, params: CubaParams, keep_flags: bool, keep_x: 
         if keep_x:
             x_all[t].copy_(x)
         if keep_dts:
-            dts[t].copy_(state.dt)
+            dts[t].copy_(state.dt.clamp(max=_never(dts.dtype)))     # no spike yet (inf): the NEVER code
         state = NeuronState(v * (1.0 - s), u, _next_dt(s, state.dt))
     return out, state.v, state.u, state.dt, flags, dts, x_all
 
@@ -694,7 +718,7 @@ def _cuba_torch_forward(currents, params: CubaParams, keep_flags: bool, keep_x: 
 def _cuba_factor(sur, dts, x_all, dtype) -> torch.Tensor:
     """surrogate'(x, dt) for all steps in `dtype`, as the spike function's backward computes it (dt in x's place
     where x is not kept, as in `_surrogate_factor`)."""
-    dt = None if dts is None else dts.to(dtype)
+    dt = None if dts is None else _dt_values(dts, dtype)
     x = x_all if x_all is not None else dt
     return sur.grad(x, dt if dt is not None else x)
 
@@ -765,8 +789,9 @@ def _cuba_native_backward(ctx, g_spikes, g_v, g_u, flags, dts, x_all, need_bias:
     sur, lut, f = ctx.surrogate, None, None
     if g_spikes is not None:
         g_spikes = _in_layout(g_spikes, layout, lambda: _buffer(T, shape, layout, like))
-        if x_all is None:           # a function of dt alone: from a table of the T values dt can take
-            steps = torch.arange(T, dtype=like.dtype)
+        if x_all is None:           # a function of dt alone: from a table of the 256 dt codes (NEVER: inf)
+            steps = torch.arange(NEVER + 1, dtype=like.dtype)
+            steps[NEVER] = math.inf
             lut = sur.grad(steps, steps).contiguous()
         else:
             f = _in_layout(_cuba_factor(sur, dts, x_all, like.dtype), layout, lambda: _buffer(T, shape, layout, like))

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from . import native
 from .neurons import (_DT_ONLY, _buffer, _in_layout, _layout, _native_ok, _pool_geometry, _pooled,
-                      _pooled_strides, _ptr, _spike_boundary, _surrogate_factor, _threads)
+                      _pooled_strides, _ptr, _spike_boundary, _surrogate_factor, _threads, stdb_table)
 from .surrogates import SURROGATES, Surrogate
 
 class RetainGraphError(RuntimeError):
@@ -255,7 +255,7 @@ class _StackRun(torch.autograd.Function):
         grads = [None] * len(params)
         g_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         carries = [None] * len(stages)
-        lut = torch.arange(T, dtype=x.dtype).mul_(-sur.beta).exp_() if sur.name == "stdb" else None   # exp(-beta dt)
+        lut = stdb_table(sur.beta, x.dtype) if sur.name == "stdb" else None   # exp(-beta dt) by dt code
         for t0 in reversed(range(0, T, ctx.block)):     # the forward's blocks, last first
             t1 = min(T, t0 + ctx.block)
             g = g_out[t0:t1] if g_out is not None else None

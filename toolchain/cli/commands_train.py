@@ -245,12 +245,14 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("finetune", help="fine-tune an SNN with spike-based backpropagation (STDB)",
-                       description="Back-propagate through the T time steps with a surrogate gradient: STDB "
-                                   "(alpha * exp(-beta * dt), dt = steps since the neuron's last spike) by default. "
+                       description="Back-propagate through the T time steps with a surrogate gradient: the linear "
+                                   "one (alpha * max(0, 1 - |v / threshold - 1|)) by default, or STDB (alpha * "
+                                   "exp(-beta * dt), dt = steps since the neuron's last spike; none for a neuron that "
+                                   "has not fired). "
                                    "With --neuron loihi-cuba the network trains under Loihi's dynamics and quantization.")
     p.add_argument("snn", help="SNN checkpoint (from convert)")
     p.add_argument("--timesteps", type=positive_int, default=None, help="time steps (default: the checkpoint's)")
-    p.add_argument("--surrogate", default="stdb", help="stdb (default), linear, fast-sigmoid, arctan, rectangular")
+    p.add_argument("--surrogate", default="linear", help="linear (default), stdb, fast-sigmoid, arctan, rectangular")
     p.add_argument("--alpha", type=float, default=None, help="surrogate height (STDB default 0.3)")
     p.add_argument("--beta", type=float, default=None, help="STDB decay per time step (default 0.01)")
     p.add_argument("--width", type=float, default=None, help="surrogate width (non-STDB surrogates)")

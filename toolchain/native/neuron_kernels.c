@@ -26,6 +26,7 @@
 #include <string.h>
 
 #define PLAIN_BLOCK 512
+#define NEVER 255           /* the dt code of a neuron with no spike yet in this sample (T < 255 never counts to it) */
 
 typedef struct {
     int64_t T, n, W, C, k, group, nblocks;
@@ -52,7 +53,7 @@ typedef struct {
         uint8_t dj = d[j];                                                                                     \
         dt[j] = dj;                                                                                            \
         cnt[j] += s;                                                                                           \
-        d[j] = s > (TYPE)0 ? (uint8_t)0 : (uint8_t)(dj + 1);                                                   \
+        d[j] = s > (TYPE)0 ? (uint8_t)0 : (uint8_t)(dj + (dj != NEVER));                                       \
     }
 
 #define STEP_TESTS(TYPE, LEAK)                                                                                   \
@@ -81,7 +82,7 @@ static void NAME(job_t *a) {                                                    
                 v[j] = ((TYPE *)a->v_final)[i0 + j]; d[j] = a->d_state[i0 + j]; cnt[j] = 0;                    \
             }                                                                                                  \
         } else {                                                                                               \
-            for (int64_t j = 0; j < len; j++) { v[j] = 0; d[j] = 0; cnt[j] = 0; }                              \
+            for (int64_t j = 0; j < len; j++) { v[j] = 0; d[j] = NEVER; cnt[j] = 0; }                          \
         }                                                                                                      \
         for (int64_t t = 0; t < T; t++) {                                                                      \
             const TYPE *restrict I = cur + t * n + i0;                                                         \
@@ -117,7 +118,8 @@ static void NAME(job_t *a) {                                                    
             }                                                                                                  \
         }                                                                                                      \
         for (int64_t j = 0; j < len; j++) ((TYPE *)a->v_final)[i0 + j] = v[j];                               \
-        if (a->dt_final) for (int64_t j = 0; j < len; j++) ((TYPE *)a->dt_final)[i0 + j] = (TYPE)d[j];       \
+        if (a->dt_final) for (int64_t j = 0; j < len; j++)                                                     \
+            ((TYPE *)a->dt_final)[i0 + j] = d[j] == NEVER ? (TYPE)INFINITY : (TYPE)d[j];                       \
         if (a->d_state) for (int64_t j = 0; j < len; j++) a->d_state[i0 + j] = d[j];                         \
         if (a->count && a->carry) for (int64_t j = 0; j < len; j++) a->count[i0 + j] += (int32_t)cnt[j];     \
         else if (a->count) for (int64_t j = 0; j < len; j++) a->count[i0 + j] = (int32_t)cnt[j];             \
@@ -130,7 +132,7 @@ FORWARD(double, forward_f64)
 /* ---- backward ---------------------------------------------------------------------------------------------- */
 /* Steps t_hi - 1 down to t_lo of T; g_sp, dts and grad hold steps from t_base on (t_base <= t_lo), sg, if given,
  * steps t_lo..t_hi - 1. The gradient at t_hi, if t_hi < T, is g_carry if given, else already in grad.
- * With f[t] = the surrogate's factor (lut[dt] for STDB, else the precomputed sg):
+ * With f[t] = the surrogate's factor (lut[dt] for STDB: 256 entries, one per dt code, lut[NEVER] = 0; else the precomputed sg):
  *   gI[T-1] = (g * f) * scale (+ g_v);  gI[t] = leak * gI[t+1] + (scale * g[t]) * f[t]   (leak 1: no multiply)
  * g = the incoming gradient of the spikes, un-pooled (g_pooled / k^2) when pooled. */
 #define BWD_LOOP(TYPE, FACTOR)                                                                                   \
@@ -232,7 +234,7 @@ static inline __attribute__((always_inline)) void NAME(                         
         fl[j] = (uint8_t)(spiked | (inside << 1));                                                             \
         const uint8_t dj = d[j];                                                                               \
         dt[j] = dj;                                                                                            \
-        d[j] = spiked ? (uint8_t)0 : (uint8_t)(dj + 1);                                                        \
+        d[j] = spiked ? (uint8_t)0 : (uint8_t)(dj + (dj != NEVER));                                                        \
         sp[j] = s;                                                                                             \
         v[j] = vv * ((TYPE)1 - s);                                                                             \
         u[j] = uu;                                                                                             \
@@ -262,7 +264,7 @@ static void NAME(job_t *a) {                                                    
     }                                                                                                          \
     for (int64_t b = a->b0; b < a->b1; b++) {                                                                  \
         const int64_t i0 = b * group, len = (n - i0 < group) ? n - i0 : group;                                 \
-        for (int64_t j = 0; j < len; j++) { u[j] = 0; v[j] = 0; d[j] = 0; }                                    \
+        for (int64_t j = 0; j < len; j++) { u[j] = 0; v[j] = 0; d[j] = NEVER; }                                \
         for (int64_t t = 0; t < T; t++) {                                                                      \
             const TYPE *I = cur + t * n + i0; TYPE *sp = out + t * n + i0;                                     \
             uint8_t *fl = a->flags ? a->flags + t * n + i0 : fl_scratch;                                       \
@@ -276,7 +278,7 @@ static void NAME(job_t *a) {                                                    
         }                                                                                                      \
         for (int64_t j = 0; j < len; j++) {                                                                    \
             ((TYPE *)a->v_final)[i0 + j] = v[j]; ((TYPE *)a->u_final)[i0 + j] = u[j];                          \
-            ((TYPE *)a->dt_final)[i0 + j] = (TYPE)d[j];                                                        \
+            ((TYPE *)a->dt_final)[i0 + j] = d[j] == NEVER ? (TYPE)INFINITY : (TYPE)d[j];                       \
         }                                                                                                      \
     }                                                                                                          \
     free(u); free(v); free(x_scratch); free(d); free(fl_scratch); free(dt_scratch);                            \
