@@ -213,7 +213,7 @@ def run_training(model: torch.nn.Module, data, cfg: TrainConfig, out_path: str, 
     model.eval()
     test = {f"test_{k}": v for k, v in run.evaluate(data.test_x, data.test_y).items()}
     save(state, test)
-    _warn_outcome(run, state, has_val, log)
+    _warn_outcome(run, state, has_val)
     return load_checkpoint(out_path)
 
 
@@ -252,7 +252,7 @@ def _epoch_line(desc: str, m: dict, epochs: int) -> str:
     return line + ("  (best so far)" if m.get("best") else "")
 
 
-def _warn_outcome(run: Run, state: TrainState, has_val: bool, log) -> None:
+def _warn_outcome(run: Run, state: TrainState, has_val: bool) -> None:
     if not has_val:
         message = "no validation split: the last epoch is the output (load the data with val_fraction > 0 to choose)"
     elif run.baseline and state.best_epoch == 0:
@@ -264,8 +264,6 @@ def _warn_outcome(run: Run, state: TrainState, has_val: bool, log) -> None:
     else:
         return
     warnings.warn(message, TrainingWarning, stacklevel=3)
-    if log:
-        log(f"warning: {message}")
 
 
 def train(model: torch.nn.Module, data, cfg: TrainConfig, step_loss: Callable, evaluate: Callable[[], Dict],

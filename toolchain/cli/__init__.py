@@ -6,8 +6,10 @@ User errors (ToolchainError) print one line on stderr and exit with status 2; no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import warnings
 from typing import List, Optional
 
 from ..errors import ToolchainError
@@ -41,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def one_line_warnings(command: str):
+    """The toolchain's warnings (a Python user gets them from `warnings`) as one line each on stderr."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"snntc {command}: warning: {message}", file=sys.stderr, flush=True)
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     try:
@@ -51,7 +63,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        args.func(args)
+        with one_line_warnings(args.command):
+            args.func(args)
         return 0
     except (ToolchainError, CliError) as exc:
         print(f"snntc {args.command}: error: {exc}", file=sys.stderr)
