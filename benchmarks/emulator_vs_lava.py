@@ -19,10 +19,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hw_targets.emulator import run_emulator  # noqa: E402
-from hw_targets.lava_sim import run_lava  # noqa: E402
-from toolchain.fixed_point import FxLayer, FxNetwork  # noqa: E402
-from toolchain.netx_io import read_netx  # noqa: E402
+from hw_targets.simulators.emulator import run_emulator  # noqa: E402
+from hw_targets.simulators.lava import run_lava  # noqa: E402
+from toolchain.quantization.fixed_point import FxLayer, FxNetwork  # noqa: E402
+from toolchain.io.netx import read_netx  # noqa: E402
 
 
 def random_conv_net(timesteps: int, seed: int = 0, input_bits: int = 0) -> FxNetwork:

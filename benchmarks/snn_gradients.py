@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models import build_model  # noqa: E402
 from toolchain.data import load_dataset  # noqa: E402
 from toolchain.snn import SnnModel  # noqa: E402
-from toolchain.surrogates import get_surrogate  # noqa: E402
-from toolchain.train_snn import first_last_ratio, gradient_norms, snn_config_for  # noqa: E402
+from toolchain.neurons.surrogates import get_surrogate  # noqa: E402
+from toolchain.training.direct import first_last_ratio, gradient_norms, snn_config_for  # noqa: E402
 
 # name -> (surrogate name, width, height, batch norm)
 SETTINGS = {

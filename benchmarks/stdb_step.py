@@ -137,10 +137,10 @@ def worker(args) -> dict:
     import torch
 
     from models import build_model
-    from toolchain.data.encoding import InputEncoder
+    from toolchain.coding.poisson import InputEncoder
     from toolchain.snn import SnnConfig, SnnModel
-    from toolchain import native
-    from toolchain.allocator import tune_for_training
+    from toolchain.neurons.kernels import native
+    from toolchain.training.allocator import tune_for_training
     from toolchain.training import TrainConfig, make_optimizer, resolve_device
 
     torch.set_num_threads(args.threads)

@@ -69,7 +69,7 @@ def describe(name: str, input_shape: Optional[Tuple[int, int, int]] = None, num_
     """Measured facts of a model at an input: parameters, synaptic layers, neurons, and the Loihi 2 fit of its
     deployed form (pooling folded into the next layer, 8-bit weights: `deployed_shapes`)."""
     from toolchain.ir import SYNAPTIC, iter_layers
-    from hw_targets.loihi2_fit import check_fit
+    from hw_targets.fit import check_fit
 
     spec = get_spec(name)
     shape = tuple(input_shape or spec.input_shape)
@@ -109,9 +109,9 @@ def deployed_shapes(net: Network):
     weight bits only. Lowered on torch's meta device: no weights are made."""
     import numpy as np
     import torch
-    from toolchain.fixed_point import WEIGHT_MAX, FxLayer, FxNetwork
-    from toolchain.lowering import lower
-    from toolchain.torch_net import build_modules
+    from toolchain.quantization.fixed_point import WEIGHT_MAX, FxLayer, FxNetwork
+    from toolchain.ir.lowering import lower
+    from toolchain.ir.torch_net import build_modules
 
     with torch.device("meta"):
         modules = build_modules(net)

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
 
-from toolchain.checkpoint import load_checkpoint
+from toolchain.io.checkpoint import load_checkpoint
 from toolchain.cli import main
 
 SNNTC = [sys.executable, "-m", "toolchain"]
@@ -147,7 +147,7 @@ def test_loihi2_target_says_it_is_not_available(tmp_path, capsys):
 
 def test_export_of_a_residual_network_names_the_block(tmp_path, capsys):
     from models import build_model
-    from toolchain.checkpoint import Checkpoint, save_checkpoint
+    from toolchain.io.checkpoint import Checkpoint, save_checkpoint
     from toolchain.snn import SnnConfig, SnnModel
     net = build_model("resnet-small", (1, 8, 8), 10)
     model = SnnModel(net, SnnConfig(thresholds={s.name: 1.0 for s in net.spiking_layers}))
@@ -182,8 +182,8 @@ def test_energy_from_a_simulation_json_and_plot(tmp_path, capsys):
 
 def test_fit_command_passes_and_fails_with_the_layer_named(tmp_path, capsys):
     import numpy as np
-    from toolchain.fixed_point import FxLayer, FxNetwork
-    from toolchain.netx_io import write_netx
+    from toolchain.quantization.fixed_point import FxLayer, FxNetwork
+    from toolchain.io.netx import write_netx
     path = _export_tiny(tmp_path)
     code, out, _ = run_cli(["fit", str(path)], capsys)
     assert code == 0 and "fits" in out

@@ -8,13 +8,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models import build_model
-from toolchain.ann import ann_accuracy, load_ann, train_ann
-from toolchain.checkpoint import Checkpoint
-from toolchain.convert import convert, unit_plan
+from toolchain.training.ann import ann_accuracy, load_ann, train_ann
+from toolchain.io.checkpoint import Checkpoint
+from toolchain.training.convert import convert, unit_plan
 from toolchain.data import load_dataset
-from toolchain.evaluate import evaluate_snn, load_snn
+from toolchain.training.evaluate import evaluate_snn, load_snn
 from toolchain.ir import Linear, Network, Spike
-from toolchain.torch_net import AnnModel
+from toolchain.ir.torch_net import AnnModel
 from toolchain.training import TrainConfig
 
 
@@ -130,7 +130,7 @@ def train_plain(model, data, epochs=10):
 @pytest.mark.parametrize("build", [torch_vgg, torch_resnet], ids=["vgg", "resnet"])
 def test_imported_batch_norm_networks_convert_within_one_point(digits, tmp_path, build):
     pytest.importorskip("onnx")
-    from toolchain.onnx_import import import_onnx
+    from toolchain.io.onnx import import_onnx
     torch.manual_seed(1)
     model = train_plain(build(), digits)
     path = str(tmp_path / "model.onnx")

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from toolchain.data import DATASETS, Dataset, InputEncoder, load_dataset, poisson_spikes
+from toolchain.data import DATASETS, Dataset, load_dataset
+from toolchain.coding.poisson import InputEncoder, poisson_spikes
 from toolchain.errors import ConfigError, DataError
 
 IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from hw_targets.emulator import emulate, run_emulator
-from hw_targets.lava_sim import run_lava
-from hw_targets.verify import compare_traces, verify
+from hw_targets.simulators.emulator import emulate, run_emulator
+from hw_targets.simulators.lava import run_lava
+from hw_targets.simulators.verify import compare_traces, verify
 from toolchain.errors import SimulationError
-from toolchain.fixed_point import FxLayer, FxNetwork
+from toolchain.quantization.fixed_point import FxLayer, FxNetwork
 
 STATE_MAX = 2 ** 23 - 1
 
@@ -206,7 +206,7 @@ def test_emulator_batching_and_device_invariance():
 def test_dense_all_nonpositive_weights_with_minus_256():
     """netx + Lava turn -256 into -254 (or -255) in a dense matrix without positive weights
     (Lava's inhibitory sign mode clips |w| to 255, then truncates); the emulator does the same."""
-    from hw_targets.emulator import dense_effective_weights
+    from hw_targets.simulators.emulator import dense_effective_weights
     net = dense_net(seed=15, bias=True)
     rng = np.random.default_rng(16)
     w = -rng.integers(0, 12, net.layers[1].weight.shape) * 2
@@ -222,7 +222,7 @@ def test_dense_all_nonpositive_weights_with_minus_256():
 def test_int32_fast_path_equals_overflow_exact_path(monkeypatch):
     """The int32 neuron path (used when no overflow is possible) equals the int64 path that
     emulates every int32 overflow of Lava."""
-    import hw_targets.emulator as emulator
+    import hw_targets.simulators.emulator as emulator
     for net, x in ((conv_net(seed=5), None), (dense_net(seed=1, bias=True), None)):
         x = inputs_for(net, 8, seed=3)
         fast = emulate(net, x, record_voltages=True, device="cpu")

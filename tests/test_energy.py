@@ -4,11 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from hw_targets.energy_model import KINDS, KNOWN_TARGETS, load_target
-from toolchain.energy import (EnergyReport, OpCounts, conv_fanout_map, count_operations, estimate_energy,
+from toolchain.targets.constants import KINDS, KNOWN_TARGETS, load_target
+from toolchain.analysis.energy import (EnergyReport, OpCounts, conv_fanout_map, count_operations, estimate_energy,
                               fanout_map, format_energy_table, plot_energy)
 from toolchain.errors import ConfigError
-from toolchain.fixed_point import FxLayer, FxNetwork, SimulationResult
+from toolchain.quantization.fixed_point import FxLayer, FxNetwork, SimulationResult
 
 
 def conv(name, cin, cout, hw, k=3, stride=1, pad=1, dil=1, groups=1, value=2, out_hw=None):

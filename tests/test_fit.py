@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from hw_targets.loihi2_fit import (FitReport, check_fit, format_fit_table, load_limits, raise_if_not_fit,
+from hw_targets.fit import (FitReport, check_fit, format_fit_table, load_limits, raise_if_not_fit,
                                    weight_bits_needed)
 from toolchain.errors import HardwareFitError
-from toolchain.fixed_point import FxLayer, FxNetwork
+from toolchain.quantization.fixed_point import FxLayer, FxNetwork
 
 
 def conv(name, cin, cout, hw, k=3, stride=1, pad=1, groups=1, value=2):

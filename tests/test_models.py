@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from models import SPECS, build_model, describe, model_help
-from toolchain.checkpoint import Checkpoint, save_checkpoint
+from toolchain.io.checkpoint import Checkpoint, save_checkpoint
 from toolchain.cli import main
 from toolchain.snn import SnnConfig
-from toolchain.torch_net import AnnModel
+from toolchain.ir.torch_net import AnnModel
 
 
 def test_every_model_builds_at_the_input_it_suits_and_says_what_it_is():

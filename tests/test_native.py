@@ -4,9 +4,9 @@ import os
 import pytest
 import torch
 
-from toolchain import native
-from toolchain.neurons import SubtractiveParams, run_neurons, subtractive_step
-from toolchain.surrogates import get_surrogate
+from toolchain.neurons.kernels import native
+from toolchain.neurons.base import SubtractiveParams, run_neurons, subtractive_step
+from toolchain.neurons.surrogates import get_surrogate
 
 needs_compiler = pytest.mark.skipif(native.compiler() is None, reason="no C compiler on this machine")
 
@@ -58,7 +58,7 @@ def test_native_equals_torch_ops(dtype, channels_last, pool, leak, surrogate, mo
 def test_a_batch_of_one_channels_last(pool, monkeypatch):
     """B = 1, channels-last: torch gives the batch dimension an arbitrary stride; the kernels still run (and pool)
     and agree with the torch ops."""
-    import toolchain.neurons as neurons
+    import toolchain.neurons.base as neurons
     x = _currents(torch.float32, True, B=1)
     params, sur = SubtractiveParams(0.7, 1.0), get_surrogate("stdb")
     ran = []

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from toolchain.errors import ExportError, NetxError
-from toolchain.fixed_point import FxLayer, FxNetwork
-from toolchain.netx_io import read_netx, write_netx
+from toolchain.quantization.fixed_point import FxLayer, FxNetwork
+from toolchain.io.netx import read_netx, write_netx
 
 
 def conv_out(n, k, s, p, d):

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from toolchain.neurons import (CubaParams, SubtractiveParams, cuba_step, initial_state, loihi_decay, run_neurons,
+from toolchain.neurons.base import (CubaParams, SubtractiveParams, cuba_step, initial_state, loihi_decay, run_neurons,
                                subtractive_step)
-from toolchain.surrogates import get_surrogate
+from toolchain.neurons.surrogates import get_surrogate
 
 heaviside = lambda x, dt: (x > 0).to(x.dtype)
 

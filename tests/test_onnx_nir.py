@@ -16,20 +16,21 @@ nir = pytest.importorskip("nir")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from toolchain.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from toolchain.io.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
 from toolchain.cli import main  # noqa: E402
 from toolchain.convert import convert  # noqa: E402
-from toolchain.data import InputEncoder, load_dataset  # noqa: E402
+from toolchain.data import load_dataset  # noqa: E402
+from toolchain.coding.poisson import InputEncoder  # noqa: E402
 from toolchain.deploy import export_snn  # noqa: E402
 from toolchain.errors import ExportError, ImportModelError  # noqa: E402
 from toolchain.ir import (AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike,  # noqa: E402
                           iter_layers)
-from toolchain.netx_io import read_netx  # noqa: E402
-from toolchain.nir_export import export_nir  # noqa: E402
-from toolchain.onnx_import import export_onnx, import_onnx  # noqa: E402
-from toolchain.quantize import quantize_snn  # noqa: E402
+from toolchain.io.netx import read_netx  # noqa: E402
+from toolchain.io.nir import export_nir  # noqa: E402
+from toolchain.io.onnx import export_onnx, import_onnx  # noqa: E402
+from toolchain.quantization.quantize import quantize_snn  # noqa: E402
 from toolchain.snn import SnnConfig, SnnModel  # noqa: E402
-from toolchain.torch_net import AnnModel  # noqa: E402
+from toolchain.ir.torch_net import AnnModel  # noqa: E402
 
 
 # -- models in plain torch (not the toolchain's modules) -----------------------------------------
@@ -337,7 +338,7 @@ def simulate_nir(graph, seq):
 
 def assert_graph_matches_checkpoint(graph, ckpt, dt=1.0):
     """Node by node: the network's layers (batch norm folded, dropout left out), weights, neuron parameters."""
-    from toolchain.convert import fold_batch_norms
+    from toolchain.training.convert import fold_batch_norms
     net, state = fold_batch_norms(ckpt.network, ckpt.state_dict)
     cfg = SnnConfig.from_dict(ckpt.snn)
     expected = {l.name for l in iter_layers(net.layers) if not isinstance(l, (Residual, Dropout))} | {"input", "output"}

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from toolchain import optim
+from toolchain.training import optim
 from toolchain.training import TrainConfig, make_optimizer, release_optimizer
 
 

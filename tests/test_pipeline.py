@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from models import build_model
-from toolchain.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from toolchain.convert import convert, fold_batch_norms
+from toolchain.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from toolchain.training.convert import convert, fold_batch_norms
 from toolchain.errors import CheckpointError, LoweringError, ModelError, ShapeError
 from toolchain.ir import AvgPool2d, Conv2d, Flatten, Linear, Network, Spike
-from toolchain.neurons import SubtractiveParams, run_neurons, subtractive_step
+from toolchain.neurons.base import SubtractiveParams, run_neurons, subtractive_step
 from toolchain.snn import SnnConfig, SnnModel
-from toolchain.torch_net import AnnModel
+from toolchain.ir.torch_net import AnnModel
 
 
 def tiny_net():
@@ -146,9 +146,9 @@ def test_checkpoint_kind_is_checked(tmp_path):
 
 def test_qat_forward_equals_the_bit_exact_emulator(tiny_dense_data):
     """The toolchain's loihi-cuba model (what training sees) computes what the deployed network computes."""
-    from hw_targets.emulator import run_emulator
+    from hw_targets.simulators.emulator import run_emulator
     from toolchain.deploy import encode_for_chip
-    from toolchain.quantize import quantize_snn
+    from toolchain.quantization.quantize import quantize_snn
     torch.manual_seed(2)
     net = pooled_net()
     ann = AnnModel(net)

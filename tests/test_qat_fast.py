@@ -8,16 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import toolchain.neurons as neurons
-import toolchain.snn as snn_mod
+import toolchain.neurons.base as neurons
+import toolchain.snn.model as snn_mod
 from models import build_model
-from toolchain import native
-from toolchain.data.encoding import InputEncoder
-from toolchain.fixed_point import STATE_MAX
-from toolchain.neurons import CubaParams, cuba_step, initial_state, run_neurons
-from toolchain.quantize import direct_input_scale, fake_quant_weight
+from toolchain.neurons.kernels import native
+from toolchain.coding.poisson import InputEncoder
+from toolchain.quantization.fixed_point import STATE_MAX
+from toolchain.neurons.base import CubaParams, cuba_step, initial_state, run_neurons
+from toolchain.quantization.quantize import direct_input_scale, fake_quant_weight
 from toolchain.snn import SnnConfig, SnnModel
-from toolchain.surrogates import get_surrogate
+from toolchain.neurons.surrogates import get_surrogate
 
 DECAYS = [(4096, 0), (1024, 128), (0, 0), (1, 4095)]
 SURROGATES = ["stdb", "linear"]

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from toolchain.checkpoint import Checkpoint
+from toolchain.io.checkpoint import Checkpoint
 from toolchain.deploy import encode_for_chip, export_snn
 from toolchain.errors import QuantizationError
-from toolchain.fixed_point import VTH_MAX
+from toolchain.quantization.fixed_point import VTH_MAX
 from toolchain.ir import AvgPool2d, Conv2d, Flatten, Linear, Network, Spike
-from toolchain.quantize import quantize_snn
+from toolchain.quantization.quantize import quantize_snn
 from toolchain.snn import SnnConfig
 
 
@@ -93,9 +93,9 @@ def test_written_file_fields(tmp_path):
 def test_export_loads_in_stock_netx_and_lava_matches_the_toolchain(tmp_path, kind):
     from lava.lib.dl.netx.hdf5 import Network as NetxNetwork
 
-    from hw_targets.emulator import run_emulator
-    from hw_targets.lava_sim import run_lava
-    from toolchain.evaluate import load_snn
+    from hw_targets.simulators.emulator import run_emulator
+    from hw_targets.simulators.lava import run_lava
+    from toolchain.training.evaluate import load_snn
     rng = np.random.default_rng(1)
     if kind == "dense":
         ckpt = dense_ckpt(rng.normal(size=(12, 6)), rng.normal(size=(3, 12)), (0.7,), coding="direct")
@@ -124,7 +124,7 @@ def test_export_loads_in_stock_netx_and_lava_matches_the_toolchain(tmp_path, kin
 @pytest.mark.lava
 def test_lava_floating_point_run_matches_fixed_point_without_decay_rounding(tmp_path):
     """With no decays to round (i_decay 4096, v_decay 0) Lava's float models compute the fixed-point network."""
-    from hw_targets.lava_sim import run_lava
+    from hw_targets.simulators.lava import run_lava
     rng = np.random.default_rng(4)
     ckpt = conv_ckpt(2)
     x = rng.normal(size=(4, 1, 8, 8)).astype(np.float32)

@@ -9,13 +9,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import toolchain.spiking_stack as ss
+import toolchain.neurons.kernels.stack as ss
 from models import build_model
-from toolchain import allocator, native
-from toolchain.data.encoding import InputEncoder
-from toolchain.neurons import _native_backward, _native_forward, stdb_table
+from toolchain.training import allocator
+from toolchain.neurons.kernels import native
+from toolchain.coding.poisson import InputEncoder
+from toolchain.neurons.base import _native_backward, _native_forward, stdb_table
 from toolchain.snn import SnnConfig, SnnModel
-from toolchain.surrogates import get_surrogate
+from toolchain.neurons.surrogates import get_surrogate
 
 needs_kernels = pytest.mark.skipif(native.compiler() is None, reason="no C compiler on this machine")
 
@@ -266,7 +267,7 @@ def test_kernels_run_on_torchs_openmp_threads():
 _REUSE = """
 import ctypes, resource, sys
 sys.path.insert(0, {root!r})
-from toolchain.allocator import tune_for_training
+from toolchain.training.allocator import tune_for_training
 tuned = tune_for_training()
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
@@ -280,7 +281,7 @@ def faults(mb):                 # page faults touching a buffer of this size rig
     libc.free(b)
     return r
 if {release}:
-    from toolchain.allocator import release
+    from toolchain.training.allocator import release
     release()
 print(tuned, faults(100), faults(300))
 """

@@ -8,15 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import toolchain.neurons as neurons
-import toolchain.snn as snn_mod
-import toolchain.spiking_stack as spiking_stack
+import toolchain.neurons.base as neurons
+import toolchain.snn.model as snn_mod
+import toolchain.neurons.kernels.stack as spiking_stack
 from models import build_model
-from toolchain.data.encoding import InputEncoder
+from toolchain.coding.poisson import InputEncoder
 from toolchain.ir import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Residual, Spike
-from toolchain.neurons import NeuronState, SubtractiveParams, run_neurons, subtractive_step
+from toolchain.neurons.base import NeuronState, SubtractiveParams, run_neurons, subtractive_step
 from toolchain.snn import SnnConfig, SnnModel
-from toolchain.surrogates import get_surrogate
+from toolchain.neurons.surrogates import get_surrogate
 
 SURROGATE_ARGS = {"fast-sigmoid": {"width": 10.0}}
 
@@ -266,7 +266,7 @@ def test_spike_boundary_is_exactly_the_spike_test(dtype):
 
 def test_other_step_functions_use_the_generic_loop():
     """cuba_step (Loihi) and plain callables are not fused: run_neurons loops them as before."""
-    from toolchain.neurons import CubaParams, cuba_step
+    from toolchain.neurons.base import CubaParams, cuba_step
     cur = torch.tensor([5.0, 5.0, 0.0, 0.0], dtype=torch.float64).reshape(-1, 1)
     spikes, state = run_neurons(cur, cuba_step, CubaParams(vth=10, i_decay=1024, v_decay=512, exact=True),
                                 lambda x, dt: (x > 0).to(x.dtype))

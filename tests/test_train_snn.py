@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from models import build_model
-from toolchain.checkpoint import load_checkpoint
+from toolchain.io.checkpoint import load_checkpoint
 from toolchain.cli import main
 from toolchain.data import load_dataset
 from toolchain.errors import LoweringError, ShapeError
 from toolchain.ir import BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, Network, Spike, iter_layers
-from toolchain.neurons import SubtractiveParams, run_neurons, subtractive_step
+from toolchain.neurons.base import SubtractiveParams, run_neurons, subtractive_step
 from toolchain.snn import SnnConfig, SnnModel
-from toolchain.surrogates import get_surrogate
-from toolchain.train_snn import first_last_ratio, gradient_norms, snn_config_for, synaptic_layer_names
+from toolchain.neurons.surrogates import get_surrogate
+from toolchain.training.direct import first_last_ratio, gradient_norms, snn_config_for, synaptic_layer_names
 
 QUICK = ["--limit", "200", "--no-progress", "--timesteps", "4"]
 
@@ -133,8 +133,8 @@ def test_batch_norm_must_follow_its_synaptic_layer():
 
 
 def test_quantization_scale_keeps_a_large_folded_bias_in_range():
-    from toolchain.fixed_point import BIAS_MAX
-    from toolchain.quantize import layer_scale
+    from toolchain.quantization.fixed_point import BIAS_MAX
+    from toolchain.quantization.quantize import layer_scale
     w = torch.tensor([[0.01, -0.02]])
     scale = layer_scale(w, 1.0, bias=torch.tensor([0.5]))     # weights alone would allow 254 / 0.02 = 12700
     assert round(0.5 * scale) <= BIAS_MAX and scale == pytest.approx(BIAS_MAX / 0.5)
@@ -176,7 +176,7 @@ def test_bad_surrogate_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_train_snn_resumes_after_an_interruption(tmp_path, capsys, monkeypatch):
-    import toolchain.training as ts
+    import toolchain.training.loop as ts
     args = ["train-snn", "--model", "vgg-small", "--epochs", "3", "--seed", "5"] + QUICK
     straight, killed = str(tmp_path / "straight.pt"), str(tmp_path / "killed.pt")
     assert main(args + ["-o", straight, "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "g.png")]) == 0

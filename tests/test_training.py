@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from toolchain.ann import ann_accuracy, load_ann, train_ann
-from toolchain.checkpoint import load_checkpoint
+from toolchain.training.ann import ann_accuracy, load_ann, train_ann
+from toolchain.io.checkpoint import load_checkpoint
 from toolchain.convert import convert
 from toolchain.data import load_dataset
 from toolchain.errors import CheckpointError, ConfigError
-from toolchain.evaluate import evaluate_snn, load_snn
+from toolchain.training.evaluate import evaluate_snn, load_snn
 from toolchain.finetune import finetune
 from toolchain.training import TrainConfig, TrainingWarning, random_shifts
 

@@ -14,13 +14,13 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint
+from .io.checkpoint import Checkpoint
 from .data.datasets import RECORDED_KEYS
-from .data.encoding import InputEncoder
+from .coding.poisson import InputEncoder
 from .errors import ConfigError, HardwareFitError, SimulationError
-from .fixed_point import FxNetwork, SimulationResult
-from .netx_io import read_netx, write_netx
-from .quantize import QuantReport, quantize_snn
+from .quantization.fixed_point import FxNetwork, SimulationResult
+from .io.netx import read_netx, write_netx
+from .quantization.quantize import QuantReport, quantize_snn
 
 BACKENDS = ("emulator", "lava")
 EMULATOR_DEFAULT_ABOVE = 32      # samples: Lava for small runs, the emulator above (both give the same result)
@@ -32,7 +32,7 @@ def export_snn(ckpt: Checkpoint, path: str, train_x: Optional[np.ndarray] = None
     (hw_targets.loihi2_fit) raises HardwareFitError, naming the layer and the limit, before anything is written,
     unless `allow_misfit` (the file is then still useful for simulation)."""
     net, report = quantize_snn(ckpt, train_x)
-    from hw_targets.loihi2_fit import check_fit
+    from hw_targets.fit import check_fit
     fit = check_fit(net)
     if not fit.fits and not allow_misfit:
         raise HardwareFitError(f"does not fit Loihi 2: {'; '.join(fit.problems)} (nothing written; --allow-misfit "
@@ -80,9 +80,9 @@ def simulate(net_or_path, x: np.ndarray, labels: Optional[np.ndarray] = None, ti
                           "for --float or --target loihi2")
     inputs = encode_for_chip(net, x, seed=seed, timesteps=net.timesteps)
     if backend == "emulator":
-        from hw_targets.emulator import run_emulator
+        from hw_targets.simulators.emulator import run_emulator
         return net, run_emulator(net, inputs, labels, device=device)
-    from hw_targets.lava_sim import run_lava
+    from hw_targets.simulators.lava import run_lava
     # the user's own file goes to the stock loader, unless the time steps were changed
     source = net_or_path if isinstance(net_or_path, (str, os.PathLike)) and not timesteps else net
     try:

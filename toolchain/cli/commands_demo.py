@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from ..demo import PRESETS, demo_config, run_demo
+from ..demo.presets import PRESETS, demo_config, run_demo
 from .common import configure_threads, positive_int, write_json
 
 

@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint
+from ..io.checkpoint import load_checkpoint
 from ..errors import ConfigError
-from ..fixed_point import SimulationResult
+from ..quantization.fixed_point import SimulationResult
 from .common import CliError, check_output, configure_threads, positive_int, recorded_dataset, write_json
 
 ENERGY_TARGETS = ("loihi", "loihi2", "cmos45nm", "memory_aware")
@@ -83,7 +83,7 @@ def result_from_json(path: str) -> SimulationResult:
 
 def run_simulation(args):
     from ..deploy import simulate
-    from ..netx_io import read_netx
+    from ..io.netx import read_netx
     net = read_netx(args.model, timesteps=args.timesteps)
     data = data_for_netx(net, args)
     n = min(args.samples, len(data.test_x))
@@ -110,7 +110,7 @@ def print_simulation(net, result: SimulationResult) -> None:
 
 def saturated_outputs(net, result: SimulationResult) -> int:
     """Samples whose output-layer voltage reached Loihi's 24-bit limit (readout 'voltage')."""
-    from ..fixed_point import STATE_MAX
+    from ..quantization.fixed_point import STATE_MAX
     if net.readout != "voltage" or result.output_values is None:
         return 0
     return int((np.abs(np.asarray(result.output_values)) >= STATE_MAX).any(axis=1).sum())
@@ -131,8 +131,8 @@ def cmd_simulate(args) -> dict:
 # -- verify ------------------------------------------------------------------------------------
 def cmd_verify(args) -> dict:
     from ..deploy import encode_for_chip
-    from ..netx_io import read_netx
-    from hw_targets.verify import verify
+    from ..io.netx import read_netx
+    from hw_targets.simulators.verify import verify
     configure_threads()
     net = read_netx(args.model, timesteps=args.timesteps)
     data = data_for_netx(net, args)
@@ -153,7 +153,7 @@ def cmd_verify(args) -> dict:
 
 # -- energy and fit ----------------------------------------------------------------------------
 def energy_summary(net, result, target: str, plot: str = None) -> dict:
-    from ..energy import count_operations, estimate_energy, format_energy_table, plot_energy
+    from ..analysis.energy import count_operations, estimate_energy, format_energy_table, plot_energy
     counts = count_operations(net, result)
     report = estimate_energy(counts, target)
     print(format_energy_table(report))
@@ -164,7 +164,7 @@ def energy_summary(net, result, target: str, plot: str = None) -> dict:
 
 
 def cmd_energy(args) -> dict:
-    from ..netx_io import read_netx
+    from ..io.netx import read_netx
     configure_threads()
     if args.energy_target not in ENERGY_TARGETS:
         raise ConfigError(f"unknown target {args.energy_target!r}; valid: {', '.join(ENERGY_TARGETS)}")
@@ -182,8 +182,8 @@ def cmd_energy(args) -> dict:
 
 
 def cmd_fit(args) -> dict:
-    from ..netx_io import read_netx
-    from hw_targets.loihi2_fit import check_fit
+    from ..io.netx import read_netx
+    from hw_targets.fit import check_fit
     net = read_netx(args.model)
     fit = check_fit(net, limits=args.limits)
     print(fit.format_fit_table())

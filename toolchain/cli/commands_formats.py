@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..errors import DataError
 from ..ir import Residual, chain_shapes
 from .common import (CliError, add_data_args, add_output_args, check_output, configure_threads, positive_int,
@@ -37,8 +37,8 @@ def import_table(ckpt) -> str:
 
 # -- import ------------------------------------------------------------------------------------
 def cmd_import(args) -> dict:
-    from ..ann import ann_accuracy, dataset_info, load_ann
-    from ..onnx_import import import_onnx
+    from ..training.ann import ann_accuracy, dataset_info, load_ann
+    from ..io.onnx import import_onnx
     from .commands_train import data_from_args
     configure_threads()
     check_output(args.output, args)
@@ -87,7 +87,7 @@ def export_other_format(args) -> dict:
     """`snntc export MODEL --format nir|onnx -o FILE` (the output was checked by cmd_export)."""
     check_output(args.output, args)
     if args.format == "nir":
-        from ..nir_export import export_nir
+        from ..io.nir import export_nir
         ckpt = load_checkpoint(args.model, kind="snn")
         graph = export_nir(ckpt, args.output, _train_x_if_available(ckpt, args))
         meta = graph.metadata
@@ -106,7 +106,7 @@ def export_other_format(args) -> dict:
                    "reset_mode": meta["reset_mode"], "dt": meta["dt"], "timesteps": meta["timesteps"],
                    "fixed_point": {k: v for k, v in fixed.items() if k in ("available", "reason", "input_scale", "input_coding")}}
     elif args.format == "onnx":
-        from ..onnx_import import export_onnx
+        from ..io.onnx import export_onnx
         ckpt = load_checkpoint(args.model)
         export_onnx(ckpt, args.output)
         what = "the SNN's ANN (ReLUs where it has spiking neurons; thresholds in metadata_props)" if ckpt.kind == "snn" \

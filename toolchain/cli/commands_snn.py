@@ -8,15 +8,15 @@ import time
 from models import model_help, model_names
 
 from ..progress import log_line
-from ..surrogates import SURROGATES, get_surrogate
-from ..training import resolve_device
+from ..neurons.surrogates import SURROGATES, get_surrogate
+from ..training.loop import resolve_device
 from .commands_train import data_from_args, describe_result, train_config, training_summary
 from .common import (CliError, add_data_args, add_output_args, add_train_args, check_output, configure_threads,
                      positive_int, write_json)
 
 
 def cmd_train_snn(args) -> dict:
-    from ..train_snn import DEFAULT_SURROGATE, plot_gradients, train_snn
+    from ..training.direct import DEFAULT_SURROGATE, plot_gradients, train_snn
     configure_threads()
     check_output(args.output, args)
     if args.plot:

@@ -7,10 +7,10 @@ import time
 
 from models import model_help, model_names
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..data import load_dataset
 from ..progress import log_line
-from ..training import TrainConfig, resolve_device
+from ..training.loop import TrainConfig, resolve_device
 from .common import (add_data_args, recorded_dataset, add_output_args, add_train_args, check_output, configure_threads,
                      int_list, positive_int, write_json)
 
@@ -50,7 +50,7 @@ def describe_result(ckpt) -> str:
 
 # -- train-ann ---------------------------------------------------------------------------------
 def cmd_train_ann(args) -> dict:
-    from ..ann import train_ann
+    from ..training.ann import train_ann
     configure_threads()
     check_output(args.output, args)
     cfg = train_config(args)
@@ -93,8 +93,8 @@ def cmd_models(args) -> dict:
 
 # -- convert -----------------------------------------------------------------------------------
 def cmd_convert(args) -> dict:
-    from ..convert import convert
-    from ..evaluate import evaluate_snn, load_snn
+    from ..training.convert import convert
+    from ..training.evaluate import evaluate_snn, load_snn
     configure_threads()
     check_output(args.output, args)
     ann = load_checkpoint(args.ann, kind="ann")
@@ -120,14 +120,14 @@ def cmd_convert(args) -> dict:
 
 # -- finetune ----------------------------------------------------------------------------------
 def cmd_finetune(args) -> dict:
-    from ..finetune import finetune
+    from ..training.finetune import finetune
     configure_threads()
     check_output(args.output, args)
     snn = load_checkpoint(args.snn, kind="snn")
     data = data_for_checkpoint(snn, args)
     cfg = train_config(args)
     surrogate = {"name": args.surrogate, "alpha": args.alpha, "beta": args.beta, "width": args.width}
-    from ..surrogates import get_surrogate
+    from ..neurons.surrogates import get_surrogate
     surrogate = get_surrogate(**surrogate).to_dict()
     start = time.time()
     ckpt = finetune(snn, data, cfg, args.output, timesteps=args.timesteps, surrogate=surrogate, neuron=args.neuron,
@@ -145,8 +145,8 @@ def cmd_finetune(args) -> dict:
 # -- evaluate ----------------------------------------------------------------------------------
 def evaluate_one(path: str, args, device) -> dict:
     """One checkpoint's evaluation: the ANN's accuracy, or the SNN's at each time step."""
-    from ..ann import ann_accuracy, load_ann
-    from ..evaluate import evaluate_snn, load_snn
+    from ..training.ann import ann_accuracy, load_ann
+    from ..training.evaluate import evaluate_snn, load_snn
     ckpt = load_checkpoint(path)
     data = data_for_checkpoint(ckpt, args)
     if ckpt.kind == "ann":

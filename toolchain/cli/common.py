@@ -10,7 +10,7 @@ from typing import Any, List
 import numpy as np
 import torch
 
-from ..files import atomic_write
+from ..io.files import atomic_write
 from ..errors import ToolchainError
 
 

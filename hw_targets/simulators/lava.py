@@ -1,0 +1,327 @@
+"""Run an FxNetwork / netx file through Lava's own simulator (``lava.lib.dl.netx.hdf5.Network``).
+
+Sample/step convention (what this module and ``hw_targets/emulator.py`` agree on)
+----------------------------------------------------------------------------------
+N samples of T steps are presented back to back through one ``lava.proc.io.source.RingBuffer``:
+sample n's input step tau (1..T) is Lava's global step ``t = n*T + tau`` (Lava counts steps
+from 1). Every netx block (synapse + LIF) delays by one step (the synapse sends on step t what
+it accumulated on step t-1), so layer k (1-based, k = 1..L; the output layer is k = L) sees
+sample n on the global steps
+
+    window(n, k) = n*T + k + 1  ...  n*T + k + T          (local step tau = t - n*T - k)
+
+and the run lasts ``N*T + L`` steps (the last L steps feed zeros). The network is built with
+``reset_interval=T, reset_offset=1``: netx gives the neurons of its j-th block (0-based)
+LIFReset with offset ``1 + 1 + j``, i.e. layer k's u and v are set to 0 at the start of
+each of its windows (t % T == (k + 1) % T), before that step's update. At that moment the
+layer's synapse buffer already holds the first step of the same sample (it was filled from
+layer k-1's first window step), so every sample sees exactly the dynamics of the emulator
+running it alone from zero state, synapse buffers included. Steps outside all windows
+(t <= k, and t > N*T + k) are discarded. The readout voltage of sample n is the output layer's
+v after the last step of its window (t = n*T + L + T), read with ``lava.proc.io.sink.Read``.
+
+Cost: one compile and N*T + L steps in total, run in segments of ``segment_samples`` samples
+(the source's data Var is replaced between segments; spikes are collected by
+``lava.proc.io.sink.RingBuffer`` sinks sized to one segment).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Union
+
+import numpy as np
+
+from toolchain.errors import NetxError, SimulationError
+from toolchain.quantization.fixed_point import FxNetwork, SimulationResult
+from toolchain.io.netx import read_netx, write_netx
+
+from .emulator import readout_values
+
+
+@dataclass
+class LavaRun:
+    """Raw per-sample results of a Lava run (numpy, (C, H, W) order)."""
+    layer_names: List[str]
+    timesteps: int
+    spike_counts: List[np.ndarray]          # per layer, summed over samples and window steps
+    output_counts: np.ndarray               # (N, *out_shape) output spikes per sample
+    v_end: np.ndarray                       # (N, *out_shape) output v after the window's last step
+    input_event_counts: np.ndarray          # (*input_shape) non-zero input events
+    spikes: Optional[List[np.ndarray]] = None     # per layer (N, T, *shape) bool
+    voltages: Optional[List[np.ndarray]] = None   # per layer (N, T, *shape) int64
+    wall_time_s: float = 0.0
+
+
+def _netx_block_models() -> dict:
+    """netx's hierarchical processes only have fixed_pt-tagged (sub-process) models; to run
+    their leaf processes in floating point they must be mapped explicitly."""
+    from lava.lib.dl.netx.blocks import models as bm
+    from lava.lib.dl.netx.blocks import process as bp
+    from lava.lib.dl.netx.hdf5 import Network, PyNetworkModel
+    return {Network: PyNetworkModel, bp.Dense: bm.PyDenseModel, bp.Conv: bm.PyConvModel,
+            bp.Input: bm.PyInputModel}
+
+
+def _to_float_units(lnet, net: FxNetwork) -> None:
+    """Give netx's blocks the parameters Lava's floating-point models expect. netx passes the fixed-point
+    integers (du = iDecay - 1, weights shifted by netx's own exponent); the float LIF computes
+    u = u * (1 - du) + a, v = v * (1 - dv) + u + bias_mant, spike v > vth, and the float Dense ignores the
+    weight exponent. In synaptic-input units: du = i_decay / 4096, dv = v_decay / 4096, vth and bias as they
+    are, dense weights as the integers. The float run then differs from fixed point only by the decays'
+    rounding and the 24-bit limits."""
+    for block, layer in zip(lnet.layers, net.layers):
+        block.neuron.du.init = layer.i_decay / 4096.0
+        block.neuron.dv.init = layer.v_decay / 4096.0
+        block.neuron.vth.init = float(layer.vth)
+        if layer.kind == "dense":
+            block.synapse.weights.init = np.asarray(layer.weight, dtype=np.float64).reshape(
+                block.synapse.weights.shape)
+
+
+def _run_cfg(fixed_point: bool, target: str):
+    tag = "fixed_pt" if fixed_point else "floating_pt"
+    if target == "sim":
+        from lava.magma.core.run_configs import Loihi2SimCfg
+        if fixed_point:
+            return Loihi2SimCfg(select_tag=tag)
+        return Loihi2SimCfg(select_tag=tag, exception_proc_model_map=_netx_block_models())
+    if target == "loihi2":
+        try:
+            from lava.utils import loihi
+            installed = loihi.is_installed()
+        except Exception:        # noqa: BLE001 - any import problem means "not available"
+            installed = False
+        if not installed:
+            raise SimulationError("Loihi 2 hardware is not available here: lava-loihi is not "
+                                  "installed (use target='sim' for Lava's CPU simulator)")
+        from lava.magma.core.run_configs import Loihi2HwCfg
+        return Loihi2HwCfg(select_tag=tag)
+    raise SimulationError(f"unknown Lava target {target!r} (expected 'sim' or 'loihi2')")
+
+
+def _to_lava(a: np.ndarray, chw: bool) -> np.ndarray:
+    """(steps, C, H, W) -> (W, H, C, steps); (steps, F) -> (F, steps)."""
+    if chw:
+        return np.ascontiguousarray(a.transpose(3, 2, 1, 0))
+    return np.ascontiguousarray(a.reshape(a.shape[0], -1).T)
+
+
+def _from_lava(d: np.ndarray) -> np.ndarray:
+    """(W, H, C, steps) -> (steps, C, H, W); (F, steps) -> (steps, F)."""
+    return np.moveaxis(np.asarray(d), -1, 0).transpose((0,) + tuple(range(d.ndim - 1, 0, -1))) \
+        if d.ndim > 2 else np.asarray(d).T
+
+
+def _resolve(net_or_path, input_shape=None):
+    """(FxNetwork, netx path, temp dir or None). A path is run as is (read_netx only supplies
+    the shapes and coding); an FxNetwork is written to a temporary netx file."""
+    if isinstance(net_or_path, FxNetwork):
+        tmpdir = tempfile.mkdtemp(prefix="snntc_lava_")
+        path = Path(tmpdir) / "network.net"
+        try:
+            write_netx(net_or_path, path)
+        except BaseException:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+        return net_or_path, path, tmpdir
+    path = Path(net_or_path)
+    return read_netx(path, input_shape=input_shape), path, None
+
+
+def run_lava_raw(net_or_path, inputs, fixed_point: bool = True, target: str = "sim",
+                 progress: bool = True, record_steps: bool = False,
+                 record_voltages: bool = False, segment_samples: int = 64,
+                 input_shape=None) -> LavaRun:
+    """Run the samples ``inputs`` (N, T, *input_shape) through Lava; see the module docstring.
+
+    record_steps: also return every layer's spikes per window step; record_voltages: also every
+    layer's v per step (one ``sink.Read`` per layer over the whole run; meant for small runs).
+    """
+    net, path, tmpdir = _resolve(net_or_path, input_shape)
+    try:
+        return _run(net, path, inputs, fixed_point, target, progress, record_steps,
+                    record_voltages, segment_samples)
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, record_steps,
+         record_voltages, segment_samples) -> LavaRun:
+    cfg = _run_cfg(fixed_point, target)
+    from lava.lib.dl.netx.hdf5 import Network
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.proc.io import sink
+    from lava.proc.io.source import RingBuffer as Source
+
+    x = np.asarray(inputs)
+    if x.ndim < 2:
+        raise SimulationError(f"inputs must be (N, T, *input_shape), got shape {x.shape}")
+    if tuple(x.shape[2:]) != tuple(net.input_shape):
+        if int(np.prod(x.shape[2:])) != int(np.prod(net.input_shape)):
+            raise SimulationError(f"inputs have shape {tuple(x.shape[2:])} per step; the network "
+                                  f"expects {tuple(net.input_shape)}")
+        x = x.reshape(x.shape[:2] + tuple(net.input_shape))
+    if np.issubdtype(x.dtype, np.floating):
+        if not np.all(x == np.round(x)):
+            raise SimulationError("inputs must be integer-valued spikes")
+    x = x.astype(np.int64)
+    if x.size and (x.min() < -2 ** 31 or x.max() >= 2 ** 31):
+        raise SimulationError("input values must fit Lava's int32 spike payload")
+    N, T = int(x.shape[0]), int(x.shape[1])
+    if N == 0 or T == 0:
+        raise SimulationError("need at least one sample and one time step")
+    in_events = (x != 0).sum(axis=(0, 1))
+
+    t_start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), \
+            np.errstate(divide="ignore", invalid="ignore"):     # netx prints/warns on its own
+        try:
+            # input_shape (x, y, f) matters only for a file without an input layer whose first
+            # layer is a conv (slayer's export); an input layer in the file overrides it
+            lnet = Network(net_config=str(path), input_message_bits=int(net.input_bits),
+                           input_shape=tuple(int(s) for s in net.input_shape[::-1]),
+                           reset_interval=T, reset_offset=1)
+        except (NotImplementedError, RuntimeError, KeyError, ValueError, OSError) as e:
+            raise NetxError(f"Lava's netx loader rejected {path}: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    L = len(lnet.layers)
+    if L != len(net.layers):
+        raise SimulationError(f"netx built {L} layers, the network has {len(net.layers)}")
+    if not fixed_point:
+        _to_float_units(lnet, net)
+    total = N * T + L
+    seg_samples = max(1, min(int(segment_samples), N))
+    seg = min(total, seg_samples * T)
+    in_chw = len(lnet.inp.shape) == 3                      # conv first: Lava wants (W, H, C)
+    x_steps = x.reshape((N * T,) + tuple(net.input_shape))
+    if not in_chw:
+        x_steps = x_steps.reshape(N * T, -1)
+
+    def segment_data(t0: int) -> np.ndarray:
+        """Input for global steps t0+1 .. t0+seg (zeros after the last sample)."""
+        buf = np.zeros((seg,) + x_steps.shape[1:], dtype=np.int32)
+        hi = min(t0 + seg, N * T)
+        if hi > t0:
+            buf[:hi - t0] = x_steps[t0:hi]
+        return _to_lava(buf, in_chw)
+
+    src = Source(data=segment_data(0))
+    src.s_out.connect(lnet.inp)
+    sinks = []
+    for layer in lnet.layers:
+        s = sink.RingBuffer(shape=layer.out.shape, buffer=seg)
+        layer.out.connect(s.a_in)
+        sinks.append(s)
+    n_pre = (L - 1) // T + 1          # reads of the output v before the first window ends
+    v_reader = sink.Read(buffer=n_pre + N, interval=T, offset=(L - 1) % T)
+    v_reader.connect_var(lnet.layers[-1].neuron.v)
+    v_readers = []
+    if record_voltages:
+        for layer in lnet.layers:
+            r = sink.Read(buffer=total)
+            r.connect_var(layer.neuron.v)
+            v_readers.append(r)
+
+    shapes = [tuple(int(s) for s in l.output_shape) for l in net.layers]
+    counts = [np.zeros(s, dtype=np.int64) for s in shapes]
+    out_counts = np.zeros((N,) + shapes[-1], dtype=np.int64)
+    spikes = [np.zeros((N, T) + s, dtype=bool) for s in shapes] if record_steps else None
+
+    def window(t: np.ndarray, k: int):
+        rel = t - k - 1                       # k is 1-based
+        n = rel // T
+        ok = (rel >= 0) & (n < N)
+        return ok, n, rel % T
+
+    bar = None
+    if progress:
+        from toolchain.progress import tqdm
+        bar = tqdm(total=N, unit="sample", desc="lava", leave=False)
+    done = 0
+    try:
+        t0 = 0
+        while t0 < total:
+            steps = min(seg, total - t0)
+            if t0 > 0:
+                src.data.set(segment_data(t0))
+            lnet.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+            t = np.arange(t0 + 1, t0 + steps + 1)
+            for k, s in enumerate(sinks, start=1):
+                d = _from_lava(s.data.get())[:steps]
+                ok, n, tau = window(t, k)
+                if not ok.any():
+                    continue
+                dk = d[ok] != 0
+                counts[k - 1] += dk.sum(axis=0)
+                if k == L:
+                    np.add.at(out_counts, n[ok], dk.astype(np.int64))
+                if spikes is not None:
+                    spikes[k - 1][n[ok], tau[ok]] = dk
+            t0 += steps
+            now = int(np.clip((t0 - L) // T, 0, N))
+            if bar is not None and now > done:
+                bar.update(now - done)
+            done = now
+        v_data = _from_lava(v_reader.data.get())
+        v_end = v_data[n_pre:n_pre + N]
+        v_end = v_end.astype(np.int64) if fixed_point else v_end.astype(np.float64)
+        voltages = None
+        if record_voltages:
+            voltages = []
+            t = np.arange(1, total + 1)
+            for k, r in enumerate(v_readers, start=1):
+                d = _from_lava(r.data.get()).astype(np.int64)
+                ok, n, tau = window(t, k)
+                vk = np.zeros((N, T) + shapes[k - 1], dtype=np.int64)
+                vk[n[ok], tau[ok]] = d[ok]
+                voltages.append(vk)
+    finally:
+        if bar is not None:
+            bar.close()
+        try:
+            lnet.stop()
+        except Exception:        # noqa: BLE001 - never mask the original error
+            pass
+    return LavaRun(layer_names=[l.name for l in net.layers], timesteps=T, spike_counts=counts,
+                   output_counts=out_counts, v_end=v_end, input_event_counts=in_events,
+                   spikes=spikes, voltages=voltages, wall_time_s=time.perf_counter() - t_start)
+
+
+def run_lava(net_or_path: Union[FxNetwork, str, "os.PathLike[str]"], inputs, labels=None,
+             fixed_point: bool = True, target: str = "sim", progress: bool = True,
+             segment_samples: int = 64, input_shape=None) -> SimulationResult:
+    """Run the encoded samples ``inputs`` (N, T, *input_shape, integer numpy) through Lava's
+    netx Network with Loihi2SimCfg (fixed_pt, or floating_pt when ``fixed_point=False``) or,
+    with ``target='loihi2'``, Loihi2HwCfg (needs lava-loihi). Readout per ``net.readout``.
+    ``input_shape`` (C, H, W): only for a netx file without an input layer that starts with a conv.
+
+    With ``fixed_point=False`` the blocks' parameters are converted to the units of Lava's floating-point
+    models first (``_to_float_units``), so the float run computes the same network without rounding.
+    ``wall_time_s`` includes building and compiling the Lava network.
+    """
+    t0 = time.perf_counter()
+    _run_cfg(fixed_point, target)          # fail fast (e.g. no lava-loihi) before any work
+    net, path, tmpdir = _resolve(net_or_path, input_shape)
+    try:
+        run = _run(net, path, inputs, fixed_point, target, progress, False, False,
+                   segment_samples)
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    values, pred = readout_values(net, run.output_counts, run.v_end)
+    return SimulationResult(
+        backend="lava-loihi2" if target == "loihi2" else
+        ("lava-fixed_pt" if fixed_point else "lava-floating_pt"),
+        samples=int(run.output_counts.shape[0]), timesteps=run.timesteps, predictions=pred,
+        labels=None if labels is None else np.asarray(labels).reshape(-1),
+        layer_names=run.layer_names, spike_counts=run.spike_counts,
+        input_spike_counts=run.input_event_counts, wall_time_s=time.perf_counter() - t0,
+        output_values=values)

@@ -1,0 +1,1 @@
+"""What the toolchain measures of a network: energy (operation counts priced per hardware target) and plots."""

@@ -1,0 +1,1 @@
+"""Files: checkpoints, atomic writes, netx (Lava-DL), NIR and ONNX."""

@@ -1,0 +1,170 @@
+"""Lowering: a toolchain `Network` -> a chain of deployable layers (synapse + spiking neurons).
+
+netx runs only input, conv, flatten and dense layers in a chain, every one with neurons. Lowering
+folds what netx cannot express into the layers around it, exactly (all folds are linear):
+
+- k x k average pooling into the next conv (kernel repeated k x k and divided by k^2, stride and
+  padding times k) or, across a flatten, into the next dense layer's weight columns;
+- batch norm (BatchNorm2d after a conv, BatchNorm1d after a dense layer: in an SNN, batch norm on a
+  spiking layer's input current) into the preceding synaptic layer's weights and bias, per output
+  channel or neuron (a per-channel scale cannot go into the layer's one threshold, so it goes into W);
+- dropout removed (it is the identity at inference);
+- flatten placed before the dense layer that follows a conv.
+
+Anything else (a residual block, two synaptic layers without a spiking layer between them) raises
+LoweringError naming the layer. Weights stay torch tensors, so the same lowering serves
+quantization-aware training (differentiable) and export.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Mapping, Optional, Tuple
+
+import torch
+
+from ..errors import LoweringError
+from .network import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike
+
+
+@dataclass
+class LoweredLayer:
+    name: str
+    kind: str                               # "conv" | "dense"
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor]
+    input_shape: Tuple[int, ...]
+    output_shape: Tuple[int, ...]
+    threshold: Optional[float] = None       # None: the output layer (no spiking neuron)
+    spike_name: Optional[str] = None        # the Spike layer this layer's neurons came from
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)
+    flatten_before: bool = False
+    source: List[str] = field(default_factory=list)
+    pool: int = 1                           # k > 1: a k x k average pool folded into the weight (k x k repeats / k^2)
+    block_weight: Optional[torch.Tensor] = None   # pool > 1: the weight before the repeat (bitwise each block's value)
+
+    def synapse(self, x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Apply this layer's synapse to a batch x (N, *input_shape) (a flatten first where placed)."""
+        w = self.weight if weight is None else weight
+        if self.kind == "conv":
+            return torch.nn.functional.conv2d(x, w, None, self.stride, self.padding)
+        return torch.nn.functional.linear(torch.flatten(x, 1), w)
+
+
+def fold_pool_into_conv(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """conv(avgpool_k(x), W) == conv(x, W'), stride and padding times k."""
+    return weight.repeat_interleave(k, 2).repeat_interleave(k, 3) / (k * k)
+
+
+def fold_pool_into_dense(weight: torch.Tensor, pooled_shape: Tuple[int, int, int], k: int) -> torch.Tensor:
+    """linear(flatten(avgpool_k(x)), W) == linear(flatten(x), W')."""
+    c, h, w = pooled_shape
+    grid = weight.reshape(weight.shape[0], c, h, w)
+    return fold_pool_into_conv(grid, k).reshape(weight.shape[0], c * h * k * w * k)
+
+
+def fold_batch_norm(weight, bias, bn: Mapping[str, torch.Tensor], prefix: str, eps: float = 1e-5):
+    """W' = W * gamma / sigma, b' = (b - mean) * gamma / sigma + beta."""
+    gamma, beta = bn[f"{prefix}.weight"], bn[f"{prefix}.bias"]
+    scale = gamma / torch.sqrt(bn[f"{prefix}.running_var"] + eps)
+    b = torch.zeros_like(gamma) if bias is None else bias
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    return weight * scale.reshape(shape), (b - bn[f"{prefix}.running_mean"]) * scale + beta
+
+
+class _Lowerer:
+    def __init__(self, net: Network, params: Mapping[str, torch.Tensor], thresholds: Mapping[str, float]):
+        self.net, self.params, self.thresholds = net, params, thresholds
+        self.out: List[LoweredLayer] = []
+        self.open: Optional[LoweredLayer] = None      # a synaptic layer waiting for its neurons
+        self.pool = 1                                  # pending pooling factor
+        self.pre_pool_shape = tuple(net.input_shape)   # shape before the pending pools
+        self.flatten = False
+
+    def run(self) -> List[LoweredLayer]:
+        for index, layer in enumerate(self.net.layers):
+            handler = getattr(self, f"_{type(layer).__name__.lower()}")
+            handler(layer, self.net.shapes[index])
+        if self.open is not None or not self.out or self.out[-1].threshold is not None:
+            raise LoweringError(f"network '{self.net.name}': must end in a Linear output layer")
+        return self.out
+
+    def _start(self, layer, kind, weight, bias, out_shape):
+        if self.open is not None:
+            raise LoweringError(f"layer '{layer.name}': follows '{self.open.name}' with no spiking layer between them; "
+                                f"netx needs neurons after every synapse")
+        self.open = LoweredLayer(layer.name, kind, weight, bias, self.pre_pool_shape, out_shape, source=[layer.name])
+
+    def _conv2d(self, layer: Conv2d, shape):
+        w, b = self.params[f"{layer.name}.weight"], self.params.get(f"{layer.name}.bias")
+        if self.flatten:
+            raise LoweringError(f"layer '{layer.name}': a conv after a flatten cannot be deployed")
+        k = self.pool
+        self._start(layer, "conv", fold_pool_into_conv(w, k) if k > 1 else w, b, shape)
+        self.open.stride = (layer.stride * k, layer.stride * k)
+        self.open.padding = (layer.padding * k, layer.padding * k)
+        self.open.source = ([f"avgpool x{k}"] if k > 1 else []) + [layer.name]
+        self.open.pool, self.pool = k, 1
+        if k > 1:
+            self.open.block_weight = w / (k * k)
+
+    def _linear(self, layer: Linear, shape):
+        w, b = self.params[f"{layer.name}.weight"], self.params.get(f"{layer.name}.bias")
+        k, source, block = self.pool, [layer.name], None
+        if k > 1:
+            c, h, wd = self.pre_pool_shape
+            w, block = fold_pool_into_dense(w, (c, h // k, wd // k), k), w / (k * k)
+            source = [f"avgpool x{k}"] + source
+        self._start(layer, "dense", w, b, shape)
+        self.open.flatten_before = self.flatten or len(self.pre_pool_shape) > 1
+        self.open.source, self.open.pool, self.open.block_weight = source, k, block
+        self.pool, self.flatten = 1, False
+        if layer is self.net.layers[-1]:
+            self._close(None, None, shape)
+
+    def _batchnorm2d(self, layer: BatchNorm2d, shape):
+        self._fold_bn(layer, "conv")
+
+    def _batchnorm1d(self, layer: BatchNorm1d, shape):
+        self._fold_bn(layer, "dense")
+
+    def _fold_bn(self, layer, kind):
+        if self.open is None or self.open.kind != kind:
+            what = "a conv" if kind == "conv" else "a dense (Linear) layer"
+            raise LoweringError(f"layer '{layer.name}': batch norm must follow {what} to be folded")
+        self.open.weight, self.open.bias = fold_batch_norm(self.open.weight, self.open.bias, self.params, layer.name)
+        if self.open.block_weight is not None:
+            self.open.block_weight = fold_batch_norm(self.open.block_weight, None, self.params, layer.name)[0]
+        self.open.source.append(layer.name)
+
+    def _spike(self, layer: Spike, shape):
+        if self.open is None:
+            raise LoweringError(f"layer '{layer.name}': spiking layer without a synaptic layer before it")
+        if layer.name not in self.thresholds:
+            raise LoweringError(f"layer '{layer.name}': no threshold (convert the network first)")
+        self._close(float(self.thresholds[layer.name]), layer.name, shape)
+
+    def _close(self, threshold, spike_name, shape):
+        self.open.threshold, self.open.spike_name = threshold, spike_name
+        self.out.append(self.open)
+        self.open, self.pre_pool_shape = None, tuple(shape)
+
+    def _avgpool2d(self, layer: AvgPool2d, shape):
+        if self.open is not None:
+            raise LoweringError(f"layer '{layer.name}': pooling between a synapse and its neurons cannot be folded")
+        self.pool *= layer.kernel_size
+
+    def _dropout(self, layer: Dropout, shape):
+        pass
+
+    def _flatten(self, layer: Flatten, shape):
+        self.flatten = True
+
+    def _residual(self, layer: Residual, shape):
+        raise LoweringError(f"layer '{layer.name}': residual (skip) connections cannot be exported: stock netx "
+                            f"runs layers in a chain only")
+
+
+def lower(net: Network, params: Mapping[str, torch.Tensor], thresholds: Mapping[str, float]) -> List[LoweredLayer]:
+    """The deployable chain of `net`, with `params` (a state dict or named parameters) and thresholds."""
+    return _Lowerer(net, params, thresholds).run()
