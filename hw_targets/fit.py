@@ -1,6 +1,7 @@
-"""Does a fixed-point network fit Loihi 2 (or Loihi)? Cores and chips per layer.
+"""Does a fixed-point network fit Loihi 2 (or Loihi)? Cores and chips per layer: the fit mapper of the targets
+with neuro-core limits (hw_targets/loihi, hw_targets/loihi2).
 
-Limits come from `hw_targets/<target>/limits.json` (each with its source). Loihi 2's per-core
+Limits come from the target's `limits.json` (hw_targets/<target>/limits.json, each with its source). Loihi 2's per-core
 axon limits are not public: the Loihi 1 figure (4,096) is used and marked "assumed".
 
 Model (conservative; one layer per core, cores are never shared between layers):
@@ -35,10 +36,10 @@ from typing import Dict, List, Mapping
 
 import numpy as np
 
-from toolchain.errors import ConfigError, HardwareFitError
+from toolchain.errors import ConfigError, HardwareFitError, NotSupportedError
 from toolchain.quantization.fixed_point import FxLayer, FxNetwork
+from toolchain.targets import TARGETS
 
-TARGETS_DIR = Path(__file__).resolve().parent
 LIMIT_KEYS = ("cores_per_chip", "neurons_per_core", "synaptic_memory_per_core",
               "fan_in_axons_per_core", "fan_out_axons_per_core", "weight_bits")
 CONV_WEIGHT_MODELS = ("shared", "expanded")
@@ -61,11 +62,18 @@ class HardwareLimits:
 
 
 def load_limits(name: str = "loihi2") -> HardwareLimits:
-    """The limits of "loihi2" or "loihi" from their limits.json."""
-    known = sorted(p.parent.name for p in TARGETS_DIR.glob("*/limits.json"))
-    if name not in known:
-        raise ConfigError(f"unknown hardware {name!r}; known: {', '.join(known)}")
-    return limits_from_dict(json.loads((TARGETS_DIR / name / "limits.json").read_text()), name)
+    """The limits of a registered hardware target ("loihi2", "loihi") from its limits.json."""
+    target = TARGETS.get(name)
+    if target.limits_file is None:
+        raise NotSupportedError(f"hardware target '{name}' has no resource limits")
+    return limits_from_dict(json.loads(Path(target.limits_file).read_text()), target.name)
+
+
+def fit_mapper(name: str):
+    """The fit check of the target `name` against its own limits: a target entry's `fit`."""
+    def fit(net: FxNetwork, conv_weights: str = "shared") -> "FitReport":
+        return check_fit(net, name, conv_weights)
+    return fit
 
 
 def limits_from_dict(entry: Mapping, name: str = "custom") -> HardwareLimits:

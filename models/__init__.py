@@ -1,4 +1,7 @@
-"""Network definitions, selected by name: `build_model("vgg5", input_shape, num_classes)`."""
-from .registry import MODELS, SPECS, ModelSpec, build_model, describe, get_spec, model_help, model_names
+"""Network definitions, registered by name with the toolchain (`snntc.plugins`): `build_model("vgg5", input_shape,
+num_classes)`."""
+from toolchain.ir.models import build_model
 
-__all__ = ["MODELS", "SPECS", "ModelSpec", "build_model", "describe", "get_spec", "model_help", "model_names"]
+from .registry import SPECS, register
+
+__all__ = ["SPECS", "build_model", "register"]

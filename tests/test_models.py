@@ -5,7 +5,9 @@ import json
 import pytest
 import torch
 
-from models import SPECS, build_model, describe, model_help
+from models import SPECS, build_model
+from toolchain.analysis.model_facts import describe
+from toolchain.ir.models import model_help
 from toolchain.io.checkpoint import Checkpoint, save_checkpoint
 from toolchain.cli import main
 from toolchain.snn import SnnConfig

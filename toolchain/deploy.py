@@ -21,19 +21,19 @@ from .errors import ConfigError, HardwareFitError, SimulationError
 from .quantization.fixed_point import FxNetwork, SimulationResult
 from .io.netx import read_netx, write_netx
 from .quantization.quantize import QuantReport, quantize_snn
+from .targets import SIMULATORS, TARGETS
 
-BACKENDS = ("emulator", "lava")
+FIT_TARGET = "loihi2"             # the hardware target export checks the network against
 EMULATOR_DEFAULT_ABOVE = 32      # samples: Lava for small runs, the emulator above (both give the same result)
 
 
 def export_snn(ckpt: Checkpoint, path: str, train_x: Optional[np.ndarray] = None, allow_misfit: bool = False
                ) -> Tuple[FxNetwork, QuantReport]:
     """Quantize an SNN checkpoint and write it as a netx file (atomically). A network that does not fit Loihi 2
-    (hw_targets.loihi2_fit) raises HardwareFitError, naming the layer and the limit, before anything is written,
+    (its fit mapper) raises HardwareFitError, naming the layer and the limit, before anything is written,
     unless `allow_misfit` (the file is then still useful for simulation)."""
     net, report = quantize_snn(ckpt, train_x)
-    from hw_targets.fit import check_fit
-    fit = check_fit(net)
+    fit = TARGETS.get(FIT_TARGET).check_fit(net)
     if not fit.fits and not allow_misfit:
         raise HardwareFitError(f"does not fit Loihi 2: {'; '.join(fit.problems)} (nothing written; --allow-misfit "
                                f"writes it anyway, for simulation)")
@@ -73,21 +73,15 @@ def simulate(net_or_path, x: np.ndarray, labels: Optional[np.ndarray] = None, ti
     if timesteps:
         net.timesteps = int(timesteps)
     backend = backend or ("emulator" if len(x) > EMULATOR_DEFAULT_ABOVE and target == "sim" and fixed_point else "lava")
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if backend == "emulator" and (not fixed_point or target != "sim"):
-        raise ConfigError("the emulator reproduces Lava's fixed-point simulation only: use --backend lava "
-                          "for --float or --target loihi2")
+    simulator = SIMULATORS.get(backend)
+    simulator.check(fixed_point, target)
     inputs = encode_for_chip(net, x, seed=seed, timesteps=net.timesteps)
-    if backend == "emulator":
-        from hw_targets.simulators.emulator import run_emulator
-        return net, run_emulator(net, inputs, labels, device=device)
-    from hw_targets.simulators.lava import run_lava
     # the user's own file goes to the stock loader, unless the time steps were changed
-    source = net_or_path if isinstance(net_or_path, (str, os.PathLike)) and not timesteps else net
+    source = net_or_path if isinstance(net_or_path, (str, os.PathLike)) and not timesteps else None
     try:
-        return net, run_lava(source, inputs, labels, fixed_point=fixed_point, target=target, progress=progress)
+        return net, simulator.run(net, inputs, labels, source=source, fixed_point=fixed_point, hardware=target,
+                                  device=device, progress=progress)
     except SimulationError:
         raise
     except NotImplementedError as exc:
-        raise SimulationError(f"Lava cannot run this network: {exc}") from None
+        raise SimulationError(f"{backend} cannot run this network: {exc}") from None

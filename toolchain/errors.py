@@ -55,3 +55,29 @@ class HardwareFitError(ToolchainError):
 
 class ImportModelError(ToolchainError):
     """An imported model (ONNX) uses an unsupported operator or structure."""
+
+
+class NotSupportedError(ToolchainError):
+    """A registered entry (neuron model, input coding, hardware target, simulator) lacks the form asked for; the
+    message names the entry and what it lacks."""
+
+
+# -- warnings: what a Python user gets from `warnings`, and the CLI prints as one line each ------------------------
+class ToolchainWarning(UserWarning):
+    """Base class of the toolchain's warnings."""
+
+
+class DeploymentWarning(ToolchainWarning):
+    """The deployed network behaves differently from the trained one (reset mode, a saturated readout)."""
+
+
+class QuantizationWarning(ToolchainWarning):
+    """Quantization lost something (weights rounded to zero, biases clipped)."""
+
+
+class HardwareFitWarning(ToolchainWarning):
+    """The network maps onto the hardware, with a caveat (e.g. fan-out beyond a Loihi 1 figure)."""
+
+
+class TrainingWarning(ToolchainWarning):
+    """Training ended without improving on its start, or with no validation split to choose an epoch on."""

@@ -24,20 +24,21 @@ divided by `result.samples`):
   (nominal fan-in in_channels/groups x kh x kw for conv, in_features for dense; padding positions
   and zero weights included, as MAC counters usually do).
 
-Energy (`estimate_energy`), by the target's `model` (see hw_targets/energy/*.json):
+Energy (`estimate_energy`): each hardware target (toolchain.targets.TARGETS; the entries and their formulas in
+hw_targets/<target>/, constants in its energy.json, every one with its source) prices a layer's counts:
 
-* loihi-events (Loihi, Davies et al. 2018, simulated): synops x 23.6 + inactive updates x 52 +
-  active updates x 81 + spikes x 1.7 pJ; chip MACs (graded input) are charged as synaptic ops.
-* system-bound (Loihi 2, derived from Hala Point): synops x 6.84 + neuron updates x 10.83 pJ, chip
-  MACs charged as synaptic ops. An UPPER BOUND, not an estimate.
-* ops-only (cmos45nm, Horowitz 2014): on conventional hardware an SNN synaptic op is an accumulate
-  (AC, one add: FP32 0.9 pJ / INT8 0.03 pJ) and a MAC is FP32 4.6 pJ / INT8 0.23 pJ; neuron updates
-  and memory are not counted.
-* memory-aware (after Lemaire et al. 2022): adds weight reads, membrane-potential reads and writes
-  and addressing; the ANN beside it is charged on the same model.
+* loihi (Davies et al. 2018, simulated): synops x 23.6 + inactive updates x 52 + active updates x 81 + spikes x
+  1.7 pJ; chip MACs (graded input) are charged as synaptic ops.
+* loihi2 (derived from Hala Point): synops x 6.84 + neuron updates x 10.83 pJ, chip MACs charged as synaptic ops.
+  An UPPER BOUND, not an estimate.
+* cmos45nm (Horowitz 2014, operations only): on conventional hardware an SNN synaptic op is an accumulate (AC, one
+  add: FP32 0.9 pJ / INT8 0.03 pJ) and a MAC is FP32 4.6 pJ / INT8 0.23 pJ; neuron updates and memory are not
+  counted.
+* memory_aware (after Lemaire et al. 2022): adds weight reads, membrane-potential reads and writes and addressing;
+  the ANN beside it is charged on the same model.
 
-The ANN column is the ANN-equivalent MACs on cmos45nm (ops-only, same precision) for every target
-but memory_aware, where it uses the memory-aware ANN model.
+The ANN column is priced by the target's `ann_pricing()`: the ANN-equivalent MACs on cmos45nm (ops-only, same
+precision) for every target but memory_aware, which prices it on its own model.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ from typing import Dict, List, Union
 
 import numpy as np
 
-from ..targets.constants import EnergyTarget, load_target
+from ..targets import TARGETS, HardwareTarget
 
 from ..errors import ConfigError
 from ..io.files import atomic_write
@@ -270,6 +271,7 @@ class EnergyReport:
     sources: List[str]
     constants: Dict[str, dict]
     notes: List[str] = field(default_factory=list)
+    ann_target: str = ""                 # the target that priced the ANN column
 
     @property
     def snn_total_pj(self) -> float:
@@ -289,7 +291,8 @@ class EnergyReport:
                 "ann_model": self.ann_model, "unit": "pJ", "per": "inference",
                 "samples": self.samples, "timesteps": self.timesteps,
                 "layers": [asdict(layer) for layer in self.layers], "totals": totals,
-                "sources": list(self.sources), "constants": dict(self.constants), "notes": list(self.notes)}
+                "sources": list(self.sources), "constants": dict(self.constants), "notes": list(self.notes),
+                "ann_target": self.ann_target}
 
     @classmethod
     def from_json(cls, data: dict) -> "EnergyReport":
@@ -298,85 +301,45 @@ class EnergyReport:
                    ann_model=data["ann_model"], layers=[LayerEnergy(**row) for row in data["layers"]],
                    samples=int(data["samples"]), timesteps=int(data["timesteps"]),
                    sources=list(data["sources"]), constants=dict(data["constants"]),
-                   notes=list(data.get("notes", [])))
+                   notes=list(data.get("notes", [])), ann_target=data.get("ann_target", ""))
 
 
-def _snn_energy(layer: LayerOps, t: EnergyTarget, precision: str) -> Dict[str, float]:
-    if t.model == "loihi-events":
-        syn = t.pj("synop")
-        active = layer.active_updates
-        return {"synaptic_ops": layer.synaptic_ops * syn,
-                "graded_macs": layer.chip_macs * syn,
-                "neuron_updates_inactive": (layer.neuron_updates - active) * t.pj("neuron_update_inactive"),
-                "neuron_updates_active": active * t.pj("neuron_update_active"),
-                "spikes": layer.spikes * t.pj("spike_in_tile")}
-    if t.model == "system-bound":
-        syn = t.pj("synop_bound")
-        return {"synaptic_ops": layer.synaptic_ops * syn,
-                "graded_macs": layer.chip_macs * syn,
-                "neuron_updates": layer.neuron_updates * t.pj("neuron_op_bound")}
-    if t.model == "ops-only":
-        return {"synaptic_ops": layer.synaptic_ops * t.pj(f"{precision}_add"),
-                "graded_macs": layer.chip_macs * t.pj(f"{precision}_mac")}
-    if t.model == "memory-aware":
-        rd, wr = t.pj("sram_read"), t.pj("sram_write")
-        return {"synaptic_ops": layer.synaptic_ops * (t.pj("ac") + t.pj("addr")),
-                "synaptic_memory": layer.synaptic_ops * (rd + rd + wr),   # weight read, potential read + write
-                "graded_macs": layer.chip_macs * t.pj("mac"),
-                "graded_memory": layer.chip_macs * (rd + rd),              # weight read, input read
-                "neuron_updates": layer.neuron_updates * t.pj("neuron_update_op"),
-                "neuron_memory": layer.neuron_updates * (rd + wr)}        # potential read + write
-    raise ConfigError(f"energy target '{t.name}' has an unknown model {t.model!r}")
-
-
-def _ann_energy(layer: LayerOps, ann: EnergyTarget, precision: str) -> Dict[str, float]:
-    if ann.model == "memory-aware":
-        rd, wr = ann.pj("sram_read"), ann.pj("sram_write")
-        return {"macs": layer.ann_macs * ann.pj("mac"),
-                "memory": layer.ann_macs * (rd + rd) + layer.neurons * wr}
-    return {"macs": layer.ann_macs * ann.pj(f"{precision}_mac")}
-
-
-def estimate_energy(counts: OpCounts, target: Union[str, EnergyTarget], precision: str = "fp32") -> EnergyReport:
-    """Energy per inference of the SNN on `target` and of the ANN equivalent, per layer (pJ).
+def estimate_energy(counts: OpCounts, target: Union[str, HardwareTarget], precision: str = "fp32") -> EnergyReport:
+    """Energy per inference of the SNN on `target` (a registered name or entry) and of the ANN equivalent, per layer
+    (pJ).
 
     `precision` ("fp32" | "int8") selects the Horowitz add/MAC figures of the ops-only model, used
     by the cmos45nm target and by the ANN column of every target but memory_aware.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    t = load_target(target) if not isinstance(target, EnergyTarget) else target
-    ann = t if t.model == "memory-aware" else load_target("cmos45nm")
-    if t.model == "memory-aware":
-        ann_model = ("memory-aware ANN on the same hardware: MACs x (MAC + weight read + input read) "
-                     "+ output neurons x write")
-    else:
-        ann_model = f"ANN-equivalent MACs x {precision.upper()} MAC ({ann.pj(precision + '_mac')} pJ, {ann.title})"
+    t = TARGETS.get(target) if isinstance(target, str) else target
+    ann = t.ann_pricing()
+    table, ann_table = t.energy(), ann.energy()
     rows = []
     for layer in counts.layers:
-        snn = _snn_energy(layer, t, precision)
-        annb = _ann_energy(layer, ann, precision)
+        snn = t.snn_energy(layer, table, precision)
+        annb = ann.ann_energy(layer, ann_table, precision)
         rows.append(LayerEnergy(name=layer.name, input_kind=layer.input_kind, spikes=layer.spikes,
                                 synaptic_ops=layer.synaptic_ops, chip_macs=layer.chip_macs,
                                 neuron_updates=layer.neuron_updates, ann_macs=layer.ann_macs,
                                 snn_pj=float(sum(snn.values())), ann_pj=float(sum(annb.values())),
                                 snn_breakdown=snn, ann_breakdown=annb, note=layer.note))
-    notes = [t.description]
-    if t.model in ("loihi-events", "system-bound") and any(r.chip_macs for r in rows):
-        notes.append("graded/direct input MACs on the chip are charged as synaptic ops of this target")
+    notes = [table.description]
+    if t.graded_input_note and any(r.chip_macs for r in rows):
+        notes.append(t.graded_input_note)
     if any(r.input_kind == "direct" for r in rows):
         notes.append("the first layer is fed by direct (analog) input and is counted as MACs, not synaptic ops")
     notes.append("zero weights counted as synapses" if counts.count_zero_weights
                  else "zero weights are not synapses (sparse storage): they cost no synaptic op")
-    sources = list(t.sources) + [s for s in ann.sources if s not in t.sources]
-    constants = {f"{t.name}.{k}": c.to_json() for k, c in t.constants.items()}
+    sources = list(table.sources) + [s for s in ann_table.sources if s not in table.sources]
+    constants = {f"{table.name}.{k}": c.to_json() for k, c in table.constants.items()}
     if ann is not t:
-        constants.update({f"{ann.name}.{k}": c.to_json() for k, c in ann.constants.items()
-                          if k == f"{precision}_mac"})
-    return EnergyReport(target=t.name, target_title=t.title, model=t.model, precision=precision,
-                        snn_is_upper_bound=t.is_upper_bound, ann_model=ann_model, layers=rows,
-                        samples=counts.samples, timesteps=counts.timesteps, sources=sources,
-                        constants=constants, notes=notes)
+        constants.update({f"{ann_table.name}.{k}": ann_table.constants[k].to_json() for k in ann.ann_constants(precision)})
+    return EnergyReport(target=table.name, target_title=table.title, model=table.model, precision=precision,
+                        snn_is_upper_bound=table.is_upper_bound, ann_model=ann.ann_model(ann_table, precision),
+                        layers=rows, samples=counts.samples, timesteps=counts.timesteps, sources=sources,
+                        constants=constants, notes=notes, ann_target=ann.name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,7 +420,9 @@ def plot_energy(report: EnergyReport, path: Union[str, Path]) -> Path:
     x = np.arange(len(names))
     label = f"SNN on {report.target}" + (" (upper bound)" if report.snn_is_upper_bound else "")
     ax.bar(x - 0.2, snn / scale, width=0.4, label=label, color="tab:blue")
-    ax.bar(x + 0.2, ann / scale, width=0.4, label="ANN equivalent" + (" (same model)" if report.model == "memory-aware" else f" ({report.precision.upper()} MACs, 45 nm)"), color="tab:orange")
+    same = report.ann_target == report.target
+    ann_label = " (same model)" if same else f" ({report.precision.upper()} MACs, {report.ann_target or 'cmos45nm'})"
+    ax.bar(x + 0.2, ann / scale, width=0.4, label="ANN equivalent" + ann_label, color="tab:orange")
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=30 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center")
     ax.set_xlabel("layer")

@@ -7,11 +7,10 @@ import os
 import numpy as np
 
 from ..io.checkpoint import load_checkpoint
-from ..errors import ConfigError
 from ..quantization.fixed_point import SimulationResult
+from ..targets import SIMULATORS, TARGETS
 from .common import CliError, check_output, configure_threads, positive_int, recorded_dataset, write_json
 
-ENERGY_TARGETS = ("loihi", "loihi2", "cmos45nm", "memory_aware")
 
 
 def layer_table(net) -> str:
@@ -132,12 +131,12 @@ def cmd_simulate(args) -> dict:
 def cmd_verify(args) -> dict:
     from ..deploy import encode_for_chip
     from ..io.netx import read_netx
-    from hw_targets.simulators.verify import verify
     configure_threads()
     net = read_netx(args.model, timesteps=args.timesteps)
     data = data_for_netx(net, args)
     inputs = encode_for_chip(net, data.test_x[:args.samples], seed=args.seed)
-    report = verify(args.model if not args.timesteps else net, inputs, progress=not args.no_progress)
+    report = SIMULATORS.get("lava").compare(args.model if not args.timesteps else net, inputs,
+                                             progress=not args.no_progress)
     print(report.summary())
     print(f"Lava {report.lava_time_s:.2f} s, emulator {report.emulator_time_s:.3f} s")
     summary = {"command": "verify", "model": args.model, "ok": report.ok, "samples": report.samples,
@@ -166,8 +165,7 @@ def energy_summary(net, result, target: str, plot: str = None) -> dict:
 def cmd_energy(args) -> dict:
     from ..io.netx import read_netx
     configure_threads()
-    if args.energy_target not in ENERGY_TARGETS:
-        raise ConfigError(f"unknown target {args.energy_target!r}; valid: {', '.join(ENERGY_TARGETS)}")
+    TARGETS.get(args.energy_target)
     net = read_netx(args.model, timesteps=args.timesteps)
     if args.from_json:
         result = result_from_json(args.from_json)
@@ -183,9 +181,8 @@ def cmd_energy(args) -> dict:
 
 def cmd_fit(args) -> dict:
     from ..io.netx import read_netx
-    from hw_targets.fit import check_fit
     net = read_netx(args.model)
-    fit = check_fit(net, limits=args.limits)
+    fit = TARGETS.get(args.limits).check_fit(net)
     print(fit.format_fit_table())
     write_json(args.json, {"command": "fit", "model": args.model, **fit.to_json()})
     fit.raise_if_not_fit()
@@ -196,11 +193,13 @@ def _sim_args(p, samples_default=200, hardware_target=True):
     p.add_argument("model", help="netx file (from snntc export, or any netx file of input/conv/flatten/dense CUBA layers)")
     p.add_argument("--samples", type=positive_int, default=samples_default, help=f"test samples (default {samples_default})")
     p.add_argument("--timesteps", type=positive_int, default=None, help="time steps (default: the file's)")
-    p.add_argument("--backend", default=None, choices=["emulator", "lava"],
-                   help="bit-exact emulator or Lava's simulator (default: Lava up to 32 samples, the emulator above)")
+    p.add_argument("--backend", default=None, choices=SIMULATORS.names(),
+                   help=SIMULATORS.help() + " (default: Lava up to 32 samples, the emulator above)")
     p.add_argument("--float", action="store_true", help="Lava's floating-point models instead of fixed point")
     if hardware_target:
-        p.add_argument("--target", default="sim", choices=["sim", "loihi2"], help="sim (CPU) or loihi2 (needs lava-loihi)")
+        hardware = list(dict.fromkeys(h for s in SIMULATORS.entries() for h in s.hardware))
+        p.add_argument("--target", default="sim", choices=hardware,
+                       help="where to run: sim (this machine's CPU) or a chip (loihi2 needs lava-loihi)")
     p.add_argument("--seed", type=int, default=0, help="seed of the Poisson input")
     p.add_argument("--dataset", default=None, help="dataset (default: the one recorded in the file)")
     p.add_argument("--data-root", default=None)
@@ -230,7 +229,7 @@ def register(sub) -> None:
                                    "(total and per inference) and wall time. State is reset between samples.")
     _sim_args(p)
     p.add_argument("--energy", action="store_true", help="also print the energy table")
-    p.add_argument("--energy-target", default="loihi", choices=ENERGY_TARGETS)
+    p.add_argument("--energy-target", default="loihi", choices=TARGETS.names(), help=TARGETS.help(default="loihi"))
     p.add_argument("--plot", metavar="PNG", help="with --energy: plot energy per layer")
     p.set_defaults(func=cmd_simulate)
 
@@ -245,8 +244,8 @@ def register(sub) -> None:
                                    "neuron updates per layer and inference, and price them on a target; the equivalent "
                                    "ANN's MACs on 45 nm CMOS beside them. Every constant carries its source.")
     _sim_args(p, hardware_target=False)
-    p.add_argument("--target", dest="energy_target", default="loihi", choices=ENERGY_TARGETS,
-                   help="energy model: loihi (default), loihi2 (upper bound), cmos45nm, memory_aware")
+    p.add_argument("--target", dest="energy_target", default="loihi", choices=TARGETS.names(),
+                   help=TARGETS.help(default="loihi"))
     p.set_defaults(sim_target="sim")
     p.add_argument("--from", dest="from_json", metavar="SIMULATION.json", help="use a 'snntc simulate --json' result")
     p.add_argument("--plot", metavar="PNG", help="bar chart of energy per layer, SNN beside ANN")
@@ -256,7 +255,8 @@ def register(sub) -> None:
                        description="Cores per layer from neurons, synaptic memory and fan-in per core; chips needed. "
                                    "Exits non-zero, naming the layer and the limit, when it does not fit.")
     p.add_argument("model", help="netx file")
-    p.add_argument("--limits", default="loihi2", choices=["loihi2", "loihi"], help="hardware (default loihi2)")
+    fits = lambda t: t.fit is not None          # noqa: E731
+    p.add_argument("--limits", default="loihi2", choices=TARGETS.names(fits), help=TARGETS.help(fits, default="loihi2"))
     p.add_argument("--json", metavar="FILE")
     p.set_defaults(func=cmd_fit)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from models import model_help, model_names
-
+from ..ir.models import MODELS, model_help
 from ..progress import log_line
 from ..neurons.surrogates import SURROGATES, get_surrogate
 from ..training.loop import resolve_device
@@ -69,7 +68,7 @@ def register(sub) -> None:
                                    "Thresholds are fixed. A checkpoint (an SNN checkpoint, for evaluate, finetune and "
                                    "export) is written after every epoch, so --resume continues an interrupted run; "
                                    "per-layer weight-gradient norms are recorded in its history.")
-    p.add_argument("--model", default="vgg-small", choices=model_names(), metavar="MODEL", help=model_help())
+    p.add_argument("--model", default="vgg-small", choices=MODELS.names(), metavar="MODEL", help=model_help())
     p.add_argument("--timesteps", type=positive_int, default=8, help="time steps (default 8)")
     p.add_argument("--surrogate", default="rectangular",
                    help=f"surrogate gradient: {', '.join(SURROGATES)} (default rectangular: the box "

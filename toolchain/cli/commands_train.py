@@ -5,9 +5,8 @@ import argparse
 import os
 import time
 
-from models import model_help, model_names
-
 from ..io.checkpoint import load_checkpoint, save_checkpoint
+from ..ir.models import MODELS, model_help
 from ..data import load_dataset
 from ..progress import log_line
 from ..training.loop import TrainConfig, resolve_device
@@ -68,9 +67,9 @@ def cmd_train_ann(args) -> dict:
 
 # -- models ------------------------------------------------------------------------------------
 def cmd_models(args) -> dict:
-    from models import SPECS, describe
+    from ..analysis.model_facts import describe
     shape = tuple(args.input_shape) if args.input_shape else None
-    rows = [describe(spec.name, shape, args.classes) for spec in SPECS]
+    rows = [describe(name, shape, args.classes) for name in MODELS.names()]
     print(f"{'model':<13} {'input':>8} {'params':>11} {'synaptic':>8} {'neurons':>8} {'Loihi 2':>16}  what it is")
     for r in rows:
         if r["parameters"] is None:
@@ -208,7 +207,7 @@ def register(sub) -> None:
     p = sub.add_parser("train-ann", help="train an ANN under SNN constraints",
                        description="Train an ANN (no bias, ReLU, average pooling, dropout) on a dataset; a checkpoint "
                                    "is written after every epoch, so --resume continues an interrupted run.")
-    p.add_argument("--model", default="vgg-small", choices=model_names(), metavar="MODEL", help=model_help())
+    p.add_argument("--model", default="vgg-small", choices=MODELS.names(), metavar="MODEL", help=model_help())
     p.add_argument("--batch-norm", action="store_true", help="batch norm after each conv (folded before conversion)")
     add_data_args(p)
     add_train_args(p, epochs=30, lr=3e-3)

@@ -9,17 +9,15 @@ from typing import Callable
 import numpy as np
 
 from ..deploy import export_snn, simulate
+from ..targets import TARGETS
 from ..training.finetune import finetune
 from ..training.loop import TrainConfig
-
-ENERGY_TARGETS = ("loihi", "loihi2", "cmos45nm", "memory_aware")
-
 
 def _energy_per_target(net, result, out_dir):
     from ..analysis.energy import count_operations, estimate_energy, plot_energy
     counts = count_operations(net, result)
     rows = {}
-    for target in ENERGY_TARGETS:
+    for target in TARGETS.names():
         report = estimate_energy(counts, target)
         rows[target] = {"snn_pj_per_inference": report.snn_total_pj, "ann_pj_per_inference": report.ann_total_pj,
                         "snn_is_upper_bound": report.snn_is_upper_bound}

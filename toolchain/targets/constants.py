@@ -1,7 +1,7 @@
-"""Energy constants of the hardware targets, loaded from `hw_targets/energy/<name>.json`.
+"""Energy constants of a hardware target: the format of its `energy.json` (hw_targets/<target>/energy.json).
 
-Each target file holds a `model` (which formula `toolchain.energy.estimate_energy` applies), a
-description, its sources, and constants of the form
+Each file holds the target's name and title, a `model` (the name of the formula its target entry applies,
+reported with the energy), a description, its sources, and constants of the form
 
     {"value": 23.6, "unit": "pJ", "source": "...", "kind": "measured" | "simulated" | "derived-bound" | "model"}
 
@@ -18,10 +18,7 @@ from typing import Dict, Mapping, Tuple, Union
 
 from ..errors import ConfigError
 
-ENERGY_DIR = Path(__file__).resolve().parents[2] / "hw_targets"
-KNOWN_TARGETS: Tuple[str, ...] = ("loihi", "loihi2", "cmos45nm", "memory_aware")
 KINDS: Tuple[str, ...] = ("measured", "simulated", "derived-bound", "model")
-MODELS: Tuple[str, ...] = ("loihi-events", "system-bound", "ops-only", "memory-aware")
 
 
 @dataclass(frozen=True)
@@ -36,7 +33,7 @@ class EnergyConstant:
 
 
 @dataclass(frozen=True)
-class EnergyTarget:
+class EnergyTable:
     """One hardware target's energy constants (all in pJ) and where they come from."""
     name: str
     title: str
@@ -65,14 +62,14 @@ class EnergyTarget:
                 "inputs": dict(self.inputs)}
 
 
-def _parse(data: Mapping, origin: str) -> EnergyTarget:
+def _parse(data: Mapping, origin: str) -> EnergyTable:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{origin}: an energy target must be a JSON object")
     for key in ("name", "model", "constants"):
         if key not in data:
             raise ConfigError(f"{origin}: missing '{key}'")
-    if data["model"] not in MODELS:
-        raise ConfigError(f"{origin}: model {data['model']!r} is not one of {', '.join(MODELS)}")
+    if not isinstance(data["model"], str) or not data["model"]:
+        raise ConfigError(f"{origin}: 'model' must name the target's energy formula")
     constants: Dict[str, EnergyConstant] = {}
     for key, c in dict(data["constants"]).items():
         if not isinstance(c, Mapping) or not {"value", "unit", "source", "kind"} <= set(c):
@@ -87,29 +84,22 @@ def _parse(data: Mapping, origin: str) -> EnergyTarget:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"{origin}: constant '{key}' must be a non-negative number, not {value!r}")
         constants[key] = EnergyConstant(float(value), c["unit"], str(c["source"]), c["kind"])
-    return EnergyTarget(name=str(data["name"]), title=str(data.get("title", data["name"])),
-                        model=str(data["model"]), description=str(data.get("description", "")),
-                        sources=tuple(data.get("sources", ())), constants=constants,
-                        inputs=dict(data.get("inputs", {})))
+    return EnergyTable(name=str(data["name"]), title=str(data.get("title", data["name"])),
+                       model=str(data["model"]), description=str(data.get("description", "")),
+                       sources=tuple(data.get("sources", ())), constants=constants,
+                       inputs=dict(data.get("inputs", {})))
 
 
-def target_from_json(data: Mapping) -> EnergyTarget:
-    """An EnergyTarget from a dict shaped like the files (or like `EnergyTarget.to_json()`)."""
-    return _parse(data, "energy target")
+def energy_table_from_json(data: Mapping) -> EnergyTable:
+    """An EnergyTable from a dict shaped like the files (or like `EnergyTable.to_json()`)."""
+    return _parse(data, "energy table")
 
 
-def load_target(name: Union[str, Path]) -> EnergyTarget:
-    """Load a target by name ("loihi", "loihi2", "cmos45nm", "memory_aware") or from a .json path."""
-    if isinstance(name, Path) or str(name).endswith(".json"):
-        path = Path(name)
-        if not path.is_file():
-            raise ConfigError(f"energy target file '{path}' does not exist")
-    else:
-        if name not in KNOWN_TARGETS:
-            raise ConfigError(f"unknown energy target {name!r}; known targets: {', '.join(KNOWN_TARGETS)}")
-        path = ENERGY_DIR / name / "energy.json"
+def load_energy_table(path: Union[str, Path]) -> EnergyTable:
+    """Read and check an energy.json file."""
+    path = Path(path)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"energy target file '{path}' is unreadable: {exc}") from None
+        raise ConfigError(f"energy table '{path}' is unreadable: {exc}") from None
     return _parse(data, str(path))

@@ -8,9 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import build_model
-
 from ..io.checkpoint import Checkpoint
+from ..ir.models import build_model
 from ..data import Dataset
 from ..errors import CheckpointError
 from ..ir.torch_net import AnnModel

@@ -33,8 +33,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import build_model
-
 from .ann import dataset_info
 from ..io.checkpoint import Checkpoint
 from ..io.files import atomic_write
@@ -43,6 +41,7 @@ from ..coding.poisson import InputEncoder
 from ..errors import CheckpointError, ConfigError
 from .evaluate import evaluate_snn
 from ..ir import SYNAPTIC, Network, iter_layers
+from ..ir.models import build_model
 from ..snn.model import SnnConfig, SnnModel
 from ..neurons.surrogates import Surrogate, get_surrogate
 from .loop import Run, TrainConfig, resolve_device, run_training, seed_everything

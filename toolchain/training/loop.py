@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .allocator import training_allocator
 from ..io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, TrainingWarning
 from .optim import make_adam
 from ..progress import progress_bar
 
@@ -166,10 +166,6 @@ class Run:
     check_resume: Optional[Callable[[Checkpoint], None]] = None
     epoch_extras: Optional[Callable[[], dict]] = None
     baseline: bool = False
-
-
-class TrainingWarning(UserWarning):
-    """Training ended without improving on where it started, or without a validation split to choose by."""
 
 
 def run_training(model: torch.nn.Module, data, cfg: TrainConfig, out_path: str, run: Run, resume: bool = False,
