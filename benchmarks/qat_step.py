@@ -71,8 +71,8 @@ def converted_models(model_name: str, shape: tuple, T: int, surrogate: dict, cod
     """{side: SnnModel}: one seeded network, thresholds balanced on x (max current x scale), a copy per side."""
     import torch
     from models import build_model
-    from toolchain.coding.poisson import InputEncoder
-    from toolchain.quantization.quantize import direct_input_scale
+    from toolchain.coding import InputEncoder
+    from toolchain.coding.direct import direct_input_scale
     from toolchain.snn import SnnConfig, SnnModel
 
     torch.manual_seed(0)
@@ -96,7 +96,7 @@ def measure(args, shape: tuple, T: int) -> list:
     """The configurations (side x surrogate) of one shape and T, stepped round robin; one result per configuration."""
     import torch
     from toolchain.neurons.kernels import native
-    from toolchain.coding.poisson import InputEncoder
+    from toolchain.coding import InputEncoder
     from toolchain.training import TrainConfig, make_optimizer, release_optimizer
 
     x, y = batch_of_digits(shape, args.batch_size)

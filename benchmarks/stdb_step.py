@@ -137,7 +137,7 @@ def worker(args) -> dict:
     import torch
 
     from models import build_model
-    from toolchain.coding.poisson import InputEncoder
+    from toolchain.coding import InputEncoder
     from toolchain.snn import SnnConfig, SnnModel
     from toolchain.neurons.kernels import native
     from toolchain.training.allocator import tune_for_training

@@ -199,8 +199,8 @@ class FitReport:
         return cls(hardware=data["hardware"], title=data["title"], conv_weights=data["conv_weights"],
                    limits=dict(data["limits"]), layers=rows, warnings=list(data.get("warnings", [])))
 
-    def format_fit_table(self) -> str:
-        return format_fit_table(self)
+    def format_fit_table(self, warnings: bool = True) -> str:
+        return format_fit_table(self, warnings)
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,7 +384,7 @@ def raise_if_not_fit(net: FxNetwork, limits=None, conv_weights: str = "shared") 
     return report
 
 
-def format_fit_table(report: FitReport) -> str:
+def format_fit_table(report: FitReport, warnings: bool = True) -> str:
     head = ["layer", "kind", "neurons", "fan-in", "w bits", "axons/core", "neurons/core", "syn. bytes",
             "cores", "limited by", "status"]
     body = []
@@ -407,5 +407,5 @@ def format_fit_table(report: FitReport) -> str:
     verdict = "fits" if report.fits else "DOES NOT FIT"
     out.append(f"total: {report.total_cores} cores, {report.chips} chip(s): {verdict}")
     out += [f"problem: {p}" for p in report.problems]
-    out += [f"warning: {w}" for w in report.warnings]
+    out += [f"warning: {w}" for w in report.warnings] if warnings else []
     return "\n".join(out)

@@ -43,7 +43,7 @@ def test_biases_take_the_unit_of_the_spikes_they_join(tiny_dense_data):
         ann.layers["out"].bias.copy_(torch.tensor([3.0, 0.0]))
     snn = convert(Checkpoint("ann", net, ann.state_dict(), {"name": "tiny"}), tiny_dense_data, timesteps=4, scale=1.0,
                   coding="direct", calib_samples=1)
-    th = snn.snn["thresholds"]
+    th = snn.snn.thresholds
     assert th["s1"] == pytest.approx(2.0)
     sd = snn.state_dict
     torch.testing.assert_close(sd["layers.fc1.bias"], torch.tensor([0.5, 0.5]))

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from toolchain.data import DATASETS, Dataset, load_dataset
-from toolchain.coding.poisson import InputEncoder, poisson_spikes
+from toolchain.coding import InputEncoder
+from toolchain.coding.poisson import poisson_spikes
 from toolchain.errors import ConfigError, DataError
 
 IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from toolchain.neurons.kernels import native
-from toolchain.neurons.base import SubtractiveParams, run_neurons, subtractive_step
+from toolchain.neurons import run_neurons
+from toolchain.neurons.subtractive import SubtractiveParams, subtractive_step
 from toolchain.neurons.surrogates import get_surrogate
 
 needs_compiler = pytest.mark.skipif(native.compiler() is None, reason="no C compiler on this machine")
@@ -58,12 +59,12 @@ def test_native_equals_torch_ops(dtype, channels_last, pool, leak, surrogate, mo
 def test_a_batch_of_one_channels_last(pool, monkeypatch):
     """B = 1, channels-last: torch gives the batch dimension an arbitrary stride; the kernels still run (and pool)
     and agree with the torch ops."""
-    import toolchain.neurons.base as neurons
+    import toolchain.neurons.kernels.subtractive as kernel
     x = _currents(torch.float32, True, B=1)
     params, sur = SubtractiveParams(0.7, 1.0), get_surrogate("stdb")
     ran = []
-    orig = neurons._native_forward
-    monkeypatch.setattr(neurons, "_native_forward", lambda *a: ran.append(orig(*a)) or ran[-1])
+    orig = kernel._native_forward
+    monkeypatch.setattr(kernel, "_native_forward", lambda *a: ran.append(orig(*a)) or ran[-1])
     s_n, st_n, g_n = _run(x, params, sur, pool, True, monkeypatch)
     assert ran and ran[0] is not None                                     # compiled, not the fallback
     s_t, st_t, g_t = _run(x, params, sur, pool, False, monkeypatch)

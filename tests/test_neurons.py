@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from toolchain.neurons.base import (CubaParams, SubtractiveParams, cuba_step, initial_state, loihi_decay, run_neurons,
-                               subtractive_step)
+from toolchain.neurons import initial_state, run_neurons
+from toolchain.neurons.loihi_cuba import CubaParams, cuba_step, loihi_decay
+from toolchain.neurons.subtractive import SubtractiveParams, subtractive_step
 from toolchain.neurons.surrogates import get_surrogate
 
 heaviside = lambda x, dt: (x > 0).to(x.dtype)

@@ -20,7 +20,7 @@ from toolchain.io.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
 from toolchain.cli import main  # noqa: E402
 from toolchain.convert import convert  # noqa: E402
 from toolchain.data import load_dataset  # noqa: E402
-from toolchain.coding.poisson import InputEncoder  # noqa: E402
+from toolchain.coding import InputEncoder  # noqa: E402
 from toolchain.deploy import export_snn  # noqa: E402
 from toolchain.errors import ExportError, ImportModelError  # noqa: E402
 from toolchain.ir import (AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike,  # noqa: E402
@@ -145,7 +145,7 @@ def test_vgg_imports_with_the_original_outputs(vgg_files):
 def test_imported_vgg_converts_and_exports_to_netx(vgg_files, digits, tmp_path):
     ann = import_onnx(vgg_files[1])
     snn = convert(ann, digits, timesteps=6, calib_samples=16, coding="direct")
-    out = SnnModel(snn.network, SnnConfig.from_dict(snn.snn))
+    out = SnnModel(snn.network, SnnConfig.from_dict(snn.snn.to_dict()))
     out.load_state_dict(snn.state_dict)
     assert out(torch.as_tensor(digits.test_x[:4])).logits.shape == (4, 10)
     fx, report = export_snn(snn, str(tmp_path / "vgg.net"), digits.train_x)
@@ -169,7 +169,7 @@ def test_resnet_imports_with_residual_blocks_and_runs_as_snn(resnet_files, digit
     assert any("netx" in w for w in ckpt.training["import"]["warnings"])
     assert_same_outputs(model, path, ckpt)
     snn = convert(ckpt, digits, timesteps=4, calib_samples=8, coding="direct")
-    out = SnnModel(snn.network, SnnConfig.from_dict(snn.snn))
+    out = SnnModel(snn.network, SnnConfig.from_dict(snn.snn.to_dict()))
     out.load_state_dict(snn.state_dict)
     res = out(torch.as_tensor(digits.test_x[:3]))
     assert res.logits.shape == (3, 10) and set(res.spike_counts) == {s.name for s in snn.network.spiking_layers}
@@ -340,7 +340,7 @@ def assert_graph_matches_checkpoint(graph, ckpt, dt=1.0):
     """Node by node: the network's layers (batch norm folded, dropout left out), weights, neuron parameters."""
     from toolchain.training.convert import fold_batch_norms
     net, state = fold_batch_norms(ckpt.network, ckpt.state_dict)
-    cfg = SnnConfig.from_dict(ckpt.snn)
+    cfg = SnnConfig.from_dict(ckpt.snn.to_dict())
     expected = {l.name for l in iter_layers(net.layers) if not isinstance(l, (Residual, Dropout))} | {"input", "output"}
     assert set(graph.nodes) == expected
     for layer in iter_layers(net.layers):
@@ -411,7 +411,7 @@ def test_nir_round_trip_and_simulation_match_the_snn(make, neuron, leak, bias, t
     else:
         assert back.metadata["fixed_point"]["available"]
     # the documented semantics reproduce the toolchain's SNN (direct coding, T = 6)
-    model = SnnModel(net, SnnConfig.from_dict(ckpt.snn))
+    model = SnnModel(net, SnnConfig.from_dict(ckpt.snn.to_dict()))
     model.load_state_dict(ckpt.state_dict)
     model.eval()
     with torch.no_grad():

@@ -8,7 +8,8 @@ from toolchain.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from toolchain.training.convert import convert, fold_batch_norms
 from toolchain.errors import CheckpointError, LoweringError, ModelError, ShapeError
 from toolchain.ir import AvgPool2d, Conv2d, Flatten, Linear, Network, Spike
-from toolchain.neurons.base import SubtractiveParams, run_neurons, subtractive_step
+from toolchain.neurons import run_neurons
+from toolchain.neurons.subtractive import SubtractiveParams, subtractive_step
 from toolchain.snn import SnnConfig, SnnModel
 from toolchain.ir.torch_net import AnnModel
 
@@ -31,7 +32,7 @@ def test_spike_thresholds_by_hand(tiny_dense_data):
     # fc1 current = W1 x = [1.5, 0] every step -> theta1 = 0.7 * 1.5 = 1.05; neuron 1 fires every step
     # (v 1.5, 1.95, 2.4 stays above 1.05), neuron 2 never: fc2 current = W2 [1, 0] = [2, 1] -> theta2 = 0.7 * 2 = 1.4
     snn = convert(tiny_ann(), tiny_dense_data, timesteps=3, scale=0.7, coding="direct", calib_samples=1)
-    assert snn.snn["thresholds"] == pytest.approx({"s1": 1.05, "s2": 1.4})
+    assert snn.snn.thresholds == pytest.approx({"s1": 1.05, "s2": 1.4})
 
 
 def test_activation_thresholds_by_hand(tiny_dense_data):
@@ -39,13 +40,13 @@ def test_activation_thresholds_by_hand(tiny_dense_data):
     # s1's spikes stand for 1.05 of the ANN's activation, so fc2 receives the ANN's current / 1.05: s2's threshold,
     # in those units, is 2.1 / 1.05 = 2
     snn = convert(tiny_ann(), tiny_dense_data, timesteps=3, method="activation", scale=0.7, coding="direct", calib_samples=1)
-    assert snn.snn["thresholds"] == pytest.approx({"s1": 1.05, "s2": 2.0})
+    assert snn.snn.thresholds == pytest.approx({"s1": 1.05, "s2": 2.0})
 
 
 def test_percentile_threshold(tiny_dense_data):
     snn = convert(tiny_ann(), tiny_dense_data, timesteps=3, scale=1.0, percentile=50, coding="direct", calib_samples=1)
     # fc1 currents over 3 steps x 2 neurons: [1.5, 0] x 3 -> median 0.75
-    assert snn.snn["thresholds"]["s1"] == pytest.approx(0.75)
+    assert snn.snn.thresholds["s1"] == pytest.approx(0.75)
 
 
 def test_unknown_model_lists_known_ones():
@@ -158,9 +159,9 @@ def test_qat_forward_equals_the_bit_exact_emulator(tiny_dense_data):
     data = Dataset("rand", x, np.zeros(24, np.int64), x, np.zeros(24, np.int64), ["a", "b", "c"], (1, 8, 8), (0.0,), (1.0,))
     snn = convert(Checkpoint("ann", net, ann.state_dict(), {"name": "rand"}), data, timesteps=6, scale=0.6,
                   coding="direct", neuron="loihi-cuba", calib_samples=24)
-    snn.snn["input_scale"] = 127 / float(np.abs(x).max())
+    snn.snn.input_scale = 127 / float(np.abs(x).max())
     fx, _ = quantize_snn(snn, x)
-    model = SnnModel(net, SnnConfig.from_dict(snn.snn)).double()
+    model = SnnModel(net, SnnConfig.from_dict(snn.snn.to_dict())).double()
     model.load_state_dict(snn.state_dict)
     with torch.no_grad():
         out = model(torch.as_tensor(x, dtype=torch.float64), 6)

@@ -1,4 +1,4 @@
-"""The fused quantization-aware CUBA neuron (toolchain.neurons._CubaRun, compiled and in torch ops) against autograd
+"""The fused quantization-aware CUBA neuron (toolchain.neurons.kernels.cuba._CubaRun, compiled and in torch ops) against autograd
 through the unrolled `cuba_step` loop: identical spikes, final state and readout, and the same gradients with
 respect to the currents, the weights and the biases (float64), for several decays, with biases, with values that
 hit the 24-bit clip and wrap, for the STDB and linear surrogates, on conv (pooled and not) and dense layers; and
@@ -8,14 +8,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import toolchain.neurons.base as neurons
-import toolchain.snn.model as snn_mod
+import toolchain.neurons.kernels.cuba as kernel
+import toolchain.neurons.run as run_mod
+import toolchain.snn.deployed as deployed
+from toolchain.snn.steps import per_step
 from models import build_model
 from toolchain.neurons.kernels import native
-from toolchain.coding.poisson import InputEncoder
+from toolchain.coding import InputEncoder
 from toolchain.quantization.fixed_point import STATE_MAX
-from toolchain.neurons.base import CubaParams, cuba_step, initial_state, run_neurons
-from toolchain.quantization.quantize import direct_input_scale, fake_quant_weight
+from toolchain.neurons import initial_state, run_neurons
+from toolchain.neurons.loihi_cuba import CubaParams, cuba_step
+from toolchain.coding.direct import direct_input_scale
+from toolchain.quantization.quantize import fake_quant_weight
 from toolchain.snn import SnnConfig, SnnModel
 from toolchain.neurons.surrogates import get_surrogate
 
@@ -32,8 +36,8 @@ def implementation(request, monkeypatch):
         if native.library() is None:
             pytest.skip("no compiled kernels here")
     else:
-        monkeypatch.setattr(neurons, "_cuba_native_forward", lambda *a: None)
-        monkeypatch.setattr(neurons, "_cuba_native_backward", lambda *a: None)
+        monkeypatch.setattr(kernel, "_cuba_native_forward", lambda *a: None)
+        monkeypatch.setattr(kernel, "_cuba_native_backward", lambda *a: None)
     return request.param
 
 
@@ -48,7 +52,7 @@ def unrolled(currents, params, spike_fn):
 
 
 def fused(currents, params, spike_fn):
-    assert neurons._cuba_fusable(currents, cuba_step, params, spike_fn)
+    assert run_mod.execution_path(cuba_step, spike_fn, currents, params) == run_mod.FUSED
     return run_neurons(currents, cuba_step, params, spike_fn)
 
 
@@ -117,7 +121,7 @@ def test_fused_cuba_at_the_24_bit_limits(implementation, surrogate):
     bias[:4] = 0
     compare(big, bias, 1024, 128, float(2 ** 17 - 1), surrogate, use_v=True)
     p = CubaParams(float(2 ** 17 - 1), 1024, 128, bias)
-    v1, u1 = neurons._cuba_integrate(big[0], initial_state(big[0]), p)
+    v1, u1 = p.integrate(big[0], initial_state(big[0]))
     assert bool((v1.abs() > STATE_MAX).any()) and bool((v1.abs() == STATE_MAX).any())
     assert bool((u1[0, :8] < 0).all()) and bool((u1[0, 8:16] > 0).all())      # wrapped
     compare(big, bias, 4096, 0, 50000.0, surrogate)
@@ -144,8 +148,8 @@ def test_fused_cuba_on_arbitrary_floats_and_float32(implementation, surrogate):
 
 def test_exact_and_plain_spike_functions_keep_the_loop():
     cur = integer_currents((4, 3), 30.0, seed=0)
-    assert not neurons._cuba_fusable(cur, cuba_step, CubaParams(10, exact=True), get_surrogate("stdb"))
-    assert not neurons._cuba_fusable(cur, cuba_step, CubaParams(10), lambda x, dt: (x > 0).to(x.dtype))
+    assert run_mod.execution_path(cuba_step, get_surrogate("stdb"), cur, CubaParams(10, exact=True)) == run_mod.LOOP
+    assert run_mod.execution_path(cuba_step, lambda x, dt: (x > 0).to(x.dtype), cur, CubaParams(10)) == run_mod.LOOP
 
 
 # -- a whole network: the loihi-cuba SnnModel, fast path against the unrolled loop --------------------------------
@@ -172,9 +176,9 @@ def loihi_model(shape, T, surrogate, i_decay, v_decay, dtype=torch.float64):
 def reference_path(m):
     """The QAT path as it was: the generic per-step loop, and each lowered layer's synapse with its folded
     (pool-repeated) fake-quantized weight, NCHW."""
-    m.setattr(neurons, "_cuba_fusable", lambda *a: False)
-    m.setattr(snn_mod, "_quantized_currents",
-              lambda layer, scale, h: snn_mod._per_step(
+    m.setattr(run_mod, "execution_path", lambda *a, **k: run_mod.LOOP)
+    m.setattr(deployed, "quantized_currents",
+              lambda layer, scale, h: per_step(
                   lambda z: layer.synapse(z, fake_quant_weight(layer.weight, scale)), h))
 
 
@@ -213,7 +217,7 @@ def test_loihi_cuba_model_float32_forward_is_unchanged(implementation, monkeypat
     T = 4
     model, x = loihi_model(shape, T, "linear", 1024, 128, dtype=torch.float32)
     layers = model.lowered()
-    assert [l.pool for l in layers] == [1, 2, 2, 1] and all(snn_mod._sum_pool_applies(l) for l in layers[1:3])
+    assert [l.pool for l in layers] == [1, 2, 2, 1] and all(deployed.sum_pool_applies(l) for l in layers[1:3])
     conv, dense = layers[1], layers[2]          # block_weight: bitwise one entry of each repeated block
     assert torch.equal(conv.block_weight, conv.weight[:, :, ::2, ::2])
     c, hh, ww = dense.input_shape

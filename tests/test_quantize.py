@@ -99,7 +99,7 @@ def test_export_loads_in_stock_netx_and_lava_matches_the_toolchain(tmp_path, kin
     rng = np.random.default_rng(1)
     if kind == "dense":
         ckpt = dense_ckpt(rng.normal(size=(12, 6)), rng.normal(size=(3, 12)), (0.7,), coding="direct")
-        ckpt.snn["input_scale"] = 50.0
+        ckpt.snn.input_scale = 50.0
         x = rng.normal(size=(6, 6)).astype(np.float32)
     else:
         ckpt = conv_ckpt(1)

@@ -13,8 +13,12 @@ import toolchain.neurons.kernels.stack as ss
 from models import build_model
 from toolchain.training import allocator
 from toolchain.neurons.kernels import native
-from toolchain.coding.poisson import InputEncoder
-from toolchain.neurons.base import _native_backward, _native_forward, stdb_table
+from toolchain.coding import InputEncoder
+from toolchain.neurons.kernels.layout import stdb_table, step_layout
+from toolchain.neurons.kernels.subtractive import _native_backward, _native_forward
+import toolchain.snn.model as snn_mod
+from toolchain.neurons.run import BLOCK, LOOP, execution_path
+from toolchain.neurons.subtractive import subtractive_step
 from toolchain.snn import SnnConfig, SnnModel
 from toolchain.neurons.surrogates import get_surrogate
 
@@ -79,7 +83,7 @@ def test_kernels_in_blocks_equal_one_pass(dtype, pool, dropout, leak, surrogate,
     assert torch.equal(ss._decode(stage, codes, dtype, None if mask is None else mask), ref_spikes)
 
     class Ctx:                                      # the one-pass backward, as _SubtractiveRun calls it
-        theta, surrogate, shape, layout = 0.7, sur, tuple(a.shape), ss._layout(a)
+        theta, surrogate, shape, layout = 0.7, sur, tuple(a.shape), step_layout(a)
     Ctx.leak, Ctx.pool = leak, pool
     assert torch.equal(grad, _native_backward(Ctx, g, None, ref_dts, x_all, mask))
 
@@ -106,7 +110,7 @@ def test_vgg5_in_blocks_equals_layer_by_layer_float32(block, monkeypatch):
             if mode == "blocks":                # the first conv has 3 x 64 x 32 x 32 currents per step
                 m.setattr(ss, "CONV_BLOCK_VALUES", block * 3 * 64 * 32 * 32)
             else:
-                m.setattr(ss, "supported", lambda *a: False)
+                m.setattr(snn_mod, "execution_path", lambda *a, **k: LOOP)
             torch.manual_seed(2)
             model.zero_grad(set_to_none=True)
             out = model(x, 6, InputEncoder("poisson", seed=3))
@@ -129,7 +133,7 @@ def _compare_with_layers(model, x, T, monkeypatch):
         with monkeypatch.context() as m:
             m.setattr(ss, "CONV_BLOCK_VALUES", 1)
             if mode == "layers":
-                m.setattr(ss, "supported", lambda *a: False)
+                m.setattr(snn_mod, "execution_path", lambda *a, **k: LOOP)
             torch.manual_seed(2)
             model.zero_grad(set_to_none=True)
             out = model(x, T, InputEncoder("poisson", seed=3))
@@ -236,11 +240,14 @@ def test_unsupported_inputs_go_layer_by_layer(monkeypatch):
     sur = get_surrogate("stdb")
     x = torch.zeros(4, 2, 3)
     monkeypatch.setenv("SNNTC_NATIVE", "0")
-    assert not ss.supported(x, 4, sur)                        # no compiled kernels: layer by layer, in torch ops
+    block = lambda x, spike_fn=sur: execution_path(subtractive_step, spike_fn, x, stage=True) == BLOCK  # noqa: E731
+    assert not block(x)                                       # no compiled kernels: layer by layer, in torch ops
     monkeypatch.delenv("SNNTC_NATIVE")
-    assert not ss.supported(x, 300, sur)                      # dts are 1 byte: T < 255
-    assert not ss.supported(x.to(torch.float16), 4, sur)
-    assert not ss.supported(x, 4, lambda v, dt: v)            # not a Surrogate
+    if native.library() is not None:
+        assert block(x)                                       # the same input, with the kernels: block by block
+    assert not block(torch.zeros(300, 2, 3))                  # dts are 1 byte: T < 255
+    assert not block(x.to(torch.float16))
+    assert not block(x, lambda v, dt: v)                      # not a Surrogate
 
 
 class _DlInfo(ctypes.Structure):

@@ -1,5 +1,5 @@
 """What SnnModel trains with (runs of spiking layers a block of time steps at a time, toolchain.spiking_stack, on
-the fused subtractive neuron, toolchain.neurons._SubtractiveRun) against plain autograd through the unrolled time
+the fused subtractive neuron, toolchain.neurons.kernels.subtractive._SubtractiveRun) against plain autograd through the unrolled time
 loop: identical spikes, states and logits, and the same gradients for every weight (float64), for IF and LIF
 neurons, STDB and other surrogates, VGG and ResNet networks, in one block of steps and in blocks of one step."""
 import math
@@ -8,13 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import toolchain.neurons.base as neurons
+import toolchain.neurons.kernels.layout as layout
+import toolchain.neurons.kernels.subtractive as sub_kernel
 import toolchain.snn.model as snn_mod
 import toolchain.neurons.kernels.stack as spiking_stack
+from toolchain.neurons.kernels import native
 from models import build_model
-from toolchain.coding.poisson import InputEncoder
+from toolchain.coding import InputEncoder
 from toolchain.ir import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Residual, Spike
-from toolchain.neurons.base import NeuronState, SubtractiveParams, run_neurons, subtractive_step
+from toolchain.neurons import NeuronState, run_neurons
+from toolchain.neurons.run import LOOP
+from toolchain.neurons.subtractive import SubtractiveParams, subtractive_step
 from toolchain.snn import SnnConfig, SnnModel
 from toolchain.neurons.surrogates import get_surrogate
 
@@ -136,8 +140,8 @@ def test_resnet_small_gradients_equal_unrolled_autograd(leak, surrogate, blocks,
 
 
 def test_the_block_path_is_what_runs(monkeypatch):
-    """SnnModel hands its conv runs and linear layers to toolchain.spiking_stack (so the tests above test it)."""
-    if spiking_stack.native.library() is None:
+    """SnnModel hands its conv runs and linear layers to toolchain.neurons.kernels.stack (so the tests above test it)."""
+    if native.library() is None:
         pytest.skip("no compiled kernels: SnnModel runs layer by layer")
     runs = []
     orig = spiking_stack.run_stages
@@ -157,7 +161,7 @@ def test_float32_channels_last_path_matches_the_loop(monkeypatch):
     results = []
     for impl in ["fast", "naive"]:
         if impl == "naive":
-            monkeypatch.setattr(spiking_stack, "supported", lambda *a: False)      # layer by layer
+            monkeypatch.setattr(snn_mod, "execution_path", lambda *a, **k: LOOP)   # layer by layer
             def loop(currents, step, params, spike_fn, state=None, pool=0, mask=None):
                 s, v, dt = naive_neurons(currents, params.threshold, params.leak, spike_fn)
                 state = NeuronState(v, v, dt, s.detach().sum(0).to(torch.int32) if mask is not None else None)
@@ -197,7 +201,7 @@ def test_inference_equals_the_loop():
     (1, 0, ["stdb", "linear"]), (1 << 22, 0, ["stdb", "linear"]),       # values per block of steps: 1 step, all
     (1, 2, ["stdb"]), (1 << 22, 2, ["stdb", "linear"])])
 def test_run_neurons_against_the_loop(block, pool, names, monkeypatch):
-    monkeypatch.setattr(neurons, "_BLOCK", block)
+    monkeypatch.setattr(sub_kernel, "BLOCK", block)
     torch.manual_seed(4)
     for name in names:
         sur = get_surrogate(name, **SURROGATE_ARGS.get(name, {}))
@@ -253,7 +257,7 @@ def test_long_runs_count_past_255_steps():
 def test_spike_boundary_is_exactly_the_spike_test(dtype):
     """v > c decides exactly as v / theta - 1 > 0 does, for values right at the threshold."""
     for theta in [1.0, 0.7, 1 / 3, 0.1, 3.7, 1e-3]:
-        c = neurons._spike_boundary(theta, dtype, "cpu")
+        c = layout.spike_boundary(theta, dtype, "cpu")
         assert c is not None
         v = torch.tensor([theta, c], dtype=dtype)
         for direction in [math.inf, -math.inf]:
@@ -266,7 +270,7 @@ def test_spike_boundary_is_exactly_the_spike_test(dtype):
 
 def test_other_step_functions_use_the_generic_loop():
     """cuba_step (Loihi) and plain callables are not fused: run_neurons loops them as before."""
-    from toolchain.neurons.base import CubaParams, cuba_step
+    from toolchain.neurons.loihi_cuba import CubaParams, cuba_step
     cur = torch.tensor([5.0, 5.0, 0.0, 0.0], dtype=torch.float64).reshape(-1, 1)
     spikes, state = run_neurons(cur, cuba_step, CubaParams(vth=10, i_decay=1024, v_decay=512, exact=True),
                                 lambda x, dt: (x > 0).to(x.dtype))

@@ -13,7 +13,8 @@ from toolchain.cli import main
 from toolchain.data import load_dataset
 from toolchain.errors import LoweringError, ShapeError
 from toolchain.ir import BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, Network, Spike, iter_layers
-from toolchain.neurons.base import SubtractiveParams, run_neurons, subtractive_step
+from toolchain.neurons import run_neurons
+from toolchain.neurons.subtractive import SubtractiveParams, subtractive_step
 from toolchain.snn import SnnConfig, SnnModel
 from toolchain.neurons.surrogates import get_surrogate
 from toolchain.training.direct import first_last_ratio, gradient_norms, snn_config_for, synaptic_layer_names
@@ -205,8 +206,8 @@ def test_train_snn_resumes_after_an_interruption(tmp_path, capsys, monkeypatch):
         assert all(v > 0 and math.isfinite(v) for v in h["grad_norms"].values())
         assert h["grad_ratio_first_last"] == pytest.approx(h["grad_norms"]["conv0"] / h["grad_norms"]["out"])
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert b.snn["thresholds"] == {s.name: 1.0 for s in b.network.spiking_layers}
-    assert b.snn["coding"] == "direct" and b.snn["surrogate"] == {"name": "rectangular", "alpha": 0.5, "beta": 0.0,
+    assert b.snn.thresholds == {s.name: 1.0 for s in b.network.spiking_layers}
+    assert b.snn.coding == "direct" and b.snn.surrogate == {"name": "rectangular", "alpha": 0.5, "beta": 0.0,
                                                                   "width": 1.0}
     # resuming with other settings is refused
     code = main(["train-snn", "--model", "vgg-small", "--epochs", "3", "--alpha", "0.7", "-o", killed, "--resume"] + QUICK)
@@ -222,7 +223,7 @@ def test_trained_snn_checkpoint_serves_evaluate_and_finetune(tmp_path, capsys):
     assert main(["finetune", snn, "--epochs", "1", "--neuron", "loihi-cuba", "--surrogate", "rectangular", "--alpha",
                  "0.5", "--no-progress", "-o", tuned]) == 0
     ft = load_checkpoint(tuned, "snn")
-    assert ft.snn["neuron"] == "loihi-cuba" and "fc_bn0.running_mean" in {k.split("layers.")[-1] for k in ft.state_dict}
+    assert ft.snn.neuron == "loihi-cuba" and "fc_bn0.running_mean" in {k.split("layers.")[-1] for k in ft.state_dict}
 
 
 @pytest.mark.lava

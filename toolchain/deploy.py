@@ -9,6 +9,7 @@ the same readout as the chip (the output layer's voltage at the last step).
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional, Tuple
 
 import numpy as np
@@ -16,9 +17,9 @@ import torch
 
 from .io.checkpoint import Checkpoint
 from .data.datasets import RECORDED_KEYS
-from .coding.poisson import InputEncoder
-from .errors import ConfigError, HardwareFitError, SimulationError
-from .quantization.fixed_point import FxNetwork, SimulationResult
+from .coding import CODINGS, chip_input
+from .errors import ConfigError, DeploymentWarning, HardwareFitError, HardwareFitWarning, SimulationError
+from .quantization.fixed_point import STATE_MAX, FxNetwork, SimulationResult
 from .io.netx import read_netx, write_netx
 from .quantization.quantize import QuantReport, quantize_snn
 from .targets import SIMULATORS, TARGETS
@@ -38,6 +39,9 @@ def export_snn(ckpt: Checkpoint, path: str, train_x: Optional[np.ndarray] = None
         raise HardwareFitError(f"does not fit Loihi 2: {'; '.join(fit.problems)} (nothing written; --allow-misfit "
                                f"writes it anyway, for simulation)")
     report.fit = fit
+    report.warn(stacklevel=2)
+    for message in fit.warnings:
+        warnings.warn(message, HardwareFitWarning, stacklevel=2)
     net.metadata["dataset_info"] = {k: ckpt.dataset.get(k) for k in ("name", "fingerprint") + RECORDED_KEYS
                                     if k in ckpt.dataset}
     from . import __version__
@@ -47,22 +51,16 @@ def export_snn(ckpt: Checkpoint, path: str, train_x: Optional[np.ndarray] = None
 
 
 def encode_for_chip(net: FxNetwork, x: np.ndarray, seed: int = 0, timesteps: Optional[int] = None) -> np.ndarray:
-    """Normalized images (N, *input_shape) -> integer chip input (N, T, *input_shape).
-
-    poisson: signed spikes from the same seeded coder the toolchain trains and evaluates with;
-    direct: round(x * input_scale) every step (graded spikes)."""
+    """Normalized images (N, *input_shape) -> integer chip input (N, T, *input_shape), by the network's input coding:
+    each step what the deployed network receives in training (toolchain.coding.chip_input), e.g. signed spikes from
+    the same seeded coder the toolchain trains and evaluates with (poisson), round(x * input_scale) (direct)."""
     T = timesteps or net.timesteps
     x = np.asarray(x, dtype=np.float32)
     expected = tuple(net.input_shape)
     if x.shape[1:] != expected:
         raise ConfigError(f"inputs have shape {x.shape[1:]}, the network expects {expected}")
-    xt = torch.as_tensor(x)
-    if net.input_coding == "direct":
-        q = torch.round(xt * net.input_scale).to(torch.int64)
-        return q.unsqueeze(1).expand(-1, T, *q.shape[1:]).numpy().copy()
-    enc = InputEncoder("poisson", seed=seed)
-    steps = [enc(xt, t) for t in range(T)]
-    return torch.stack(steps, 1).to(torch.int64).numpy()
+    coding = CODINGS.get(net.input_coding)
+    return chip_input(coding, x, net.input_scale if coding.graded else None, T, seed=seed)
 
 
 def simulate(net_or_path, x: np.ndarray, labels: Optional[np.ndarray] = None, timesteps: Optional[int] = None,
@@ -79,9 +77,22 @@ def simulate(net_or_path, x: np.ndarray, labels: Optional[np.ndarray] = None, ti
     # the user's own file goes to the stock loader, unless the time steps were changed
     source = net_or_path if isinstance(net_or_path, (str, os.PathLike)) and not timesteps else None
     try:
-        return net, simulator.run(net, inputs, labels, source=source, fixed_point=fixed_point, hardware=target,
-                                  device=device, progress=progress)
+        result = simulator.run(net, inputs, labels, source=source, fixed_point=fixed_point, hardware=target,
+                               device=device, progress=progress)
     except SimulationError:
         raise
     except NotImplementedError as exc:
         raise SimulationError(f"{backend} cannot run this network: {exc}") from None
+    saturated = saturated_outputs(net, result)
+    if saturated:
+        warnings.warn(f"{saturated} of {result.samples} samples drove an output voltage to the 24-bit limit; the "
+                      f"readout saturates (fine-tune with --neuron loihi-cuba, which trains with this limit)",
+                      DeploymentWarning, stacklevel=2)
+    return net, result
+
+
+def saturated_outputs(net: FxNetwork, result: SimulationResult) -> int:
+    """Samples whose output-layer voltage reached Loihi's 24-bit limit (readout 'voltage')."""
+    if net.readout != "voltage" or result.output_values is None:
+        return 0
+    return int((np.abs(np.asarray(result.output_values)) >= STATE_MAX).any(axis=1).sum())

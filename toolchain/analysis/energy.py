@@ -13,7 +13,7 @@ divided by `result.samples`):
   synapse and costs no synaptic op (`count_zero_weights=True` counts them, i.e. the full geometric
   fan-out).
 * chip MACs: multiplies the SNN itself performs because its input is graded, not binary.
-  - direct-coded input (`net.input_coding == "direct"`): the first layer receives graded values
+  - dense graded input (a coding with `dense_input`, direct): the first layer receives graded values
     every step, so it is counted as MACs = neurons x fan-in x T (dense in time and space, including
     padding positions and zero inputs), not as synaptic ops;
   - graded input spikes (`net.input_bits > 0`): event-driven, counted like synaptic ops (events x
@@ -51,6 +51,7 @@ from typing import Dict, List, Union
 
 import numpy as np
 
+from ..coding import CODINGS
 from ..targets import TARGETS, HardwareTarget
 
 from ..errors import ConfigError
@@ -200,7 +201,7 @@ def count_operations(net: FxNetwork, result: SimulationResult, count_zero_weight
     if result.samples < 1:
         raise ConfigError(f"the result covers {result.samples} samples; need at least 1")
     n, steps = int(result.samples), int(result.timesteps)
-    direct = net.input_coding == "direct"
+    dense = CODINGS.get(net.input_coding).dense_input
     rows: List[LayerOps] = []
     for i, layer in enumerate(net.layers):
         fanout = fanout_map(layer, count_zero_weights)
@@ -217,7 +218,7 @@ def count_operations(net: FxNetwork, result: SimulationResult, count_zero_weight
         ops = float((incoming * fanout).sum()) / n
         synops, macs, note = ops, 0.0, ""
         input_kind = "spikes"
-        if i == 0 and direct:
+        if i == 0 and dense:
             input_kind = "direct"
             synops, macs = 0.0, float(layer.neurons) * fan_in * steps
             note = ("direct (analog) input: counted as MACs = neurons x fan-in x T, "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from ..coding import CODINGS
 from ..demo.presets import PRESETS, demo_config, run_demo
 from .common import configure_threads, positive_int, write_json
 
@@ -43,8 +44,7 @@ def register(sub) -> None:
     p.add_argument("--lava-samples", type=positive_int, default=None, help="test samples to run in Lava (default 8)")
     p.add_argument("--no-lava", action="store_true", help="stop after the front end (no export, Lava or energy)")
     p.add_argument("--limit", type=positive_int, default=None, help="use at most this many samples of each split (quick runs)")
-    p.add_argument("--coding", default=None, choices=["direct", "poisson"],
-                   help="input coding (default direct: the analog image every step; poisson: rate-coded spikes)")
+    p.add_argument("--coding", default=None, choices=CODINGS.names(), help=CODINGS.help(default="direct"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -38,9 +38,9 @@ def cmd_export(args) -> dict:
     fit = report.fit
     print(layer_table(net))
     print("\nquantization (integer = float x scale; weights are 8-bit mantissas x 2):")
-    print(report.format())
+    print(report.format(warnings=False))           # export's warnings come through `warnings`, one line each
     print("\nLoihi 2 fit:")
-    print(fit.format_fit_table())
+    print(fit.format_fit_table(warnings=False))
     print(f"\nwrote {args.output} ({os.path.getsize(args.output)} bytes): {len(net.layers)} layers, "
           f"{net.input_coding} input ({net.input_bits or 1}-bit), T={net.timesteps}, readout {net.readout}")
     summary = {"command": "export", "output": args.output, "format": "netx", "timesteps": net.timesteps,
@@ -101,21 +101,10 @@ def print_simulation(net, result: SimulationResult) -> None:
     for row in result.to_json()["layers"]:
         print(f"{row['name']:<10} {row['neurons']:>8} {row['spikes']:>10} {row['spikes_per_inference']:>14.1f} "
               f"{row['spikes_per_inference'] / row['neurons']:>11.3f}")
-    saturated = saturated_outputs(net, result)
-    if saturated:
-        print(f"warning: {saturated} of {result.samples} samples drove an output voltage to the 24-bit limit; "
-              f"the readout saturates (fine-tune with --neuron loihi-cuba, which trains with this limit)")
-
-
-def saturated_outputs(net, result: SimulationResult) -> int:
-    """Samples whose output-layer voltage reached Loihi's 24-bit limit (readout 'voltage')."""
-    from ..quantization.fixed_point import STATE_MAX
-    if net.readout != "voltage" or result.output_values is None:
-        return 0
-    return int((np.abs(np.asarray(result.output_values)) >= STATE_MAX).any(axis=1).sum())
 
 
 def cmd_simulate(args) -> dict:
+    from ..deploy import saturated_outputs
     configure_threads()
     net, result = run_simulation(args)
     print_simulation(net, result)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..coding import CODINGS
 from ..ir.models import MODELS, model_help
+from ..neurons import NEURONS
 from ..progress import log_line
 from ..neurons.surrogates import SURROGATES, get_surrogate
+from ..training.direct import direct_neurons
 from ..training.loop import resolve_device
 from .commands_train import data_from_args, describe_result, train_config, training_summary
 from .common import (CliError, add_data_args, add_output_args, add_train_args, check_output, configure_threads,
@@ -22,8 +25,8 @@ def cmd_train_snn(args) -> dict:
         check_output(args.plot, argparse.Namespace(force=True))
     if not args.threshold > 0:
         raise CliError(f"--threshold must be > 0, got {args.threshold}")
-    if args.neuron == "if" and args.leak != 1.0:
-        raise CliError("--leak applies to --neuron lif only")
+    if "leak" not in NEURONS.get(args.neuron).reads and args.leak != 1.0:
+        raise CliError(f"--leak applies to --neuron {' or '.join(NEURONS.names(lambda m: 'leak' in m.reads))} only")
     name = args.surrogate or DEFAULT_SURROGATE["name"]
     defaults = DEFAULT_SURROGATE if name == DEFAULT_SURROGATE["name"] else {}
     surrogate = get_surrogate(name, alpha=args.alpha if args.alpha is not None else defaults.get("alpha"),
@@ -81,9 +84,10 @@ def register(sub) -> None:
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
                    help="batch norm on every spiking layer's input current (default on); folded at export")
     p.add_argument("--threshold", type=float, default=1.0, help="fixed threshold of every spiking layer (default 1.0)")
-    p.add_argument("--neuron", default="if", choices=["if", "lif"], help="neuron model (default if)")
+    p.add_argument("--neuron", default="if", choices=direct_neurons(),
+                   help=NEURONS.help(lambda m: m.name in direct_neurons(), default="if"))
     p.add_argument("--leak", type=float, default=1.0, help="membrane leak for lif (1.0 = integrate-and-fire)")
-    p.add_argument("--coding", default="direct", choices=["direct", "poisson"], help="input coding (default direct)")
+    p.add_argument("--coding", default="direct", choices=CODINGS.names(), help=CODINGS.help(default="direct"))
     p.add_argument("--plot", metavar="PNG", default=None, help="plot the per-layer gradient norms to this PNG")
     add_data_args(p)
     add_train_args(p, epochs=15, lr=3e-3)

@@ -6,7 +6,9 @@ import os
 import time
 
 from ..io.checkpoint import load_checkpoint, save_checkpoint
+from ..coding import CODINGS
 from ..ir.models import MODELS, model_help
+from ..neurons import NEURONS
 from ..data import load_dataset
 from ..progress import log_line
 from ..training.loop import TrainConfig, resolve_device
@@ -105,10 +107,10 @@ def cmd_convert(args) -> dict:
     result = evaluate_snn(load_snn(snn, device), data.test_x, data.test_y, [args.timesteps], seed=args.seed)[args.timesteps]
     snn.metrics["test_accuracy"], snn.metrics["timesteps"] = result["accuracy"], args.timesteps
     save_checkpoint(snn, args.output)
-    summary = {"command": "convert", "output": args.output, "thresholds": snn.snn["thresholds"],
+    summary = {"command": "convert", "output": args.output, "thresholds": snn.snn.thresholds,
                "timesteps": args.timesteps, "accuracy": result["accuracy"],
                "spikes_per_inference": result["spikes_per_inference"], "ann_accuracy": ann.metrics.get("test_accuracy")}
-    print("threshold per spiking layer: " + ", ".join(f"{k} {v:.4g}" for k, v in snn.snn["thresholds"].items()))
+    print("threshold per spiking layer: " + ", ".join(f"{k} {v:.4g}" for k, v in snn.snn.thresholds.items()))
     ann_acc = summary["ann_accuracy"]
     print(f"converted SNN: {result['accuracy']:.2%} at T={args.timesteps} "
           f"(ANN {'not measured' if ann_acc is None else f'{ann_acc:.2%}'}), "
@@ -131,11 +133,11 @@ def cmd_finetune(args) -> dict:
     start = time.time()
     ckpt = finetune(snn, data, cfg, args.output, timesteps=args.timesteps, surrogate=surrogate, neuron=args.neuron,
                     resume=args.resume, progress=not args.no_progress, log=log_line)
-    T = ckpt.snn["timesteps"]
+    T = ckpt.snn.timesteps
     summary = {"command": "finetune", "output": args.output, "timesteps": T, "surrogate": surrogate,
-               "neuron": ckpt.snn["neuron"], "start_test_accuracy": ckpt.metrics.get("start_test_accuracy"),
+               "neuron": ckpt.snn.neuron, "start_test_accuracy": ckpt.metrics.get("start_test_accuracy"),
                **training_summary(ckpt, start)}
-    print(f"fine-tuned SNN ({ckpt.snn['neuron']} neurons, {surrogate['name']} surrogate, T={T}): "
+    print(f"fine-tuned SNN ({ckpt.snn.neuron} neurons, {surrogate['name']} surrogate, T={T}): "
           f"{describe_result(ckpt)} -> {args.output}")
     write_json(args.json, summary)
     return summary
@@ -151,10 +153,10 @@ def evaluate_one(path: str, args, device) -> dict:
     if ckpt.kind == "ann":
         acc = ann_accuracy(load_ann(ckpt, device), data.test_x, data.test_y)
         return {"model": path, "kind": "ann", "accuracy": acc, "samples": len(data.test_x)}
-    steps = args.timesteps or [ckpt.snn["timesteps"]]
+    steps = args.timesteps or [ckpt.snn.timesteps]
     res = evaluate_snn(load_snn(ckpt, device), data.test_x, data.test_y, steps, seed=args.seed,
                        progress=not args.no_progress)
-    return {"model": path, "kind": "snn", "neuron": ckpt.snn["neuron"], "coding": ckpt.snn["coding"],
+    return {"model": path, "kind": "snn", "neuron": ckpt.snn.neuron, "coding": ckpt.snn.coding,
             "samples": len(data.test_x), "timesteps": {str(T): r for T, r in res.items()}}
 
 
@@ -234,8 +236,8 @@ def register(sub) -> None:
     p.add_argument("--scale", type=float, default=0.7, help="threshold scaling factor (paper default 0.7)")
     p.add_argument("--percentile", type=float, default=100.0, help="percentile of currents (100 = max)")
     p.add_argument("--calibration-samples", type=positive_int, default=256, help="training images for calibration")
-    p.add_argument("--coding", default="poisson", choices=["poisson", "direct"], help="input coding (default poisson)")
-    p.add_argument("--neuron", default="if", choices=["if", "lif", "loihi-cuba"], help="neuron model (default if)")
+    p.add_argument("--coding", default="poisson", choices=CODINGS.names(), help=CODINGS.help(default="poisson"))
+    p.add_argument("--neuron", default="if", choices=NEURONS.names(), help=NEURONS.help(default="if"))
     p.add_argument("--leak", type=float, default=1.0, help="membrane leak for lif (1.0 = integrate-and-fire)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -255,7 +257,7 @@ def register(sub) -> None:
     p.add_argument("--alpha", type=float, default=None, help="surrogate height (STDB default 0.3)")
     p.add_argument("--beta", type=float, default=None, help="STDB decay per time step (default 0.01)")
     p.add_argument("--width", type=float, default=None, help="surrogate width (non-STDB surrogates)")
-    p.add_argument("--neuron", default=None, choices=["if", "lif", "loihi-cuba"], help="switch the neuron model")
+    p.add_argument("--neuron", default=None, choices=NEURONS.names(), help="switch the neuron model: " + NEURONS.help())
     p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")
     p.add_argument("--limit", type=positive_int, default=None, help=argparse.SUPPRESS)
     add_train_args(p, epochs=3, lr=3e-4, batch=32)

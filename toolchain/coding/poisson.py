@@ -1,18 +1,13 @@
-"""Input spike coders: what the first layer of a spiking network receives at each time step.
-
-"direct" feeds the analog input as a constant current every step; "poisson" feeds signed rate-coded
-spikes (Rathi et al., hybrid conversion / DIET-SNN): spike = sign(x) * (rand < |x|), so a pixel of
-normalized intensity x fires with probability |x| per step, and |x| >= 1 fires every step.
-"""
+"""Poisson rate coding (Rathi et al., hybrid conversion / DIET-SNN): signed spikes sign(x) * (rand < |x|), so a
+pixel of normalized intensity x fires with probability |x| per step, and |x| >= 1 fires every step. The chip
+receives the same seeded spikes: unary, or 2-bit signed events when the data has negative values."""
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
 
-from ..errors import ConfigError
-
-CODINGS = ("poisson", "direct")
+from .base import InputCoding
 
 
 def poisson_spikes(x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -27,37 +22,8 @@ def poisson_spikes(x: torch.Tensor, generator: Optional[torch.Generator] = None)
     return (torch.sign(x) * (rand < x.abs())).to(x.dtype)
 
 
-class InputEncoder:
-    """Turns a batch x (B, C, H, W) or (B, F) into the first layer's input at time step t."""
-
-    def __init__(self, coding: str = "poisson", seed: Optional[int] = None):
-        key = str(coding).strip().lower()
-        if key not in CODINGS:
-            raise ConfigError(f"unknown input coding '{coding}'; valid: {', '.join(CODINGS)}")
-        self.coding = key
-        self.seed = seed
-        self._generator: Optional[torch.Generator] = None
-
-    def reset(self, seed: Optional[int] = None) -> None:
-        """Restart the spike trains: from `seed` if given, else from the constructor's seed
-        (a fresh random one when that is None). The same seed gives the same spike trains."""
-        if seed is not None:
-            self.seed = seed
-        self._generator = None
-
-    def _generator_for(self, device: torch.device) -> torch.Generator:
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device)
-            if self.seed is None:
-                self._generator.seed()
-            else:
-                self._generator.manual_seed(int(self.seed))
-        return self._generator
-
-    def __call__(self, x: torch.Tensor, t: int = 0) -> torch.Tensor:
-        if self.coding == "direct":
-            return x
-        return poisson_spikes(x, self._generator_for(x.device))
-
-    def __repr__(self) -> str:
-        return f"InputEncoder(coding={self.coding!r}, seed={self.seed!r})"
+POISSON = InputCoding(
+    name="poisson", summary="signed rate-coded spikes: sign(x) with probability |x| per step",
+    encode=lambda x, generator: poisson_spikes(x, generator()),
+    input_bits=lambda signed: 2 if signed else 0,
+    nir="signed spikes sign(x) * 1[u < |x|] of the normalized image, u uniform")

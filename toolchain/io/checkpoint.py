@@ -4,6 +4,8 @@
      "network": Network.to_dict(), "state_dict": ..., "dataset": {...}, "snn": SnnConfig.to_dict() (snn only),
      "training": {"epoch": ..., "optimizer": ..., "scheduler": ..., "history": [...]} (optional),
      "toolchain_version": ...}
+
+In memory `Checkpoint.snn` is the typed SnnConfig; on disk its `to_dict()` (toolchain/snn/config.py says why).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from .. import __version__
 from ..errors import CheckpointError
 from .files import atomic_write
 from ..ir import Network
+from ..snn.config import SnnConfig
 
 FORMAT = "snntc-checkpoint"
 
@@ -27,13 +30,18 @@ class Checkpoint:
     network: Network
     state_dict: Dict[str, torch.Tensor]
     dataset: Dict[str, Any] = field(default_factory=dict)
-    snn: Optional[Dict[str, Any]] = None
+    snn: Optional[SnnConfig] = None            # a plain dict (as older checkpoints hold it) is read into one
     training: Dict[str, Any] = field(default_factory=dict)
     metrics: Dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.snn is not None:
+            self.snn = SnnConfig.of(self.snn)
+
     def to_payload(self) -> dict:
         return {"format": FORMAT, "version": 1, "kind": self.kind, "network": self.network.to_dict(),
-                "state_dict": self.state_dict, "dataset": self.dataset, "snn": self.snn, "training": self.training,
+                "state_dict": self.state_dict, "dataset": self.dataset,
+                "snn": None if self.snn is None else self.snn.to_dict(), "training": self.training,
                 "metrics": self.metrics, "toolchain_version": __version__}
 
 

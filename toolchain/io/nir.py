@@ -18,7 +18,8 @@ Time steps (graph metadata "dt", "timesteps", "time_convention"): step t of the 
 one integration step of length dt (default 1.0, one time unit per step; pass dt=1e-4 for the
 convention of snnTorch's and Lava's NIR tools). Within a step every synaptic node maps its input of
 that same step (no synaptic delay; netx/Lava adds one step per layer, see fixed_point.py), and every
-neuron integrates NIR's equations by one forward-Euler step of dt, so that:
+neuron integrates NIR's equations by one forward-Euler step of dt. Each neuron model gives its own node
+(NeuronModel.nir, toolchain/neurons/): for the built-in ones
 
     IF       (neuron "if"):    v += I                     r = 1/dt
     LIF      (neuron "lif"):   v = leak * v + I           tau = dt / (1 - leak), r = tau / dt, v_leak = 0
@@ -35,9 +36,9 @@ define a reset TO v_reset, which cannot say this, so v_reset is written as 0 and
 Loihi's CUBA neurons ("loihi-cuba") reset to zero, v = v_reset = 0, as NIR's CubaLIF does.
 
 Inputs and outputs: the Input node receives, each step, the coded sample (graph metadata
-"input_coding": "poisson": signed spikes sign(x) * 1[u < |x|] of the normalized image, u uniform;
-"direct": the normalized image itself; normalization x = (pixel - mean) / std from metadata
-"dataset"). The Output node receives the output layer's synaptic output each step; the class
+"input_coding", and "input_values" in words from the coding's entry: "poisson": signed spikes
+sign(x) * 1[u < |x|] of the normalized image, u uniform; "direct": the normalized image itself;
+normalization x = (pixel - mean) / std from metadata "dataset"). The Output node receives the output layer's synaptic output each step; the class
 scores are its sum over "timesteps" steps divided by that number, and the prediction their argmax.
 
 Fixed point (metadata "fixed_point", from toolchain.quantize.quantize_snn, where the network is
@@ -61,7 +62,6 @@ import torch
 from .checkpoint import Checkpoint
 from .files import atomic_write
 from ..errors import ExportError, LoweringError, QuantizationError
-from ..quantization.fixed_point import DECAY_UNITY
 from ..ir import AvgPool2d, Conv2d, Dropout, Flatten, Linear, Residual, Spike, iter_layers
 from ..ir.lowering import fold_batch_norm
 
@@ -172,30 +172,14 @@ class _GraphBuilder:
         return self.nir.Linear(weight=w, metadata=meta)
 
     def neuron(self, name: str, shape: tuple):
-        c, dt = self.config, self.dt
+        c = self.config
         if name not in c.thresholds:
             raise ExportError(f"spiking layer '{name}' has no threshold: convert the ANN first")
-        theta = float(c.thresholds[name])
-        full = lambda v: np.full(shape, v, dtype=np.float32)       # noqa: E731
         self.kinds[name] = "neuron"
-        if c.neuron == "loihi-cuba":
-            tau_syn = dt * DECAY_UNITY / c.i_decay
-            tau_mem = dt * DECAY_UNITY / c.v_decay if c.v_decay else np.inf
-            meta = {"neuron_model": "loihi-cuba", "reset": "zero", "reset_semantics": RESET_SEMANTICS["zero"],
-                    "threshold": theta, "i_decay": int(c.i_decay), "v_decay": int(c.v_decay),
-                    "equations": "I = (1 - i_decay/4096) I + a; v = (1 - v_decay/4096) v + I; s = v > v_threshold; "
-                                 "v = 0 where s"}
-            return self.nir.CubaLIF(tau_syn=full(tau_syn), tau_mem=full(tau_mem), r=full(tau_mem / dt), v_leak=full(0.0),
-                                    v_threshold=full(theta), v_reset=full(0.0), w_in=full(tau_syn / dt), metadata=meta)
-        meta = {"neuron_model": c.neuron, "reset": "subtract", "reset_semantics": RESET_SEMANTICS["subtract"],
-                "threshold": theta, "leak": float(c.leak)}
-        if c.neuron == "lif" and c.leak < 1.0:
-            tau = dt / (1.0 - c.leak)
-            meta["equations"] = "v = leak * v + I; s = v > v_threshold; v -= v_threshold where s"
-            return self.nir.LIF(tau=full(tau), r=full(tau / dt), v_leak=full(0.0), v_threshold=full(theta),
-                                v_reset=full(0.0), metadata=meta)
-        meta["equations"] = "v = v + I; s = v > v_threshold; v -= v_threshold where s"
-        return self.nir.IF(r=full(1.0 / dt), v_threshold=full(theta), v_reset=full(0.0), metadata=meta)
+        model = c.model
+        node = model.nir_node(self.nir, shape, float(c.thresholds[name]), c, self.dt)
+        node.metadata.update(reset=model.reset, reset_semantics=RESET_SEMANTICS[model.reset])
+        return node
 
 
 def _unique(base: str, taken: set) -> str:
@@ -244,12 +228,11 @@ def build_nir(snn_ckpt: Checkpoint, train_x: Optional[np.ndarray] = None, dt: fl
     """The NIR graph of an SNN checkpoint (not written)."""
     nir = _require_nir()
     from .. import __version__
-    from ..snn.model import SnnConfig
     if snn_ckpt.kind != "snn" or not snn_ckpt.snn:
         raise ExportError("NIR export needs an SNN checkpoint (convert the ANN first: snntc convert)")
     if not dt > 0:
         raise ExportError(f"dt must be > 0, got {dt}")
-    config = SnnConfig.from_dict(snn_ckpt.snn)
+    config = snn_ckpt.snn
     net = snn_ckpt.network
     params = {k[len("layers."):] if k.startswith("layers.") else k: v.detach().cpu()
               for k, v in snn_ckpt.state_dict.items()}
@@ -261,11 +244,12 @@ def build_nir(snn_ckpt: Checkpoint, train_x: Optional[np.ndarray] = None, dt: fl
     frontier, shape = builder.walk(layers, [input_name], tuple(net.input_shape))
     builder.emit(output_name, nir.Output(output_type={"output": np.array(shape)}), frontier)
     fixed = _fixed_point(snn_ckpt, train_x, builder)
-    reset = "zero" if config.neuron == "loihi-cuba" else "subtract"
+    reset = config.model.reset
     ds = snn_ckpt.dataset or {}
     meta = {"producer": f"snntc {__version__}", "network": net.name, "neuron_model": config.neuron,
             "reset_mode": reset, "reset_semantics": RESET_SEMANTICS[reset], "dt": float(dt),
             "time_convention": TIME_CONVENTION, "timesteps": int(config.timesteps), "input_coding": config.coding,
+            "input_values": config.input_coding.nir,
             "input_shape": np.array(net.input_shape), "num_classes": int(net.num_classes),
             "readout": "class scores = sum over the time steps of the Output node's input, divided by the number "
                        "of steps; prediction = argmax",

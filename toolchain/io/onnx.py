@@ -678,7 +678,7 @@ def export_onnx(ckpt: Checkpoint, path: str, opset: int = 17) -> None:
     from .. import __version__
     props = {"snntc_version": __version__, "snntc_kind": ckpt.kind, "snntc_network": json.dumps(ckpt.network.to_dict())}
     if ckpt.kind == "snn" and ckpt.snn:
-        props["snntc_snn"] = json.dumps(ckpt.snn)
+        props["snntc_snn"] = json.dumps(ckpt.snn.to_dict())
     if ckpt.dataset:
         props["snntc_dataset"] = json.dumps({k: ckpt.dataset.get(k) for k in ("name", "input_shape", "mean", "std", "classes")})
 

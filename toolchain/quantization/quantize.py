@@ -13,20 +13,19 @@ The first layer's scale also multiplies by the input scale (graded direct input)
 """
 from __future__ import annotations
 
+import warnings as pywarnings
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import numpy as np
 import torch
 
-from ..errors import QuantizationError
-from .fixed_point import (BIAS_MAX, BIAS_MIN, DECAY_UNITY, VTH_MAX, WEIGHT_MAX, FxLayer, FxNetwork)
+from ..errors import DeploymentWarning, QuantizationError, QuantizationWarning
 from ..ir.lowering import LoweredLayer, lower
+from .fixed_point import BIAS_MAX, BIAS_MIN, VTH_MAX, WEIGHT_MAX, FxLayer, FxNetwork
 
-
-def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """round(x) forward, identity backward."""
-    return x + (torch.round(x) - x).detach()
+if TYPE_CHECKING:
+    from ..snn.config import SnnConfig
 
 
 def layer_scale(weight: torch.Tensor, threshold: Optional[float], input_scale: float = 1.0, name: str = "?",
@@ -87,11 +86,21 @@ class QuantReport:
     layers: List[LayerReport]
     warnings: List[str]
     fit: Optional[object] = None          # the Loihi 2 FitReport, once export has checked it
+    categories: List[type] = field(default_factory=list)   # each warning's category (toolchain.errors)
+
+    def add(self, message: str, category: type) -> None:
+        self.warnings.append(message)
+        self.categories.append(category)
+
+    def warn(self, stacklevel: int = 2) -> None:
+        """Each warning through Python's `warnings`, in its category (QuantizationWarning, DeploymentWarning)."""
+        for message, category in zip(self.warnings, self.categories):
+            pywarnings.warn(message, category, stacklevel=stacklevel + 1)
 
     def to_json(self) -> dict:
         return {"layers": [l.to_json() for l in self.layers], "warnings": self.warnings}
 
-    def format(self) -> str:
+    def format(self, warnings: bool = True) -> str:
         head = f"{'layer':<12} {'kind':<6} {'scale':>10} {'vth':>7} {'w rms err':>10} {'th err':>8} {'zeroed':>7} {'clipped':>7}  source"
         rows = [head]
         for l in self.layers:
@@ -99,13 +108,7 @@ class QuantReport:
             rows.append(f"{l.name:<12} {l.kind:<6} {l.scale:>10.4g} {vth:>7} {l.weight_rms_error:>10.2e} "
                         f"{l.threshold_error:>8.1e} {l.zeroed_weights:>7} {l.clipped_weights + l.clipped_bias:>7}  "
                         f"{' + '.join(l.source)}")
-        return "\n".join(rows + [f"warning: {w}" for w in self.warnings])
-
-
-def _decays(neuron: str, leak: float, i_decay: int, v_decay: int):
-    if neuron == "loihi-cuba":
-        return i_decay, v_decay
-    return DECAY_UNITY, int(round((1.0 - leak) * DECAY_UNITY))
+        return "\n".join(rows + ([f"warning: {w}" for w in self.warnings] if warnings else []))
 
 
 def convert_layer(layer: LoweredLayer, scale: float, input_scale: float, decays, is_output: bool):
@@ -138,39 +141,34 @@ def convert_layer(layer: LoweredLayer, scale: float, input_scale: float, decays,
 
 
 # -- the three steps -----------------------------------------------------------------------------
-INPUT_LEVELS = 127          # direct coding: graded 8-bit signed input spikes
-
-
 def prepare(ckpt) -> List[LoweredLayer]:
     """Lower the SNN checkpoint to the deployable chain (pooling, batch norm, dropout folded)."""
     params = {k[len("layers."):] if k.startswith("layers.") else k: v for k, v in ckpt.state_dict.items()}
-    return lower(ckpt.network, params, ckpt.snn["thresholds"])
+    return lower(ckpt.network, params, ckpt.snn.thresholds)
 
 
-def direct_input_scale(train_x: np.ndarray) -> float:
-    """Direct coding on Loihi: integer input = round(x * scale) spans [-127, 127] over the training set."""
-    return INPUT_LEVELS / max(float(np.abs(train_x).max()), 1e-6)
-
-
-def calibrate(chain: List[LoweredLayer], snn_config: dict, train_x: Optional[np.ndarray] = None):
-    """(input scale, per-layer scales). Direct coding needs the data's range unless training fixed it."""
+def calibrate(chain: List[LoweredLayer], config: SnnConfig, train_x: Optional[np.ndarray] = None):
+    """(input scale, per-layer scales). Graded input (direct coding) takes the scale training on the deployed network
+    fixed, else one from the training data's range; spikes are unscaled (1.0)."""
     input_scale = 1.0
-    if snn_config["coding"] == "direct":
-        input_scale = float(snn_config.get("input_scale") or 1.0)
-        if snn_config["neuron"] != "loihi-cuba" or input_scale == 1.0:
-            if train_x is None:
-                raise QuantizationError("direct input coding: the training data is needed to choose the input scale")
-            input_scale = direct_input_scale(train_x)
+    coding = config.input_coding
+    if coding.graded:
+        if config.model.trains_deployed and config.input_scale is not None:
+            input_scale = float(config.input_scale)
+        elif train_x is None:
+            raise QuantizationError(f"{coding.name} input coding: the training data is needed to choose the input scale")
+        else:
+            input_scale = coding.input_scale(train_x)
     scales = [layer_scale(l.weight, l.threshold, input_scale if i == 0 else 1.0, l.name, bias=l.bias)
               for i, l in enumerate(chain)]
     return input_scale, scales
 
 
-def convert_chain(chain, scales, input_scale, snn_config: dict, dataset: dict, signed_input: bool):
-    """Round every layer and assemble the FxNetwork with its report."""
-    decays = _decays(snn_config["neuron"], snn_config.get("leak", 1.0), snn_config.get("i_decay", DECAY_UNITY),
-                     snn_config.get("v_decay", 0))
-    layers, rows, warnings = [], [], []
+def convert_chain(chain, scales, input_scale, config: SnnConfig, dataset: dict, signed_input: bool):
+    """Round every layer and assemble the FxNetwork with its report. The neurons take the model's Loihi form."""
+    chip = config.model.chip_form(config)
+    decays = (chip.i_decay, chip.v_decay)
+    layers, rows, report = [], [], QuantReport([], [])
     for i, (layer, scale) in enumerate(zip(chain, scales)):
         fx, row = convert_layer(layer, scale, input_scale if i == 0 else 1.0, decays, layer.threshold is None)
         fx.validate()
@@ -180,21 +178,20 @@ def convert_chain(chain, scales, input_scale, snn_config: dict, dataset: dict, s
         layers.append(fx)
         rows.append(row)
         if row.zeroed_weights:
-            warnings.append(f"layer '{layer.name}': {row.zeroed_weights} non-zero weights round to 0")
+            report.add(f"layer '{layer.name}': {row.zeroed_weights} non-zero weights round to 0", QuantizationWarning)
         if row.clipped_bias:
-            warnings.append(f"layer '{layer.name}': {row.clipped_bias} biases saturate the 13-bit range")
-    if snn_config["neuron"] != "loihi-cuba":
-        warnings.append(f"neuron model '{snn_config['neuron']}' resets by subtraction; Loihi resets to zero, so the "
-                        f"deployed network differs: fine-tune with --neuron loihi-cuba for one that matches")
-    coding = snn_config["coding"]
-    input_bits = 8 if coding == "direct" else (2 if signed_input else 0)
+            report.add(f"layer '{layer.name}': {row.clipped_bias} biases saturate the 13-bit range", QuantizationWarning)
+    if chip.differs:
+        report.add(chip.differs, DeploymentWarning)
+    coding = config.input_coding
     net = FxNetwork(input_shape=tuple(chain[0].input_shape), layers=layers, num_classes=layers[-1].output_shape[0],
-                    timesteps=int(snn_config["timesteps"]), input_coding=coding, input_bits=input_bits,
+                    timesteps=int(config.timesteps), input_coding=coding.name, input_bits=coding.input_bits(signed_input),
                     input_scale=input_scale, readout="voltage", mean=tuple(dataset.get("mean", ())),
                     std=tuple(dataset.get("std", ())),
-                    metadata={"neuron": snn_config["neuron"], "dataset": dataset.get("name")})
+                    metadata={"neuron": config.neuron, "dataset": dataset.get("name")})
     net.validate()
-    return net, QuantReport(rows, warnings)
+    report.layers = rows
+    return net, report
 
 
 def quantize_snn(ckpt, train_x: Optional[np.ndarray] = None):

@@ -1,80 +1,38 @@
 """The spiking network in torch, batched, run layer by layer over all time steps at once.
 
-Input x (B, ...) is coded into a (T, B, ...) sequence (Poisson spikes, or the analog image every
-step for direct coding). Each synaptic layer is applied to all T steps as one batch; each Spike
-layer runs its neurons over T (`toolchain.neurons`). The output layer accumulates its membrane
-potential; the readout is that accumulation divided by T. This layer-major order computes exactly
-what a time-major loop computes for a feed-forward network, and it is what Lava computes once each
-layer's one-step delay is accounted for. On the CPU with the compiled neuron kernels, IF/LIF networks run each
-run of conv -> spike [-> pool / dropout] layers a block of time steps at a time through all its layers, and each
-linear -> spike layer as one unit (toolchain/spiking_stack.py): the same numbers, without whole-run currents.
+Input x (B, ...) is coded into a (T, B, ...) sequence by the configuration's input coding (toolchain.coding). Each
+synaptic layer is applied to all T steps as one batch; each Spike layer runs the configuration's neuron model over
+T (toolchain.neurons.run_neurons). The output layer accumulates its membrane potential; the readout is that
+accumulation divided by T. This layer-major order computes exactly what a time-major loop computes for a
+feed-forward network, and it is what Lava computes once each layer's one-step delay is accounted for. Where
+`execution_path` says BLOCK (IF/LIF on the CPU with the compiled kernels), each run of conv -> spike [-> pool /
+dropout] layers goes a block of time steps at a time through all its layers, and each linear -> spike layer as one
+unit (toolchain/neurons/kernels/stack.py): the same numbers, without whole-run currents.
 
-Neuron models: "if" / "lif" (reset by subtraction, Rathi et al.) run on the network as written;
-"loihi-cuba" runs on the lowered chain (pooling and batch norm folded) with Loihi's CUBA dynamics
-and quantized weights and thresholds (straight-through rounding), i.e. the deployed network. Its currents are
-integers: a folded pool runs as a sum pool before the layer's un-repeated weights, the same currents at a
-quarter of the work for 2 x 2 pools, and the neurons run fused (toolchain.neurons._CubaRun).
+A neuron model that `trains_deployed` (Loihi CUBA) runs on the deployed network instead (toolchain/snn/deployed.py:
+the lowered chain, quantized weights and thresholds with straight-through rounding), so that the chip runs the
+trained network.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..coding.poisson import InputEncoder
+from ..coding import InputEncoder, integer_input
 from ..errors import ConfigError
-from ..quantization.fixed_point import DECAY_UNITY, VTH_MAX
 from ..ir import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike
 from ..ir.lowering import lower
-from ..neurons.base import CubaParams, SubtractiveParams, cuba_step, run_neurons, subtractive_step
-from ..quantization.quantize import fake_quant_bias, fake_quant_weight, layer_scale, round_ste
-from ..neurons.surrogates import Surrogate, get_surrogate
 from ..ir.torch_net import build_modules
+from ..neurons import run_neurons
 from ..neurons.kernels import stack as spiking_stack
-
-NEURON_MODELS = ("if", "lif", "loihi-cuba")
-
-
-@dataclass
-class SnnConfig:
-    """Everything besides the weights that defines the SNN."""
-    thresholds: Dict[str, float] = field(default_factory=dict)
-    neuron: str = "if"
-    leak: float = 1.0
-    coding: str = "poisson"
-    timesteps: int = 20
-    surrogate: Dict[str, float] = field(default_factory=lambda: {"name": "stdb"})
-    i_decay: int = DECAY_UNITY          # loihi-cuba current decay (4096: no current memory)
-    v_decay: int = 0                    # loihi-cuba voltage decay (0: no leak)
-    input_scale: float = 1.0            # loihi-cuba direct coding: integer input = round(x * input_scale)
-
-    def __post_init__(self):
-        if self.neuron not in NEURON_MODELS:
-            raise ConfigError(f"unknown neuron model {self.neuron!r}; valid: {', '.join(NEURON_MODELS)}")
-        if not 0.0 < self.leak <= 1.0:
-            raise ConfigError(f"leak must be in (0, 1], got {self.leak}")
-        if self.timesteps < 1:
-            raise ConfigError(f"timesteps must be >= 1, got {self.timesteps}")
-        if not 1 <= self.i_decay <= DECAY_UNITY or not 0 <= self.v_decay < DECAY_UNITY:
-            raise ConfigError(f"decays must be 1..4096 (current) and 0..4095 (voltage), got {self.i_decay}, {self.v_decay}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @staticmethod
-    def from_dict(d: dict) -> "SnnConfig":
-        return SnnConfig(**d)
-
-    def differences(self, other: Optional[dict]) -> list:
-        """The settings in which `other` (a to_dict() of another config) differs from this one, sorted."""
-        mine = self.to_dict()
-        return sorted(k for k in mine if (other or {}).get(k) != mine[k])
-
-    def spike_fn(self) -> Surrogate:
-        return get_surrogate(**self.surrogate)
+from ..neurons.run import BLOCK, execution_path
+from .config import SnnConfig
+from .deployed import run_deployed
+from .steps import per_sample, per_step
 
 
 @dataclass
@@ -96,14 +54,15 @@ class SnnModel(nn.Module):
         T = timesteps or self.config.timesteps
         encoder = encoder or InputEncoder(self.config.coding, seed=None)
         counts, neurons = {}, {}
-        if self.config.neuron == "loihi-cuba":
-            seq = torch.stack([self._integer_input(encoder(x, t)) for t in range(T)])
-            out = self._run_lowered(seq, counts, neurons)
+        if self.config.model.trains_deployed:
+            scale = self.config.deployed_input_scale()
+            seq = torch.stack([integer_input(encoder(x, t), scale, straight_through=True) for t in range(T)])
+            out = run_deployed(self.lowered(), seq, self.config, scale, counts, neurons)
         else:
             out = self._run(self.net.layers, torch.stack([encoder(x, t) for t in range(T)]), counts, neurons)
         return SnnOutput(out.sum(0) / T, counts, neurons)
 
-    # -- the network as written (IF / LIF) -----------------------------------------------------
+    # -- the network as written -------------------------------------------------------------------
     def _run(self, layers, h, counts, neurons):
         i = 0
         while i < len(layers):
@@ -122,11 +81,12 @@ class SnnModel(nn.Module):
         return h
 
     def _stage_run(self, layers, i, h):
-        """The stages (toolchain.spiking_stack) starting at layers[i]: a run of Conv2d -> Spike [-> AvgPool2d or
-        Dropout] (or one Linear -> Spike [-> Dropout]) where the block-by-block path applies; ([], i) if none."""
-        if self.config.neuron == "loihi-cuba" or self.calibrator is not None:
+        """The stages (kernels.stack) starting at layers[i]: a run of Conv2d -> Spike [-> AvgPool2d or Dropout] (or
+        one Linear -> Spike [-> Dropout]) where the block-by-block path applies (`execution_path`, and no calibration:
+        it reads each layer's currents whole); ([], i) if none."""
+        if self.calibrator is not None:
             return [], i
-        if not spiking_stack.supported(h, h.shape[0], self.config.spike_fn()):
+        if execution_path(self.config.model.step, self.config.spike_fn(), h, stage=True) != BLOCK:
             return [], i
         stages, shape, B = [], tuple(h.shape[2:]), h.shape[1]
         while i + 1 < len(layers) and isinstance(layers[i + 1], Spike):
@@ -145,8 +105,8 @@ class SnnModel(nn.Module):
                     mask = self._mask(nxt, _like((1, B) + shape, h.dtype, isinstance(syn, Conv2d)))
                 j += 1
             name = layers[i + 1].name
-            stages.append(spiking_stack.Stage(name, module, float(self.threshold(name, None)), self.config.leak,
-                                              pool, mask))
+            p = self.config.model.params(self.config, float(self.threshold(name, None)))
+            stages.append(spiking_stack.Stage(name, module, p.threshold, p.leak, pool, mask))
             if pool:
                 shape = shape[:1] + (shape[1] // pool, shape[2] // pool)
             i = j
@@ -157,17 +117,17 @@ class SnnModel(nn.Module):
     def _run_stages(self, stages, h, counts, neurons):
         out, per_neuron = spiking_stack.run_stages(h, stages, self.config.spike_fn())
         for stage, count in zip(stages, per_neuron):
-            counts[stage.name] = _per_sample(count, h.dtype)
+            counts[stage.name] = per_sample(count, h.dtype)
             neurons[stage.name] = count[0].numel()
         return out
 
     def _layer(self, layer, h, counts, neurons):
         if isinstance(layer, (Conv2d, Linear, BatchNorm2d, BatchNorm1d)):
-            return _per_step(self.layers[layer.name], h, channels_last=isinstance(layer, Conv2d))
+            return per_step(self.layers[layer.name], h, channels_last=isinstance(layer, Conv2d))
         if isinstance(layer, Spike):
             return self._spike(layer.name, h, counts, neurons)
         if isinstance(layer, AvgPool2d):
-            return _per_step(lambda z: F.avg_pool2d(z, layer.kernel_size), h)
+            return per_step(lambda z: F.avg_pool2d(z, layer.kernel_size), h)
         if isinstance(layer, Flatten):
             return h.flatten(2)
         if isinstance(layer, Dropout):
@@ -194,95 +154,24 @@ class SnnModel(nn.Module):
         """The spiking layer; `pool` = k: followed by a k x k average pool, which the neurons apply as they fire
         (the full-size spike tensor is never stored; the pooled sum times k*k is the spike count); `mask`: followed
         by dropout with this mask, applied as they fire."""
-        params = SubtractiveParams(self.threshold(name, currents), self.config.leak)
-        spikes, state = run_neurons(currents, subtractive_step, params, self.config.spike_fn(), pool=pool, mask=mask)
+        model = self.config.model
+        params = model.params(self.config, self.threshold(name, currents))
+        spikes, state = run_neurons(currents, model.step, params, self.config.spike_fn(), pool=pool, mask=mask)
         if state.count is not None:                                          # the neurons counted their spikes
-            counts[name] = _per_sample(state.count, spikes.dtype)
+            counts[name] = per_sample(state.count, spikes.dtype)
         else:
-            per_step = spikes.detach().sum(tuple(range(2, spikes.dim())))   # (T, B), without copying the spikes
+            by_step = spikes.detach().sum(tuple(range(2, spikes.dim())))    # (T, B), without copying the spikes
             if pool:
-                per_step = per_step * (pool * pool)
-            counts[name] = per_step.to(torch.int64).sum(0).to(spikes.dtype)  # exact integer counts
+                by_step = by_step * (pool * pool)
+            counts[name] = by_step.to(torch.int64).sum(0).to(spikes.dtype)   # exact integer counts
         neurons[name] = currents[0, 0].numel()
         return spikes
 
-    # -- the deployed network (Loihi CUBA, quantized) -----------------------------------------
+    # -- the deployed network ----------------------------------------------------------------------
     def lowered(self):
         params = dict(self.layers.named_parameters())
         params.update(dict(self.layers.named_buffers()))
         return lower(self.net, params, self.config.thresholds)
-
-    def _integer_input(self, x: torch.Tensor) -> torch.Tensor:
-        """One step's input to the deployed network: direct coding sends round(x * input_scale) (straight-through).
-        Rounded step by step, each a batch below torch's parallel grain size: no thread synchronization."""
-        return round_ste(x * self.config.input_scale) if self.config.coding == "direct" else x
-
-    def _run_lowered(self, h, counts, neurons):
-        c = self.config
-        spike_fn = c.spike_fn()
-        chain = self.lowered()
-        for i, layer in enumerate(chain):
-            in_scale = c.input_scale if (i == 0 and c.coding == "direct") else 1.0
-            weight = layer.weight if layer.block_weight is None else layer.block_weight   # the same values, once
-            scale = layer_scale(weight, layer.threshold, in_scale, layer.name, bias=layer.bias)
-            a = _quantized_currents(layer, scale, h)
-            bias = None if layer.bias is None else _channel_bias(fake_quant_bias(layer.bias, scale * in_scale), a)
-            if layer.threshold is None:
-                return self._readout(a, bias, scale * in_scale, spike_fn)
-            vth = float(round(layer.threshold * scale * in_scale))      # as convert_layer rounds it
-            params = CubaParams(vth, c.i_decay, c.v_decay, bias)
-            h, _ = run_neurons(a, cuba_step, params, spike_fn)
-            counts[layer.spike_name] = h.detach().sum((0,) + tuple(range(2, h.dim())))   # without a copy
-            neurons[layer.spike_name] = h[0, 0].numel()
-        raise ConfigError("the lowered network has no output layer")
-
-
-    def _readout(self, a, bias, current_scale, spike_fn):
-        """The output layer as the chip runs it: CUBA neurons with the largest threshold, read as the voltage
-        at the last step (24-bit clip and all). Returned per step so that the sum over T is that voltage in
-        float units (v / 64 / current_scale)."""
-        c = self.config
-        params = CubaParams(float(VTH_MAX), c.i_decay, c.v_decay, bias)
-        _, state = run_neurons(a, cuba_step, params, spike_fn)
-        v_end = state.v / (64.0 * current_scale)
-        out = torch.zeros_like(a)
-        out[-1] = v_end
-        return out
-
-
-def _quantized_currents(layer, scale: float, h: torch.Tensor) -> torch.Tensor:
-    """The currents (T, B, ...) of a lowered layer with fake-quantized weights (`fake_quant_weight` at `scale`) on
-    its input h (T, B, ...): integer inputs and weights, so integer currents, exact in any summation order.
-    Convolutions run channels-last (see `_per_step`). A layer with a k x k average pool folded in (its weight is k x k
-    repeats of `block_weight`, so are its quantized ones) runs as a k x k sum pool of h, then the layer's synapse with
-    `block_weight`: the same currents at 1/k^2 of the work, and the same gradient for every parameter (the sum over
-    each block that the repeat's backward would make, taken by the synapse on the pooled sums)."""
-    if not _sum_pool_applies(layer):
-        w = fake_quant_weight(layer.weight, scale)
-        return _per_step(lambda z: layer.synapse(z, w), h, channels_last=layer.kind == "conv")
-    k, w = layer.pool, fake_quant_weight(layer.block_weight, scale)
-    if layer.kind == "conv":
-        stride, padding = tuple(s // k for s in layer.stride), tuple(p // k for p in layer.padding)
-        synapse = lambda z: F.conv2d(_conv_layout(z), w, None, stride, padding)
-    else:
-        synapse = lambda z: F.linear(torch.flatten(z, 1), w)
-    return _per_step(lambda z: synapse(F.avg_pool2d(z, k, divisor_override=1)), h)
-
-
-def _sum_pool_applies(layer) -> bool:
-    """Whether the layer's folded pool can run as a sum pool before its synapse (see `_quantized_currents`)."""
-    k = layer.pool
-    if k <= 1 or layer.block_weight is None or len(layer.input_shape) != 3 or layer.input_shape[1] % k \
-            or layer.input_shape[2] % k:
-        return False
-    if layer.kind == "conv":
-        return all(v % k == 0 for v in (*layer.stride, *layer.padding))
-    return layer.flatten_before
-
-
-def _per_sample(count: torch.Tensor, dtype) -> torch.Tensor:
-    """Spikes per sample (B,) from spikes per neuron (B, ...), summed exactly in integers."""
-    return count.reshape(count.shape[0], -1).sum(1, dtype=torch.int64).to(dtype)
 
 
 def _like(shape, dtype, channels_last: bool) -> torch.Tensor:
@@ -293,24 +182,3 @@ def _like(shape, dtype, channels_last: bool) -> torch.Tensor:
         T, B = shape[:2]
         x = x.reshape((T * B,) + shape[2:]).contiguous(memory_format=torch.channels_last).reshape(shape)
     return x
-
-
-def _channel_bias(bias: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return bias.reshape((-1,) + (1,) * (like.dim() - 3)) if like.dim() > 3 else bias
-
-
-def _per_step(fn, h: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """Apply a per-sample function to all T steps of h (T, B, ...) as one batch. `channels_last`: a conv; on the
-    CPU in float32 it runs on (and returns) channels-last tensors, 1.2-2x faster in oneDNN than NCHW (the spiking
-    layers, pooling and dropout keep that layout; values are the same up to the convolution's summation order)."""
-    T, B = h.shape[:2]
-    z = h.reshape((T * B,) + h.shape[2:])
-    y = fn(_conv_layout(z) if channels_last else z)
-    return y.reshape((T, B) + y.shape[1:])
-
-
-def _conv_layout(z: torch.Tensor) -> torch.Tensor:
-    """A conv's input (N, C, H, W) channels-last on the CPU in float32 (see `_per_step`), else as it is."""
-    if z.dim() == 4 and z.device.type == "cpu" and z.dtype == torch.float32:
-        return z.contiguous(memory_format=torch.channels_last)
-    return z

@@ -28,11 +28,12 @@ import torch
 
 from ..io.checkpoint import Checkpoint
 from ..data import Dataset
-from ..coding.poisson import InputEncoder
+from ..coding import InputEncoder
 from ..errors import ConfigError
 from ..ir import BATCH_NORMS, SYNAPTIC, Conv2d, Linear, Network, Residual, Spike
 from ..ir.lowering import fold_batch_norm
-from ..snn.model import SnnConfig, SnnModel
+from ..neurons import NEURONS
+from ..snn import SnnConfig, SnnModel
 from ..ir.torch_net import AnnModel
 
 METHODS = ("spike", "activation")
@@ -199,8 +200,9 @@ def convert(ann: Checkpoint, data: Dataset, timesteps: int = 100, method: str = 
         raise ConfigError(f"impossible conversion settings: scale {scale}, percentile {percentile}, "
                           f"calibration samples {calib_samples}, timesteps {timesteps}")
     net, state = fold_batch_norms(ann.network, ann.state_dict)
-    # thresholds are balanced with integrate-and-fire dynamics; a loihi-cuba SNN is then fine-tuned
-    config = SnnConfig(neuron="if" if neuron == "loihi-cuba" else neuron, leak=leak, coding=coding, timesteps=timesteps)
+    # thresholds are balanced with the model's `converts_as` (loihi-cuba: integrate-and-fire), then fine-tuned
+    balance_as = NEURONS.get(neuron).converts_as or neuron
+    config = SnnConfig(neuron=balance_as, leak=leak, coding=coding, timesteps=timesteps)
     model = SnnModel(net, config).to(device)
     model.load_state_dict(state)
     model.eval()
@@ -218,5 +220,5 @@ def convert(ann: Checkpoint, data: Dataset, timesteps: int = 100, method: str = 
     conversion = {"method": method, "scale": scale, "percentile": percentile, "calibration_samples": int(len(x)),
                   "calibration_timesteps": timesteps, "seed": seed}
     return Checkpoint("snn", net, {k: v.detach().cpu() for k, v in model.state_dict().items()}, dict(ann.dataset),
-                      snn=config.to_dict(), training={"conversion": conversion},
+                      snn=config, training={"conversion": conversion},
                       metrics={"ann_test_accuracy": ann.metrics.get("test_accuracy")})

@@ -37,16 +37,16 @@ from .ann import dataset_info
 from ..io.checkpoint import Checkpoint
 from ..io.files import atomic_write
 from ..data import Dataset
-from ..coding.poisson import InputEncoder
+from ..coding import InputEncoder
 from ..errors import CheckpointError, ConfigError
 from .evaluate import evaluate_snn
 from ..ir import SYNAPTIC, Network, iter_layers
 from ..ir.models import build_model
-from ..snn.model import SnnConfig, SnnModel
+from ..neurons import NEURONS
+from ..snn import SnnConfig, SnnModel
 from ..neurons.surrogates import Surrogate, get_surrogate
 from .loop import Run, TrainConfig, resolve_device, run_training, seed_everything
 
-DIRECT_NEURONS = ("if", "lif")
 DEFAULT_SURROGATE = {"name": "rectangular", "width": 1.0, "alpha": 0.5}
 
 
@@ -96,11 +96,16 @@ class GradientRecorder:
         self._handles = []
 
 
+def direct_neurons() -> List[str]:
+    """The neuron models an SNN can be trained with from scratch: those that train on the network as written."""
+    return NEURONS.names(lambda m: not m.trains_deployed)
+
+
 def snn_config_for(net: Network, timesteps: int, surrogate: Surrogate, threshold: float = 1.0, neuron: str = "if",
                    leak: float = 1.0, coding: str = "direct") -> SnnConfig:
-    if neuron not in DIRECT_NEURONS:
-        raise ConfigError(f"direct training supports neurons {', '.join(DIRECT_NEURONS)}, not {neuron!r} "
-                          f"(train with 'if', then fine-tune with --neuron loihi-cuba)")
+    if NEURONS.get(neuron).trains_deployed:
+        raise ConfigError(f"direct training supports neurons {', '.join(direct_neurons())}, not {neuron!r} "
+                          f"(train with 'if', then fine-tune with --neuron {neuron})")
     if not threshold > 0 or not np.isfinite(threshold):
         raise ConfigError(f"threshold must be > 0, got {threshold}")
     return SnnConfig(thresholds={s.name: float(threshold) for s in net.spiking_layers}, neuron=neuron, leak=leak,
@@ -137,7 +142,7 @@ def train_snn(data: Dataset, model_name: str, cfg: TrainConfig, out_path: str, t
                                   f"({', '.join(config.differences(prev.snn))}); resume with the same ones")
 
     def make_checkpoint(weights, training, metrics):
-        return Checkpoint("snn", net, weights, info, snn=config.to_dict(), training={**training, "direct": direct},
+        return Checkpoint("snn", net, weights, info, snn=config, training={**training, "direct": direct},
                           metrics={**metrics, "timesteps": T})
 
     encoders = {}

@@ -8,13 +8,15 @@ import torch
 from ..progress import tqdm
 
 from ..io.checkpoint import Checkpoint
-from ..coding.poisson import InputEncoder
-from ..snn.model import SnnConfig, SnnModel
+from dataclasses import replace
+
+from ..coding import InputEncoder
+from ..snn import SnnModel
 from .loop import batches
 
 
 def load_snn(ckpt: Checkpoint, device="cpu", **overrides) -> SnnModel:
-    config = SnnConfig.from_dict({**ckpt.snn, **overrides})
+    config = replace(ckpt.snn, **overrides)
     model = SnnModel(ckpt.network, config)
     model.load_state_dict(ckpt.state_dict)
     return model.to(device).eval()

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 
 from ..io.checkpoint import Checkpoint
 from ..data import Dataset
-from ..coding.poisson import InputEncoder
+from ..coding import InputEncoder
 from ..errors import CheckpointError
+from ..neurons import NEURONS
 from .evaluate import evaluate_snn, load_snn
-from ..quantization.quantize import direct_input_scale
 from .loop import Run, TrainConfig, resolve_device, run_training, seed_everything
 
 
@@ -35,8 +35,9 @@ def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, ti
         overrides["surrogate"] = surrogate
     if neuron:
         overrides["neuron"] = neuron
-    if (neuron or snn.snn["neuron"]) == "loihi-cuba" and snn.snn["coding"] == "direct":
-        overrides["input_scale"] = direct_input_scale(data.train_x)
+    coding = snn.snn.input_coding
+    if NEURONS.get(neuron or snn.snn.neuron).trains_deployed and coding.graded:   # the chip's input scale, trained
+        overrides["input_scale"] = coding.input_scale(data.train_x)
     model = load_snn(snn, device, **overrides)
     config = model.config
     T = config.timesteps
@@ -51,7 +52,7 @@ def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, ti
     def make_checkpoint(weights, training, metrics):
         training = dict(snn.training, finetune={"config": cfg.to_dict(), "timesteps": T}, **training)
         start = {k: v for k, v in snn.metrics.items() if not k.startswith(("val_", "best_"))}
-        return Checkpoint("snn", snn.network, weights, snn.dataset, snn=config.to_dict(), training=training,
+        return Checkpoint("snn", snn.network, weights, snn.dataset, snn=config, training=training,
                           metrics={**start, "start_test_accuracy": snn.metrics.get("test_accuracy"), **metrics,
                                    "timesteps": T})
 

@@ -19,8 +19,8 @@ optimizer at once, before the next layer's exists. Blocks of a conv run hold up 
 VGG5's first conv at batch 32): measured on VGG5, 1M-value blocks ran slower (more, smaller convolutions) and
 8M-16M ones no faster.
 
-The neurons run the compiled kernels (toolchain/native); where they are not available (no C compiler, CUDA,
-a per-channel threshold, T >= 255), `SnnModel` runs layer by layer.
+The neurons run the compiled kernels (native/, through native.calls); where they are not available (no C
+compiler, CUDA, T >= 255: toolchain.neurons.run.execution_path), `SnnModel` runs layer by layer.
 """
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import native
-from ..base import (_DT_ONLY, _buffer, _in_layout, _layout, _native_ok, _pool_geometry, _pooled,
-                      _pooled_strides, _ptr, _spike_boundary, _surrogate_factor, _threads, stdb_table)
-from ..surrogates import SURROGATES, Surrogate
+from ..surrogates import Surrogate
+from .layout import (DT_ONLY, buffer, in_layout, pool_geometry, pooled_buffer, pooled_strides, spike_boundary,
+                     stdb_table, step_layout, surrogate_factor)
+from .native import KernelError, calls
 
 class RetainGraphError(RuntimeError):
     """A second backward pass through a run whose saved state the first one freed."""
@@ -58,12 +58,6 @@ class Stage:
     @property
     def is_conv(self) -> bool:
         return isinstance(self.synapse, nn.Conv2d)
-
-
-def supported(x: torch.Tensor, T: int, surrogate) -> bool:
-    """Whether runs of stages can go block by block for this input (CPU, float32/64, T < 255, compiled
-    kernels, a surrogate spike function the fused neuron knows)."""
-    return T > 0 and _native_ok(x, 1.0, T) and type(surrogate) is Surrogate and surrogate.name in SURROGATES
 
 
 def run_stages(x: torch.Tensor, stages: Sequence[Stage], surrogate: Surrogate):
@@ -145,20 +139,20 @@ class _StageState:
     (see toolchain/allocator.py); whole-run ones would be fresh memory every step."""
 
     def __init__(self, stage: Stage, a: torch.Tensor, T: int, save: bool, keep_x: bool, keep_dts: bool, last: bool):
-        shape, layout = (T,) + tuple(a.shape[1:]), _layout(a)
+        shape, layout = (T,) + tuple(a.shape[1:]), step_layout(a)
         self.shape, self.layout = shape, layout
         k = stage.pool
-        self.geometry = _pool_geometry(shape, layout, k) if k else (1, 1)
-        one = _buffer(1, shape, layout, a)[0]
+        self.geometry = pool_geometry(shape, layout, k) if k else (1, 1)
+        one = buffer(1, shape, layout, a)[0]
         self.v = torch.empty_like(one)
         self.d = torch.empty_like(one, dtype=torch.uint8)
         self.count = torch.empty_like(one, dtype=torch.int32)
-        self.mask = None if stage.mask is None else _in_layout(stage.mask.detach().to(a.dtype), layout[1:],
+        self.mask = None if stage.mask is None else in_layout(stage.mask.detach().to(a.dtype), layout[1:],
                                                                 lambda: torch.empty_like(one))
         self.keep_dts, self.keep_x, self.keep_code = save and keep_dts, save and keep_x, save and not last
-        self.out = (_pooled(T, shape, k, layout, a) if k else _buffer(T, shape, layout, a)) if last else None
+        self.out = (pooled_buffer(T, shape, k, layout, a) if k else buffer(T, shape, layout, a)) if last else None
         self.blocks = {}            # t0 -> _Saved
-        self.c = None if keep_x else _spike_boundary(stage.theta, a.dtype, "cpu")
+        self.c = None if keep_x else spike_boundary(stage.theta, a.dtype, "cpu")
 
     def new_block(self, stage: Stage, t0: int, a: torch.Tensor) -> "_Saved":
         K, k = a.shape[0], stage.pool
@@ -166,10 +160,10 @@ class _StageState:
         code = None
         if self.keep_code:          # the output spikes as 1-byte codes, in the output's layout
             out_shape = shape[:3] + (shape[3] // k, shape[4] // k) if k else shape
-            code = torch.empty_strided(out_shape, _pooled_strides(shape, k, self.layout) if k else self.layout,
+            code = torch.empty_strided(out_shape, pooled_strides(shape, k, self.layout) if k else self.layout,
                                        dtype=torch.uint8)
-        blk = _Saved(_buffer(K, shape, self.layout, a, torch.uint8) if self.keep_dts else None,
-                     _buffer(K, shape, self.layout, a) if self.keep_x else None, code)
+        blk = _Saved(buffer(K, shape, self.layout, a, torch.uint8) if self.keep_dts else None,
+                     buffer(K, shape, self.layout, a) if self.keep_x else None, code)
         if self.keep_dts or self.keep_x or self.keep_code:
             self.blocks[t0] = blk
         return blk
@@ -186,21 +180,20 @@ def _neurons_forward(stage: Stage, st: _StageState, a: torch.Tensor, t0: int, ou
     """Run the neurons of one block (t0 .. t0 + K - 1) on currents a (K, B, ...), from the state the previous block
     left; their (pooled / masked) spikes go to `out`."""
     K = a.shape[0]
-    cur = _in_layout(a, st.layout, lambda: _buffer(K, st.shape, st.layout, a))
+    cur = in_layout(a, st.layout, lambda: buffer(K, st.shape, st.layout, a))
     blk = st.new_block(stage, t0, a)
-    status = native.library().snn_subtractive_forward(
-        int(a.dtype == torch.float64), K, st.layout[0], st.geometry[0], st.geometry[1], int(stage.pool or 1),
-        cur.data_ptr(), out.data_ptr(), _ptr(blk.dts), _ptr(blk.x), st.v.data_ptr(), None, _ptr(st.mask),
-        st.count.data_ptr(), st.d.data_ptr(), int(t0 > 0), _ptr(blk.code), float(stage.theta),
-        float(st.c if st.c is not None else 0.0), int(st.c is not None), float(stage.leak), _threads())
+    status = calls.SubtractiveForward(
+        K, st.layout[0], cur, out, st.v, st.count, stage.theta, stage.leak, boundary=st.c, dts=blk.dts, x=blk.x,
+        mask=st.mask, carried_dt=st.d, resume=t0 > 0, codes=blk.code, width=st.geometry[0], channels=st.geometry[1],
+        pool=stage.pool).run()
     if status != 0:
-        raise native.KernelError(f"compiled neuron kernel failed on spiking layer '{stage.name}' (status {status})")
+        raise KernelError(f"compiled neuron kernel failed on spiking layer '{stage.name}' (status {status})")
 
 
 def _forward(x, stages, surrogate, block, save: bool, params=None):
     T, B = x.shape[:2]
-    keep_x = save and surrogate.name not in _DT_ONLY
-    keep_dts = save and (surrogate.needs_dt or surrogate.name in _DT_ONLY)
+    keep_x = save and surrogate.name not in DT_ONLY
+    keep_dts = save and (surrogate.needs_dt or surrogate.name in DT_ONLY)
     states: List[Optional[_StageState]] = [None] * len(stages)
     for t0 in range(0, T, block):
         t1 = min(T, t0 + block)
@@ -221,7 +214,7 @@ def _forward(x, stages, surrogate, block, save: bool, params=None):
 
 def _block_out(stage: Stage, st: _StageState, a: torch.Tensor) -> torch.Tensor:
     K = a.shape[0]
-    return _pooled(K, st.shape, stage.pool, st.layout, a) if stage.pool else _buffer(K, st.shape, st.layout, a)
+    return pooled_buffer(K, st.shape, stage.pool, st.layout, a) if stage.pool else buffer(K, st.shape, st.layout, a)
 
 
 def _params(stage: Stage, params, i: int):
@@ -289,21 +282,20 @@ def _neurons_backward(stage: Stage, st: _StageState, sur: Surrogate, g, t0: int,
     K, k = t1 - t0, stage.pool
     like = st.v
     blk = st.blocks.pop(t0, None) or _Saved(None, None, None)   # the next stage has decoded its code already
-    grad = _buffer(K, st.shape, st.layout, like)
+    grad = buffer(K, st.shape, st.layout, like)
     if g is not None:
-        strides = _pooled_strides((K,) + st.shape[1:], k, st.layout) if k else st.layout
-        g = _in_layout(g, strides, lambda: torch.empty_strided(g.shape, strides, dtype=g.dtype))
+        strides = pooled_strides((K,) + st.shape[1:], k, st.layout) if k else st.layout
+        g = in_layout(g, strides, lambda: torch.empty_strided(g.shape, strides, dtype=g.dtype))
     stdb = sur.name == "stdb"
     sg = None
     if g is not None and not stdb:
-        sg = _buffer(K, st.shape, st.layout, like)
-        _surrogate_factor(sur, blk.dts, blk.x, 0, K, stage.theta, out=sg)
-    status = native.library().snn_subtractive_backward(
-        int(like.dtype == torch.float64), T, st.layout[0], st.geometry[0], st.geometry[1], int(k or 1), t0, t1, t0,
-        _ptr(g), None, _ptr(blk.dts), _ptr(lut if stdb else None), _ptr(sg),
-        _ptr(st.mask), grad.data_ptr(), _ptr(carry), float(sur.alpha / stage.theta if stdb else 1.0),
-        float(stage.leak), _threads())
+        sg = buffer(K, st.shape, st.layout, like)
+        surrogate_factor(sur, blk.dts, blk.x, 0, K, stage.theta, out=sg)
+    status = calls.SubtractiveBackward(
+        T, st.layout[0], grad, t0, t1, stage.leak, scale=sur.alpha / stage.theta if stdb else 1.0, t_base=t0,
+        g_spikes=g, dts=blk.dts, lut=lut if stdb else None, factor=sg, mask=st.mask, carry=carry,
+        width=st.geometry[0], channels=st.geometry[1], pool=k).run()
     if status != 0:
-        raise native.KernelError(f"compiled neuron kernel failed on spiking layer '{stage.name}' (status {status})")
+        raise KernelError(f"compiled neuron kernel failed on spiking layer '{stage.name}' (status {status})")
     return grad
 

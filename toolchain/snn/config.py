@@ -1,0 +1,86 @@
+"""The typed SNN configuration: everything besides the weights that defines a spiking network, stored in its
+checkpoint. The neuron model and the input coding are registered names (toolchain.neurons, toolchain.coding),
+checked when the configuration is made.
+
+On disk a checkpoint holds `to_dict()` (a plain dict with a `version`), not a pickled class: files do not depend on
+where this class lives. Checkpoints written before the typed configuration (version 1, no `version` key) load
+through the same `from_dict`; they stored input_scale 1.0 for "not set", which reads as None.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar, Dict, Optional, Union
+
+from ..coding import CODINGS, InputCoding
+from ..errors import ConfigError
+from ..neurons import NEURONS, NeuronModel
+from ..neurons.surrogates import Surrogate, get_surrogate
+from ..quantization.fixed_point import DECAY_UNITY
+
+
+@dataclass
+class SnnConfig:
+    thresholds: Dict[str, float] = field(default_factory=dict)    # per spiking layer
+    neuron: str = "if"                                            # a registered neuron model
+    leak: float = 1.0                                             # lif: v <- leak * v + I
+    coding: str = "poisson"                                       # a registered input coding
+    timesteps: int = 20
+    surrogate: Dict[str, float] = field(default_factory=lambda: {"name": "stdb"})
+    i_decay: int = DECAY_UNITY          # loihi-cuba current decay (4096: no current memory)
+    v_decay: int = 0                    # loihi-cuba voltage decay (0: no leak)
+    input_scale: Optional[float] = None  # graded input on the deployed network: integer input = round(x * scale);
+                                         # None: not set (training runs round(x); export takes it from the data)
+    VERSION: ClassVar[int] = 2
+
+    def __post_init__(self):
+        NEURONS.get(self.neuron)
+        CODINGS.get(self.coding)
+        if not 0.0 < self.leak <= 1.0:
+            raise ConfigError(f"leak must be in (0, 1], got {self.leak}")
+        if self.timesteps < 1:
+            raise ConfigError(f"timesteps must be >= 1, got {self.timesteps}")
+        if not 1 <= self.i_decay <= DECAY_UNITY or not 0 <= self.v_decay < DECAY_UNITY:
+            raise ConfigError(f"decays must be 1..4096 (current) and 0..4095 (voltage), got {self.i_decay}, {self.v_decay}")
+        if self.input_scale is not None and not self.input_scale > 0:
+            raise ConfigError(f"input_scale must be > 0, got {self.input_scale}")
+
+    @property
+    def model(self) -> NeuronModel:
+        return NEURONS.get(self.neuron)
+
+    @property
+    def input_coding(self) -> InputCoding:
+        return CODINGS.get(self.coding)
+
+    def deployed_input_scale(self) -> Optional[float]:
+        """The scale of the deployed network's graded input in training (round(x) while not set); None for spikes."""
+        if not self.input_coding.graded:
+            return None
+        return self.input_scale if self.input_scale is not None else 1.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "version": self.VERSION}
+
+    @staticmethod
+    def from_dict(d: dict) -> "SnnConfig":
+        d = dict(d)
+        version = d.pop("version", 1)
+        if version < 2 and d.get("input_scale") == 1.0:
+            d["input_scale"] = None
+        unknown = sorted(set(d) - {f.name for f in fields(SnnConfig)})
+        if unknown:
+            raise ConfigError(f"SNN configuration: unknown settings {unknown}")
+        return SnnConfig(**d)
+
+    @staticmethod
+    def of(value: Union["SnnConfig", dict]) -> "SnnConfig":
+        return value if isinstance(value, SnnConfig) else SnnConfig.from_dict(value)
+
+    def differences(self, other: Union["SnnConfig", dict, None]) -> list:
+        """The settings in which `other` differs from this one, sorted."""
+        mine = self.to_dict()
+        theirs = {} if other is None else SnnConfig.of(other).to_dict()
+        return sorted(k for k in mine if theirs.get(k) != mine[k])
+
+    def spike_fn(self) -> Surrogate:
+        return get_surrogate(**self.surrogate)
