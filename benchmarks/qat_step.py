@@ -13,7 +13,7 @@ layer on the batch, times --threshold-scale, as `snntc convert --coding direct -
 own copy of it and its own Adam:
 
 - float: neuron "if" (reset by subtraction) on the network as written, pooling fused into the neurons, the
-  compiled neuron kernels and the block-by-block spiking layers where available (toolchain/spiking_stack.py);
+  compiled neuron kernels and the block-by-block spiking layers where available (toolchain/neurons/kernels/stack.py);
 - QAT: neuron "loihi-cuba" on the lowered chain (pooling folded into the next layer), 8-bit fake-quantized
   weights and biases, integer direct input (round(x * input_scale), input_scale as `snntc finetune` sets it),
   Loihi CUBA neurons (reset to zero), the output layer read as its last step's voltage.

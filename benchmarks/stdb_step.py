@@ -10,8 +10,8 @@ toolchain/training.py): SnnModel forward with Poisson input coding, cross-entrop
 backward with the Adam update of each parameter as soon as its gradient is ready (toolchain/optim.py;
 the "adam" column is then the empty opt.step(); --step-after-backward times the classic order), and the
 allocator set as training sets it (toolchain/allocator.py; SNNTC_MALLOC_TUNE=0 leaves it alone).
-The conv layers run block of time steps by block (toolchain/spiking_stack.py) on the compiled neuron kernels
-(toolchain/native) where a C compiler is available; SNNTC_NATIVE=0 in the environment times the layer-by-layer
+The conv layers run block of time steps by block (toolchain/neurons/kernels/stack.py) on the compiled neuron kernels
+(toolchain/neurons/kernels/native) where a C compiler is available; SNNTC_NATIVE=0 in the environment times the layer-by-layer
 torch-op implementation instead.
 
 The network is `models.build_model("vgg5", (3, 32, 32), 10)`: conv 3->64, avg-pool 2, conv 64->128,

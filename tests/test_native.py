@@ -1,4 +1,4 @@
-"""The compiled neuron kernels (toolchain/native) against the torch-op implementation they replace."""
+"""The compiled neuron kernels (toolchain/neurons/kernels/native) against the torch-op implementation they replace."""
 import os
 
 import pytest

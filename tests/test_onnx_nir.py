@@ -338,8 +338,8 @@ def simulate_nir(graph, seq):
 
 def assert_graph_matches_checkpoint(graph, ckpt, dt=1.0):
     """Node by node: the network's layers (batch norm folded, dropout left out), weights, neuron parameters."""
-    from toolchain.training.convert import fold_batch_norms
-    net, state = fold_batch_norms(ckpt.network, ckpt.state_dict)
+    from toolchain.ir.passes import fold_batch_norms
+    net, state = fold_batch_norms(ckpt.network, ckpt.state_dict, prefix="layers.")
     cfg = SnnConfig.from_dict(ckpt.snn.to_dict())
     expected = {l.name for l in iter_layers(net.layers) if not isinstance(l, (Residual, Dropout))} | {"input", "output"}
     assert set(graph.nodes) == expected

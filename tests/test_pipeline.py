@@ -5,7 +5,8 @@ import torch
 
 from models import build_model
 from toolchain.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from toolchain.training.convert import convert, fold_batch_norms
+from toolchain.ir.passes import fold_batch_norms
+from toolchain.training.convert import convert
 from toolchain.errors import CheckpointError, LoweringError, ModelError, ShapeError
 from toolchain.ir import AvgPool2d, Conv2d, Flatten, Linear, Network, Spike
 from toolchain.neurons import run_neurons
@@ -126,7 +127,7 @@ def test_batch_norm_folding_keeps_ann_outputs():
             m.bias.data.uniform_(-0.3, 0.3)
     ann.eval()
     x = torch.randn(4, 1, 8, 8)
-    folded_net, state = fold_batch_norms(net, ann.state_dict())
+    folded_net, state = fold_batch_norms(net, ann.state_dict(), prefix="layers.")
     folded = AnnModel(folded_net)
     folded.load_state_dict({k: v for k, v in state.items()})
     folded.eval()
@@ -183,7 +184,7 @@ def test_conversion_folds_batch_norm_after_linear_layers_too():
             m.running_mean.uniform_(-1, 1)
             m.running_var.uniform_(0.5, 2)
     ann.eval()
-    folded_net, state = fold_batch_norms(net, ann.state_dict())
+    folded_net, state = fold_batch_norms(net, ann.state_dict(), prefix="layers.")
     assert not any("BatchNorm" in type(l).__name__ for l in folded_net.layers)
     folded = AnnModel(folded_net)
     folded.load_state_dict(state)

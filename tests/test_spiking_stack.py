@@ -1,4 +1,4 @@
-"""Runs of spiking layers a block of time steps at a time (toolchain/spiking_stack.py): the compiled kernels in
+"""Runs of spiking layers a block of time steps at a time (toolchain/neurons/kernels/stack.py): the compiled kernels in
 blocks (state carried forward, gradient carried back) against one pass over all steps, the model in blocks
 against layer by layer in float32, the kernels on torch's OpenMP threads, and the allocator setting."""
 import ctypes

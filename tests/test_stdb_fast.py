@@ -1,4 +1,4 @@
-"""What SnnModel trains with (runs of spiking layers a block of time steps at a time, toolchain.spiking_stack, on
+"""What SnnModel trains with (runs of spiking layers a block of time steps at a time, toolchain.neurons.kernels.stack, on
 the fused subtractive neuron, toolchain.neurons.kernels.subtractive._SubtractiveRun) against plain autograd through the unrolled time
 loop: identical spikes, states and logits, and the same gradients for every weight (float64), for IF and LIF
 neurons, STDB and other surrogates, VGG and ResNet networks, in one block of steps and in blocks of one step."""

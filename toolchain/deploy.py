@@ -13,7 +13,6 @@ import warnings
 from typing import Optional, Tuple
 
 import numpy as np
-import torch
 
 from .io.checkpoint import Checkpoint
 from .data.datasets import RECORDED_KEYS

@@ -22,7 +22,7 @@ What it computes (lava-nc 0.10.0, lava-dl 0.6.0 netx; every step mirrors a line 
 * timing: every synapse sends the value it accumulated on the previous step, so layer k
   (1-based) sees the input of global step t at step t + k. Each sample gets a window of T steps
   per layer, shifted by the layer's depth, and starts from zero state (see
-  ``hw_targets/lava_sim.py``). In the sample's local time tau = 1..T this means
+  ``hw_targets/simulators/lava.py``). In the sample's local time tau = 1..T this means
   ``a_k[tau] = synapse_k(s_{k-1}[tau])`` with ``s_0 = x``: every layer sees all T input steps.
   Local step tau of layer k is Lava's global step ``n*T + k + tau`` for sample n.
 

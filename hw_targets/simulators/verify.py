@@ -2,7 +2,7 @@
 
 Both backends are run on the same samples; every layer's spikes and membrane voltages (v after
 the step's spike reset, the value Lava's ``v`` Var holds) are compared at every step of every
-sample's window (see ``hw_targets/lava_sim.py`` for the window convention). The report gives
+sample's window (see ``hw_targets/simulators/lava.py`` for the window convention). The report gives
 the number of mismatches and the first one (in the order sample, step, layer, neuron).
 """
 from __future__ import annotations

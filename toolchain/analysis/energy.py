@@ -52,6 +52,7 @@ from typing import Dict, List, Union
 import numpy as np
 
 from ..coding import CODINGS
+from ..ir import conv_out_size
 from ..targets import TARGETS, HardwareTarget
 
 from ..errors import ConfigError
@@ -140,8 +141,7 @@ def conv_fanout_map(layer: FxLayer, count_zero_weights: bool = False) -> np.ndar
     cin, h, wd = (int(s) for s in layer.input_shape)
     cout, cpg, kh, kw = w.shape
     (sy, sx), (py, px), (dy, dx) = layer.stride, layer.padding, layer.dilation
-    ho = (h + 2 * py - dy * (kh - 1) - 1) // sy + 1
-    wo = (wd + 2 * px - dx * (kw - 1) - 1) // sx + 1
+    ho, wo = conv_out_size(h, kh, sy, py, dy), conv_out_size(wd, kw, sx, px, dx)
     if (cout, ho, wo) != tuple(int(s) for s in layer.output_shape):
         raise ConfigError(f"layer '{layer.name}': the conv of {tuple(layer.input_shape)} gives "
                           f"{(cout, ho, wo)}, but the layer says {tuple(layer.output_shape)}")

@@ -36,6 +36,7 @@ import numpy as np
 from .. import __version__
 from ..errors import ExportError, NetxError, ToolchainError
 from .files import atomic_write
+from ..ir import conv_out_size
 from ..quantization.fixed_point import FxLayer, FxNetwork
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -73,9 +74,7 @@ def _json(value: Any, what: str) -> str:
 def _conv_out_hw(layer: FxLayer, h: int, w: int) -> Tuple[int, int]:
     kh, kw = np.asarray(layer.weight).shape[2:4]
     (sy, sx), (py, px), (dy, dx) = layer.stride, layer.padding, layer.dilation
-    oh = (h + 2 * py - dy * (kh - 1) - 1) // sy + 1
-    ow = (w + 2 * px - dx * (kw - 1) - 1) // sx + 1
-    return int(oh), int(ow)
+    return int(conv_out_size(h, kh, sy, py, dy)), int(conv_out_size(w, kw, sx, px, dx))
 
 
 def _check_layer(i: int, layer: FxLayer, in_shape: Tuple[int, ...]) -> None:
@@ -346,7 +345,7 @@ def read_netx(path: PathLike, timesteps: Optional[int] = None,
     ``timesteps`` argument always wins over the file's. ``input_shape`` ((C, H, W) or (F,)) is
     needed only for a file whose first layer is a conv without an 'input' layer (as slayer's
     blocks export it; the stock loader then needs ``Network(input_shape=...)`` too, which
-    ``hw_targets.lava_sim`` passes).
+    ``hw_targets.simulators.lava`` passes).
     """
     import h5py
 

@@ -17,7 +17,7 @@ neurons: its synaptic output goes to the Output node.
 Time steps (graph metadata "dt", "timesteps", "time_convention"): step t of the toolchain's SNN is
 one integration step of length dt (default 1.0, one time unit per step; pass dt=1e-4 for the
 convention of snnTorch's and Lava's NIR tools). Within a step every synaptic node maps its input of
-that same step (no synaptic delay; netx/Lava adds one step per layer, see fixed_point.py), and every
+that same step (no synaptic delay; netx/Lava adds one step per layer, see toolchain/quantization/fixed_point.py), and every
 neuron integrates NIR's equations by one forward-Euler step of dt. Each neuron model gives its own node
 (NeuronModel.nir, toolchain/neurons/): for the built-in ones
 
@@ -45,7 +45,7 @@ Fixed point (metadata "fixed_point", from toolchain.quantize.quantize_snn, where
 deployable): each synaptic node carries its Loihi layer (integer weights, pooling and batch norm
 folded in as netx holds them; bias; scale: integer = float x scale; stride, padding, source),
 each neuron node the integer vth and the decays (i_decay 1..4096, v_decay 0..4095), the graph
-the input scale and coding. Integer semantics are those of toolchain/fixed_point.py (Lava's
+the input scale and coding. Integer semantics are those of toolchain/quantization/fixed_point.py (Lava's
 bit-accurate CUBA: state << 6, decays truncate toward zero, 24-bit current wrap, bias added to v).
 A residual network has no fixed-point form (netx runs chains only): its graph metadata says why.
 """
@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -62,10 +61,8 @@ import torch
 from .checkpoint import Checkpoint
 from .files import atomic_write
 from ..errors import ExportError, LoweringError, QuantizationError
-from ..ir import AvgPool2d, Conv2d, Dropout, Flatten, Linear, Residual, Spike, iter_layers
-from ..ir.lowering import fold_batch_norm
-
-_BN_TYPES = ("BatchNorm2d", "BatchNorm1d")
+from ..ir import AvgPool2d, Conv2d, Flatten, Linear, Residual, Spike, iter_layers
+from ..ir.passes import fold_batch_norms
 
 TIME_CONVENTION = ("one toolchain time step = one forward-Euler step of length dt of NIR's neuron equations; "
                    "synaptic nodes map their input of the same step (no delay); a neuron integrates its input, "
@@ -83,26 +80,6 @@ def _require_nir():
     except ImportError:
         raise ExportError("NIR export needs the 'nir' package (pip install 'snntc[nir]' or pip install nir)") from None
     return nir
-
-
-def _fold(layers, params: Dict[str, torch.Tensor]) -> list:
-    """Batch norm folded into the synaptic layer before it; dropout removed."""
-    out = []
-    for layer in layers:
-        if type(layer).__name__ in _BN_TYPES:
-            prev = out[-1] if out else None
-            if not isinstance(prev, (Conv2d, Linear)):
-                raise ExportError(f"layer '{layer.name}': batch norm must follow a conv or dense layer to be folded")
-            w, b = fold_batch_norm(params[f"{prev.name}.weight"], params.get(f"{prev.name}.bias"), params, layer.name)
-            params[f"{prev.name}.weight"], params[f"{prev.name}.bias"] = w, b
-            out[-1] = replace(prev, bias=True)
-        elif isinstance(layer, Dropout):
-            continue
-        elif isinstance(layer, Residual):
-            out.append(replace(layer, body=tuple(_fold(layer.body, params)), shortcut=tuple(_fold(layer.shortcut, params))))
-        else:
-            out.append(layer)
-    return out
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -236,7 +213,8 @@ def build_nir(snn_ckpt: Checkpoint, train_x: Optional[np.ndarray] = None, dt: fl
     net = snn_ckpt.network
     params = {k[len("layers."):] if k.startswith("layers.") else k: v.detach().cpu()
               for k, v in snn_ckpt.state_dict.items()}
-    layers = _fold(net.layers, params)
+    folded, params = fold_batch_norms(net, params, strip_dropout=True)
+    layers = folded.layers
     taken = {l.name for l in iter_layers(net.layers)}
     input_name, output_name = _unique("input", taken), _unique("output", taken)
     builder = _GraphBuilder(nir, config, params, dt)

@@ -1,14 +1,14 @@
 """Lowering: a toolchain `Network` -> a chain of deployable layers (synapse + spiking neurons).
 
 netx runs only input, conv, flatten and dense layers in a chain, every one with neurons. Lowering
-folds what netx cannot express into the layers around it, exactly (all folds are linear):
+folds what netx cannot express into the layers around it, exactly (all folds are linear; the passes in
+passes.py):
 
+- batch norm (BatchNorm2d after a conv, BatchNorm1d after a dense layer: in an SNN, batch norm on a
+  spiking layer's input current) into the preceding synaptic layer's weights and bias, and dropout
+  removed (the identity at inference), first (`fold_batch_norms`);
 - k x k average pooling into the next conv (kernel repeated k x k and divided by k^2, stride and
   padding times k) or, across a flatten, into the next dense layer's weight columns;
-- batch norm (BatchNorm2d after a conv, BatchNorm1d after a dense layer: in an SNN, batch norm on a
-  spiking layer's input current) into the preceding synaptic layer's weights and bias, per output
-  channel or neuron (a per-channel scale cannot go into the layer's one threshold, so it goes into W);
-- dropout removed (it is the identity at inference);
 - flatten placed before the dense layer that follows a conv.
 
 Anything else (a residual block, two synaptic layers without a spiking layer between them) raises
@@ -18,12 +18,13 @@ quantization-aware training (differentiable) and export.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
 from ..errors import LoweringError
-from .network import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike
+from .network import AvgPool2d, Conv2d, Flatten, Linear, Network, Residual, Spike
+from .passes import fold_batch_norms, fold_pool_into_conv, fold_pool_into_dense
 
 
 @dataclass
@@ -51,30 +52,10 @@ class LoweredLayer:
         return torch.nn.functional.linear(torch.flatten(x, 1), w)
 
 
-def fold_pool_into_conv(weight: torch.Tensor, k: int) -> torch.Tensor:
-    """conv(avgpool_k(x), W) == conv(x, W'), stride and padding times k."""
-    return weight.repeat_interleave(k, 2).repeat_interleave(k, 3) / (k * k)
-
-
-def fold_pool_into_dense(weight: torch.Tensor, pooled_shape: Tuple[int, int, int], k: int) -> torch.Tensor:
-    """linear(flatten(avgpool_k(x)), W) == linear(flatten(x), W')."""
-    c, h, w = pooled_shape
-    grid = weight.reshape(weight.shape[0], c, h, w)
-    return fold_pool_into_conv(grid, k).reshape(weight.shape[0], c * h * k * w * k)
-
-
-def fold_batch_norm(weight, bias, bn: Mapping[str, torch.Tensor], prefix: str, eps: float = 1e-5):
-    """W' = W * gamma / sigma, b' = (b - mean) * gamma / sigma + beta."""
-    gamma, beta = bn[f"{prefix}.weight"], bn[f"{prefix}.bias"]
-    scale = gamma / torch.sqrt(bn[f"{prefix}.running_var"] + eps)
-    b = torch.zeros_like(gamma) if bias is None else bias
-    shape = (-1,) + (1,) * (weight.dim() - 1)
-    return weight * scale.reshape(shape), (b - bn[f"{prefix}.running_mean"]) * scale + beta
-
-
 class _Lowerer:
-    def __init__(self, net: Network, params: Mapping[str, torch.Tensor], thresholds: Mapping[str, float]):
-        self.net, self.params, self.thresholds = net, params, thresholds
+    def __init__(self, net: Network, params: Mapping[str, torch.Tensor], thresholds: Mapping[str, float],
+                 folded: Mapping[str, List[str]]):
+        self.net, self.params, self.thresholds, self.folded = net, params, thresholds, folded
         self.out: List[LoweredLayer] = []
         self.open: Optional[LoweredLayer] = None      # a synaptic layer waiting for its neurons
         self.pool = 1                                  # pending pooling factor
@@ -122,21 +103,6 @@ class _Lowerer:
         if layer is self.net.layers[-1]:
             self._close(None, None, shape)
 
-    def _batchnorm2d(self, layer: BatchNorm2d, shape):
-        self._fold_bn(layer, "conv")
-
-    def _batchnorm1d(self, layer: BatchNorm1d, shape):
-        self._fold_bn(layer, "dense")
-
-    def _fold_bn(self, layer, kind):
-        if self.open is None or self.open.kind != kind:
-            what = "a conv" if kind == "conv" else "a dense (Linear) layer"
-            raise LoweringError(f"layer '{layer.name}': batch norm must follow {what} to be folded")
-        self.open.weight, self.open.bias = fold_batch_norm(self.open.weight, self.open.bias, self.params, layer.name)
-        if self.open.block_weight is not None:
-            self.open.block_weight = fold_batch_norm(self.open.block_weight, None, self.params, layer.name)[0]
-        self.open.source.append(layer.name)
-
     def _spike(self, layer: Spike, shape):
         if self.open is None:
             raise LoweringError(f"layer '{layer.name}': spiking layer without a synaptic layer before it")
@@ -146,6 +112,7 @@ class _Lowerer:
 
     def _close(self, threshold, spike_name, shape):
         self.open.threshold, self.open.spike_name = threshold, spike_name
+        self.open.source += self.folded.get(self.open.name, [])          # the batch norms folded into it
         self.out.append(self.open)
         self.open, self.pre_pool_shape = None, tuple(shape)
 
@@ -153,9 +120,6 @@ class _Lowerer:
         if self.open is not None:
             raise LoweringError(f"layer '{layer.name}': pooling between a synapse and its neurons cannot be folded")
         self.pool *= layer.kernel_size
-
-    def _dropout(self, layer: Dropout, shape):
-        pass
 
     def _flatten(self, layer: Flatten, shape):
         self.flatten = True
@@ -166,5 +130,8 @@ class _Lowerer:
 
 
 def lower(net: Network, params: Mapping[str, torch.Tensor], thresholds: Mapping[str, float]) -> List[LoweredLayer]:
-    """The deployable chain of `net`, with `params` (a state dict or named parameters) and thresholds."""
-    return _Lowerer(net, params, thresholds).run()
+    """The deployable chain of `net`, with `params` (named parameters and buffers) and thresholds: batch norms
+    folded and dropout removed first (passes.fold_batch_norms), then pools folded and the layers closed."""
+    folded: Dict[str, List[str]] = {}
+    net, params = fold_batch_norms(net, params, strip_dropout=True, folded=folded)
+    return _Lowerer(net, params, thresholds, folded).run()

@@ -15,7 +15,8 @@ from ..errors import ModelError, ShapeError
 Shape = Tuple[int, ...]
 
 
-def _conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+    """The output size of a convolution along one axis: the one formula every stage uses."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
@@ -32,8 +33,8 @@ class Conv2d:
     def out_shape(self, shape: Shape) -> Shape:
         if len(shape) != 3 or shape[0] != self.in_channels:
             raise ShapeError(f"layer '{self.name}': expects ({self.in_channels}, H, W), gets {shape}")
-        h = _conv_out(shape[1], self.kernel_size, self.stride, self.padding)
-        w = _conv_out(shape[2], self.kernel_size, self.stride, self.padding)
+        h = conv_out_size(shape[1], self.kernel_size, self.stride, self.padding)
+        w = conv_out_size(shape[2], self.kernel_size, self.stride, self.padding)
         if h < 1 or w < 1:
             raise ShapeError(f"layer '{self.name}': input {shape} is too small for a {self.kernel_size}x{self.kernel_size} kernel")
         return (self.out_channels, h, w)
@@ -224,5 +225,5 @@ def layer_from_dict(d: dict) -> Layer:
     return LAYER_TYPES[kind](**d)
 
 
-__all__ = ["Conv2d", "Linear", "AvgPool2d", "Flatten", "Dropout", "BatchNorm2d", "BatchNorm1d", "Spike", "Residual", "Network",
+__all__ = ["conv_out_size", "Conv2d", "Linear", "AvgPool2d", "Flatten", "Dropout", "BatchNorm2d", "BatchNorm1d", "Spike", "Residual", "Network",
            "Layer", "iter_layers", "chain_shapes", "asdict"]

@@ -10,7 +10,7 @@ Forward: the Heaviside step. Backward: d spike / d x = the surrogate below, time
 - "arctan":  alpha / (1 + (pi * width * x)**2)        (Fang et al. 2021, up to constants)
 - "rectangular": alpha * 1[|x| < width / 2]           (Ledinauskas et al. 2020's tunable box:
                  `width` sets how far from threshold a gradient flows, `alpha` its height; both
-                 set how much gradient survives each layer and time step, see toolchain/train_snn.py)
+                 set how much gradient survives each layer and time step, see toolchain/training/direct.py)
 
 `width` is in units of the threshold (x is normalized by it).
 """

@@ -21,7 +21,7 @@ Weights are even integers in [-256, 254] (an 8-bit signed mantissa times 2); net
 weight exponent from them, so the integer values themselves are what the chip computes with,
 with one exception: in a dense matrix without any positive weight Lava uses its inhibitory sign
 mode, which clips -256 to -255 and then truncates it to a power-of-two step that depends on the
-other weights (-255, -254 or -252 for typical matrices); hw_targets/emulator.py reproduces it.
+other weights (-255, -254 or -252 for typical matrices); hw_targets/simulators/emulator.py reproduces it.
 Synapse details: a dense layer computes W . s exactly (an int32 dot product for graded input
 spikes, which can wrap); a conv layer ignores the weight exponent, uses the raw integer weights,
 computes in float64 (scipy) and wraps the result to 24 bits (`signed_clamp`) before the neuron.
@@ -29,7 +29,7 @@ The bias mantissa is held as int16. Time: layer k (1-based) sees global input st
 t + k; with samples presented back to back (T steps each, netx reset_interval=T,
 reset_offset=1, staggered per layer), sample n occupies steps n*T + k + 1 .. n*T + k + T of
 layer k, and in that window a_k[tau] = synapse(s_{k-1}[tau]) from zero state, tau = 1..T
-(see hw_targets/lava_sim.py). "The last step" of a sample is the end of the output layer's window.
+(see hw_targets/simulators/lava.py). "The last step" of a sample is the end of the output layer's window.
 """
 from __future__ import annotations
 

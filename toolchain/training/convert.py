@@ -30,42 +30,14 @@ from ..io.checkpoint import Checkpoint
 from ..data import Dataset
 from ..coding import InputEncoder
 from ..errors import ConfigError
-from ..ir import BATCH_NORMS, SYNAPTIC, Conv2d, Linear, Network, Residual, Spike
-from ..ir.lowering import fold_batch_norm
+from ..ir import SYNAPTIC, Network, Residual, Spike
+from ..ir.passes import fold_batch_norms
 from ..neurons import NEURONS
 from ..snn import SnnConfig, SnnModel
 from ..ir.torch_net import AnnModel
 
 METHODS = ("spike", "activation")
 MAX_QUANTILE_ELEMENTS = 1 << 22
-
-
-def fold_batch_norms(net: Network, state: Dict[str, torch.Tensor]) -> Tuple[Network, Dict[str, torch.Tensor]]:
-    """Remove every batch norm that follows a Conv2d or Linear, folding it into that layer's weight and bias.
-    `state` is a model state dict (keys 'layers.<layer>.<param>')."""
-    prefix = "layers."
-    state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
-
-    def fold_chain(layers):
-        out = []
-        for layer in layers:
-            if isinstance(layer, BATCH_NORMS):
-                conv = out[-1] if out and isinstance(out[-1], (Conv2d, Linear)) else None
-                if conv is None:
-                    raise ConfigError(f"layer '{layer.name}': batch norm must follow a conv or linear layer to be folded")
-                w, b = fold_batch_norm(state[f"{conv.name}.weight"], state.get(f"{conv.name}.bias"), state, layer.name)
-                state[f"{conv.name}.weight"], state[f"{conv.name}.bias"] = w, b
-                for key in [k for k in state if k.startswith(layer.name + ".")]:
-                    del state[key]
-                out[-1] = replace(conv, bias=True)
-            elif isinstance(layer, Residual):
-                out.append(replace(layer, body=tuple(fold_chain(layer.body)), shortcut=tuple(fold_chain(layer.shortcut))))
-            else:
-                out.append(layer)
-        return out
-
-    folded = Network(tuple(fold_chain(net.layers)), net.input_shape, net.num_classes, net.name)
-    return folded, {prefix + k: v for k, v in state.items()}
 
 
 @dataclass(frozen=True)
@@ -199,7 +171,7 @@ def convert(ann: Checkpoint, data: Dataset, timesteps: int = 100, method: str = 
     if not 0 < scale <= 10 or not 0 < percentile <= 100 or calib_samples < 1 or timesteps < 1:
         raise ConfigError(f"impossible conversion settings: scale {scale}, percentile {percentile}, "
                           f"calibration samples {calib_samples}, timesteps {timesteps}")
-    net, state = fold_batch_norms(ann.network, ann.state_dict)
+    net, state = fold_batch_norms(ann.network, ann.state_dict, prefix="layers.")
     # thresholds are balanced with the model's `converts_as` (loihi-cuba: integrate-and-fire), then fine-tuned
     balance_as = NEURONS.get(neuron).converts_as or neuron
     config = SnnConfig(neuron=balance_as, leak=leak, coding=coding, timesteps=timesteps)

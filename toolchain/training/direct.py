@@ -10,7 +10,7 @@ networks trainable with few (<= 10) time steps:
 
 - a surrogate of tuned width and height (the default: the paper's box, `--surrogate rectangular
   --width 1 --alpha 0.5`, measured on a 14-layer net at T=10 in benchmarks/snn_gradients.py; or
-  another of `toolchain.surrogates`);
+  another of `toolchain.neurons.surrogates`);
 - batch norm on the input currents of every spiking layer (`BatchNorm2d` after a conv, `BatchNorm1d`
   after a hidden linear layer), with statistics over batch AND time (the SNN applies each synaptic
   layer and batch norm to all T steps as one (T * B) batch). It keeps every layer's currents near
@@ -18,7 +18,7 @@ networks trainable with few (<= 10) time steps:
 
 Thresholds are fixed (1.0 by default: batch norm learns the scale instead), the neuron is IF or LIF
 with reset by subtraction, the input is coded directly (the analog image every step) by default.
-For export, batch norm is folded into the synaptic weights and biases (`toolchain.lowering`).
+For export, batch norm is folded into the synaptic weights and biases (`toolchain.ir.lowering`).
 
 Gradient diagnostics: a hook on every synaptic layer's weight records ||dL/dW|| at every batch;
 each epoch's history entry holds the per-layer mean over the epoch's batches (`grad_norms`) and the

@@ -1,4 +1,4 @@
-/* The fused IF / LIF neuron of toolchain/neurons.py (`_SubtractiveRun`), forward and backward over all time
+/* The fused IF / LIF neuron of toolchain/neurons/kernels/subtractive.py (`_SubtractiveRun`), forward and backward over all time
  * steps in one pass over memory.
  *
  * The torch-op implementation runs each step as several whole-tensor ops (add, compare, subtract, the 1-byte
@@ -12,7 +12,7 @@
  * Buffers are (T, n) in memory order, one step after the other; with pooling (k x k average, non-overlapping)
  * a step is blocks of k rows of W pixels of C channels, innermost first (channels-last: the whole (B, H, W, C)
  * image; contiguous NCHW: C = 1, each (b, c) plane) and the pooled output has the same layout at 1/k x 1/k.
- * Both run on a block of steps at a time too (toolchain/spiking_stack.py): the forward then starts from the
+ * Both run on a block of steps at a time too (toolchain/neurons/kernels/stack.py): the forward then starts from the
  * state (v, steps since the last spike) the previous block left and adds to the spike counts, and the backward
  * starts from the gradient the later block carried back.
  *
@@ -195,12 +195,12 @@ static void NAME(job_t *a) {                                                    
 BACKWARD(float, backward_f32)
 BACKWARD(double, backward_f64)
 
-/* ---- the CUBA neuron (toolchain/neurons.py `_CubaRun`, quantization-aware training) ---------------------------
+/* ---- the CUBA neuron (toolchain/neurons/kernels/cuba.py `_CubaRun`, quantization-aware training) ---------------------------
  * The loop of `cuba_step` per block of neurons over all T steps, op for op as torch computes it (S = 2^23 - 1):
  *   u = wrap24(decay(u) + a * 64);  v1 = decay(v) + u (+ bias, already times 64);  v2 = clamp(v1, -S, S)
  *   x = v2 / vth64 - 1;  s = x > 0;  v = v2 * (1 - s)
  * decay(x) = x (decay 0), 0 (decay >= 4096), trunc(x * r), r = (4096 - decay) / 4096. flags: bit 0 the spike,
- * bit 1 -S <= v1 <= S. The backward is the gradient autograd takes through that loop (see neurons.py). */
+ * bit 1 -S <= v1 <= S. The backward is the gradient autograd takes through that loop (see kernels/cuba.py). */
 #define CUBA_SPIKED 1
 #define CUBA_INSIDE 2
 /* decay modes: 0 none (decay 0), 1 all (decay >= 4096: zeros), 2 trunc(x * r) (+ 0: the straight-through rounding
@@ -347,7 +347,7 @@ typedef struct { kernel_t fn; job_t job; } task_t;
 static void *run_task(void *p) { task_t *t = (task_t *)p; t->fn(&t->job); return NULL; }
 
 #ifdef _OPENMP
-/* Built against torch's own OpenMP runtime (toolchain/native/__init__.py): the blocks run on torch's worker
+/* Built against torch's own OpenMP runtime (toolchain/neurons/kernels/native/__init__.py): the blocks run on torch's worker
  * threads, which would otherwise spin for a while after each torch op and compete with threads of our own. */
 #include <omp.h>
 #endif
