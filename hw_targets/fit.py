@@ -38,7 +38,7 @@ import numpy as np
 
 from toolchain.errors import ConfigError, HardwareFitError, NotSupportedError
 from toolchain.quantization.fixed_point import FxLayer, FxNetwork
-from toolchain.targets import TARGETS
+from toolchain.targets import TARGETS, HardwareTarget
 
 LIMIT_KEYS = ("cores_per_chip", "neurons_per_core", "synaptic_memory_per_core",
               "fan_in_axons_per_core", "fan_out_axons_per_core", "weight_bits")
@@ -74,6 +74,15 @@ def fit_mapper(name: str):
     def fit(net: FxNetwork, conv_weights: str = "shared") -> "FitReport":
         return check_fit(net, name, conv_weights)
     return fit
+
+
+def neurocore_target(name: str, summary: str, here: Path, snn_energy) -> HardwareTarget:
+    """A chip of the Loihi family as a target entry: its energy.json and limits.json beside its module (`here`), this
+    fit mapper, the ANN priced on 45 nm CMOS, run by the bit-exact emulator and Lava."""
+    return HardwareTarget(
+        name=name, summary=summary, energy_file=here / "energy.json", snn_energy=snn_energy, ann_target="cmos45nm",
+        graded_input_note="graded/direct input MACs on the chip are charged as synaptic ops of this target",
+        limits_file=here / "limits.json", fit=fit_mapper(name), simulators=("emulator", "lava"))
 
 
 def limits_from_dict(entry: Mapping, name: str = "custom") -> HardwareLimits:

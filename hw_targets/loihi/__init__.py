@@ -6,9 +6,7 @@ it is priced on 45 nm CMOS.
 """
 from pathlib import Path
 
-from toolchain.targets import HardwareTarget
-
-from ..fit import fit_mapper
+from ..fit import neurocore_target
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,8 +21,6 @@ def snn_energy(layer, table, precision: str) -> dict:
             "spikes": layer.spikes * table.pj("spike_in_tile")}
 
 
-TARGET = HardwareTarget(
-    name="loihi", summary="Intel Loihi, per-event energies (Davies et al. 2018, pre-silicon simulation)",
-    energy_file=HERE / "energy.json", snn_energy=snn_energy, ann_target="cmos45nm",
-    graded_input_note="graded/direct input MACs on the chip are charged as synaptic ops of this target",
-    limits_file=HERE / "limits.json", fit=fit_mapper("loihi"), simulators=("emulator", "lava"))
+TARGET = neurocore_target(
+    "loihi", "Intel Loihi, per-event energies (Davies et al. 2018, pre-silicon simulation)",
+    HERE, snn_energy)

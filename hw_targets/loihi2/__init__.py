@@ -6,9 +6,7 @@ input MACs are charged as synaptic ops. The ANN beside it is priced on 45 nm CMO
 """
 from pathlib import Path
 
-from toolchain.targets import HardwareTarget
-
-from ..fit import fit_mapper
+from ..fit import neurocore_target
 
 HERE = Path(__file__).resolve().parent
 
@@ -20,8 +18,6 @@ def snn_energy(layer, table, precision: str) -> dict:
             "neuron_updates": layer.neuron_updates * table.pj("neuron_op_bound")}
 
 
-TARGET = HardwareTarget(
-    name="loihi2", summary="Intel Loihi 2, an upper bound from Hala Point system figures; the default fit check",
-    energy_file=HERE / "energy.json", snn_energy=snn_energy, ann_target="cmos45nm",
-    graded_input_note="graded/direct input MACs on the chip are charged as synaptic ops of this target",
-    limits_file=HERE / "limits.json", fit=fit_mapper("loihi2"), simulators=("emulator", "lava"))
+TARGET = neurocore_target(
+    "loihi2", "Intel Loihi 2, an upper bound from Hala Point system figures; the default fit check",
+    HERE, snn_energy)

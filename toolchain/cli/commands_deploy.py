@@ -244,8 +244,9 @@ def register(sub) -> None:
                        description="Cores per layer from neurons, synaptic memory and fan-in per core; chips needed. "
                                    "Exits non-zero, naming the layer and the limit, when it does not fit.")
     p.add_argument("model", help="netx file")
-    fits = lambda t: t.fit is not None          # noqa: E731
-    p.add_argument("--limits", default="loihi2", choices=TARGETS.names(fits), help=TARGETS.help(fits, default="loihi2"))
+    fitting = TARGETS.names(lambda t: t.fit is not None)
+    p.add_argument("--limits", default="loihi2", choices=fitting,
+                   help=f"the hardware whose limits (its limits.json) to check against: {', '.join(fitting)} (default loihi2)")
     p.add_argument("--json", metavar="FILE")
     p.set_defaults(func=cmd_fit)
 

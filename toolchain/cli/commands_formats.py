@@ -60,8 +60,7 @@ def cmd_import(args) -> dict:
     print(import_table(ckpt))
     for note in info["notes"]:
         print(f"note: {note}")
-    for warning in info["warnings"]:
-        print(f"warning: {warning}")
+    # its warnings came through `warnings` (one line each on stderr)
     print(f"imported {args.model} ({len(net.spiking_layers)} ReLUs -> spiking layers, input {tuple(net.input_shape)}, "
           f"{net.num_classes} classes): test accuracy {acc:.2%} on {data.name} ({len(data.test_x)} samples) -> {args.output}")
     summary = {"command": "import", "model": args.model, "output": args.output, "dataset": data.name,

@@ -36,6 +36,7 @@ came from is recorded in checkpoint.training["import"]["layer_sources"] with the
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint
-from ..errors import ImportModelError, LoweringError, ModelError
+from ..errors import DeploymentWarning, ImportModelError, LoweringError, ModelError
 from ..ir import AvgPool2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike
 
 SUPPORTED = ("Conv, Gemm, MatMul (+Add bias), Relu, AveragePool, GlobalAveragePool, ReduceMean (H, W), "
@@ -645,16 +646,18 @@ def import_onnx(path, num_classes: Optional[int] = None, name: Optional[str] = N
             if p["bias"] is not None:
                 mod.bias.copy_(torch.as_tensor(p["bias"], dtype=torch.float32))
     state = {k: v.detach().clone() for k, v in ann.state_dict().items()}
-    warnings = []
+    problems = []
     try:
         from ..ir.lowering import lower
         params = {k[len("layers."):]: v for k, v in state.items()}
         lower(net, params, {s.name: 1.0 for s in net.spiking_layers})
     except LoweringError as exc:
-        warnings.append(f"converts and fine-tunes, but cannot be exported to netx: {exc}")
+        problems.append(f"converts and fine-tunes, but cannot be exported to netx: {exc}")
+    for message in problems:
+        warnings.warn(message, DeploymentWarning, stacklevel=2)
     info = {"source": os.path.abspath(source) if source != "model" else source, "format": "onnx", "opset": imp.opset,
             "producer": f"{model.producer_name} {model.producer_version}".strip(),
-            "layer_sources": dict(imp.sources), "notes": imp.notes, "warnings": warnings}
+            "layer_sources": dict(imp.sources), "notes": imp.notes, "warnings": problems}
     return Checkpoint("ann", net, state, {}, training={"import": info}, metrics={"test_accuracy": None})
 
 
@@ -683,9 +686,8 @@ def export_onnx(ckpt: Checkpoint, path: str, opset: int = 17) -> None:
         props["snntc_dataset"] = json.dumps({k: ckpt.dataset.get(k) for k in ("name", "input_shape", "mean", "std", "classes")})
 
     def write(tmp):
-        import warnings as _warnings
-        with _warnings.catch_warnings():
-            _warnings.simplefilter("ignore")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(model, (x,), tmp, opset_version=opset, input_names=["input"], output_names=["logits"],
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
         m = onnx.load(tmp)
