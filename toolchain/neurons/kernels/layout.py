@@ -11,8 +11,9 @@ import torch
 
 from . import native
 
-DT_ONLY = frozenset({"stdb"})        # surrogates whose gradient is a function of dt alone (no x saved)
-NEVER = 255                           # the saved dt code of a neuron with no spike yet (uint8; T < 255 never reaches it)
+DT_ONLY = frozenset({"stdb"})   # surrogates whose gradient is a function of dt alone (no x saved)
+NEVER = 255                      # the saved dt code of a neuron with no spike yet (uint8; T < 255 never reaches it)
+BLOCK = 1 << 22                  # values per block of steps (pooling, the backward's surrogate)
 
 
 def never_code(dtype: torch.dtype) -> int:
@@ -30,7 +31,6 @@ def stdb_table(beta: float, dtype: torch.dtype) -> torch.Tensor:
     lut = torch.arange(NEVER + 1, dtype=dtype).mul_(-beta).exp_()
     lut[NEVER] = 0.0
     return lut
-BLOCK = 1 << 22                      # values per block of steps (pooling, the backward's surrogate)
 
 
 @functools.lru_cache(maxsize=512)
@@ -120,6 +120,8 @@ def surrogate_factor(sur, dts, x_all, t0: int, t1: int, theta, out: torch.Tensor
 
 
 def native_ok(x: torch.Tensor, theta, T: int) -> bool:
+    """Whether the compiled kernels apply: CPU, float32 or float64, a scalar threshold, T < 255 (1-byte dt codes),
+    and the library built and loaded (native.library())."""
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not isinstance(theta, torch.Tensor)
             and T < 255 and native.library() is not None)
 
