@@ -164,12 +164,17 @@ def _leak(node_name: str, node, tau: float, dt: float, what: str) -> float:
     return leak
 
 
+def _recorded(node, key: str, value: float) -> float:
+    """snntc's own float64 value of a parameter from the node metadata, where it rounds to the float32 one."""
+    exact = (getattr(node, "metadata", None) or {}).get(key)
+    if exact is not None and np.float32(exact) == np.float32(value):
+        return float(exact)
+    return value
+
+
 def _threshold(node_name: str, node) -> float:
     """v_threshold, or snntc's own float64 threshold from the node metadata where it rounds to it."""
-    theta = _uniform(node_name, node, "v_threshold")
-    exact = (getattr(node, "metadata", None) or {}).get("threshold")
-    if exact is not None and np.float32(exact) == np.float32(theta):
-        theta = float(exact)
+    theta = _recorded(node, "threshold", _uniform(node_name, node, "v_threshold"))
     if not theta > 0:
         raise ImportModelError(f"node '{node_name}' ({type(node).__name__}): v_threshold {theta:g} must be > 0")
     return theta
@@ -194,7 +199,7 @@ def neuron_spec(node_name: str, node, dt: float) -> NeuronSpec:
         return NeuronSpec("if", theta, dt * _uniform(node_name, node, "r"), reset=reset)
     if kind == "LIF":
         tau, r = _uniform(node_name, node, "tau"), _uniform(node_name, node, "r")
-        leak = _leak(node_name, node, tau, dt, "tau")
+        leak = _recorded(node, "leak", _leak(node_name, node, tau, dt, "tau"))
         return NeuronSpec("lif" if leak < 1.0 else "if", theta, dt * r / tau, leak=leak, reset=reset)
     tau_syn, tau_mem = _uniform(node_name, node, "tau_syn"), _uniform(node_name, node, "tau_mem")
     i_keep, v_keep = _leak(node_name, node, tau_syn, dt, "tau_syn"), _leak(node_name, node, tau_mem, dt, "tau_mem")
