@@ -220,8 +220,9 @@ def add_nir_export_args(p) -> None:
                         "reads only Affine). linear: a Linear node where the layer has no bias")
     g.add_argument("--if-node", default="if", choices=["if", "lif"],
                    help="if (default): IF neurons as NIR IF nodes. lif: as LIF nodes of time constant dt * 2^26, "
-                        "whose leak per step rounds to 1.0 in float32 (snnTorch imports IF nodes as a leaky neuron "
-                        "it cannot run, LIF nodes correctly, both resetting to zero)")
+                        "whose leak per step rounds to 1.0 in float32: for snnTorch, which cannot run IF nodes (it "
+                        "runs these, resetting to zero); not for Norse, whose LIF ignores r and so scales the input "
+                        "by dt / tau")
     g.add_argument("--quantized", action="store_true",
                    help="write the deployed network (what netx and Lava run): pooling folded, Loihi's integer "
                         "weights and CUBA neurons in the standard fields, direct input as round(x * input_scale); "
