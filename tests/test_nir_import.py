@@ -219,3 +219,23 @@ def test_cli_import_of_a_nir_file(tmp_path, capsys):
     assert main(["import", path, "-o", other, "--timesteps", "4", "--dataset", "mnist5k"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "takes inputs of shape (1, 8, 8)" in err and not os.path.exists(other)
+
+
+def test_a_sum_pool_before_a_neuron_scales_the_synapse_before_it(tmp_path):
+    """Conv -> SumPool -> IF: the toolchain's average pool gives a quarter of the sum, so the conv's weights (and
+    bias) are multiplied by 4; a sum pool before a dense layer scales that layer instead."""
+    w = np.random.default_rng(0).normal(size=(2, 1, 3, 3)).astype(np.float32)
+    b = np.array([0.5, -0.25], np.float32)
+    pool = dict(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))
+    graph = _chain(nir.Input(np.array([1, 4, 4])), nir.Conv2d((4, 4), w, 1, 1, 1, 1, b), nir.SumPool2d(**pool),
+                   nir.IF(r=np.full((2, 2, 2), 1e4, np.float32), v_threshold=np.ones((2, 2, 2), np.float32),
+                          v_reset=np.zeros((2, 2, 2), np.float32)),
+                   nir.SumPool2d(**pool), nir.Flatten(np.array([2, 1, 1]), start_dim=-3),
+                   nir.Affine(np.ones((10, 2), np.float32), np.zeros(10, np.float32)), nir.Output(np.array([10])))
+    ckpt = import_nir(_write(graph, tmp_path), timesteps=3)
+    conv, out = [l.name for l in ckpt.network.layers if isinstance(l, (Conv2d, Linear))]
+    assert torch.equal(ckpt.state_dict[f"layers.{conv}.weight"], torch.as_tensor(w) * 4)
+    assert torch.equal(ckpt.state_dict[f"layers.{conv}.bias"], torch.as_tensor(b) * 4)
+    assert torch.equal(ckpt.state_dict[f"layers.{out}.weight"], torch.full((10, 2), 4.0))
+    assert [type(l).__name__ for l in ckpt.network.layers] == ["Conv2d", "AvgPool2d", "Spike", "AvgPool2d", "Flatten",
+                                                             "Linear"]

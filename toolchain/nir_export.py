@@ -193,7 +193,7 @@ def _config_neuron(config, options: NirOptions) -> Tuple[str, dict]:
 
 
 def _reset_mode(config) -> str:
-    return "zero" if config.neuron == "loihi-cuba" else getattr(config, "reset", "subtract")
+    return "zero" if config.neuron == "loihi-cuba" else config.reset
 
 
 def flatten_node(nir, shape: tuple, meta: dict):

@@ -309,6 +309,8 @@ class _Builder:
             raise ImportModelError(f"node '{node_name}' ({type(node).__name__}): a neuron needs a conv or dense "
                                    f"layer before it")
         spec = neuron_spec(node_name, node, self.dt)
+        spec.gain *= self.pool_gain          # a sum pool right before the neuron: its k^2 goes to the synapse too
+        self.pool_gain = 1.0
         if not math.isclose(spec.gain, 1.0, rel_tol=1e-6):
             for key in (f"{self.last_synapse}.weight", f"{self.last_synapse}.bias"):
                 if key in self.params:
@@ -352,6 +354,19 @@ def import_nir(path: str, dt: Optional[float] = None, timesteps: Optional[int] =
     b.shape, note = _input_shape(order[0][1], dataset_shape)
     input_shape = b.shape
     b.notes += [n for n in (read_note, note) if n]
+    _build_layers(b, order, path)
+    neuron = _network_neuron(b.specs, path)
+    net = _network(b, input_shape, path, meta)
+    config = _config(b, neuron, meta, timesteps, coding)
+    state = _state_dict(net, config, b.params, path)
+    info = {"source": str(path), "format": "nir", "producer": str(meta.get("producer") or "unknown"), "dt": dt,
+            "layer_sources": b.sources, "notes": b.notes, "warnings": []}
+    return Checkpoint("snn", net, state, {}, snn=config.to_dict(), training={"import": info},
+                      metrics={"test_accuracy": None})
+
+
+def _build_layers(b: _Builder, order, path: str) -> None:
+    """The toolchain's layers of the chain's nodes between Input and Output."""
     for node_name, node in order[1:-1]:
         kind = type(node).__name__
         try:
@@ -371,21 +386,19 @@ def import_nir(path: str, dt: Optional[float] = None, timesteps: Optional[int] =
         raise ImportModelError(f"{path}: node '{last[0]}' ({type(last[1]).__name__}) feeds Output; the toolchain reads "
                                f"the last dense layer's output summed over the time steps, so that layer must feed "
                                f"Output directly")
-    neuron = _network_neuron(b.specs, path)
-    net = _network(b, input_shape, path, meta)
-    config = _config(b, neuron, meta, timesteps, coding)
+
+
+def _state_dict(net: Network, config, params: Dict[str, torch.Tensor], path: str) -> dict:
+    """The SNN's state dict (its own key names) holding the imported weights."""
     from .snn import SnnModel
-    model = SnnModel(net, config)
-    state = model.state_dict()
-    for key, value in b.params.items():
+    state = SnnModel(net, config).state_dict()
+    for key, value in params.items():
         target = state[f"layers.{key}"]
         if tuple(target.shape) != tuple(value.shape):
-            raise ImportModelError(f"{path}: '{key}' has shape {tuple(value.shape)}, the layer needs {tuple(target.shape)}")
+            raise ImportModelError(f"{path}: '{key}' has shape {tuple(value.shape)}, the layer needs "
+                                   f"{tuple(target.shape)}")
         state[f"layers.{key}"] = value.to(target.dtype)
-    info = {"source": str(path), "format": "nir", "producer": str(meta.get("producer") or "unknown"), "dt": dt,
-            "layer_sources": b.sources, "notes": b.notes, "warnings": []}
-    return Checkpoint("snn", net, state, {}, snn=config.to_dict(), training={"import": info},
-                      metrics={"test_accuracy": None})
+    return state
 
 
 def _network(b: _Builder, input_shape: tuple, path: str, meta: dict) -> Network:
