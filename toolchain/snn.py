@@ -74,8 +74,8 @@ class SnnConfig:
 
     def differences(self, other: Optional[dict]) -> list:
         """The settings in which `other` (a to_dict() of another config) differs from this one, sorted."""
-        mine = self.to_dict()
-        return sorted(k for k in mine if (other or {}).get(k) != mine[k])
+        mine, other = self.to_dict(), {"reset": "subtract", **(other or {})}   # checkpoints from before `reset`
+        return sorted(k for k in mine if other.get(k) != mine[k])
 
     def spike_fn(self) -> Surrogate:
         return get_surrogate(**self.surrogate)
