@@ -22,7 +22,8 @@ from .training import Run, TrainConfig, resolve_device, run_training, seed_every
 
 
 def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, timesteps: Optional[int] = None,
-             surrogate: Optional[dict] = None, neuron: Optional[str] = None, resume: bool = False,
+             surrogate: Optional[dict] = None, neuron: Optional[str] = None, reset: Optional[str] = None,
+             resume: bool = False,
              progress: bool = True, log: Optional[Callable[[str], None]] = None) -> Checkpoint:
     """Fine-tune `snn` for cfg.epochs; writes `out_path` after every epoch and returns the checkpoint of the best
     epoch on validation (the starting network included)."""
@@ -35,6 +36,8 @@ def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, ti
         overrides["surrogate"] = surrogate
     if neuron:
         overrides["neuron"] = neuron
+    if reset:
+        overrides["reset"] = reset
     if (neuron or snn.snn["neuron"]) == "loihi-cuba" and snn.snn["coding"] == "direct":
         overrides["input_scale"] = direct_input_scale(data.train_x)
     model = load_snn(snn, device, **overrides)

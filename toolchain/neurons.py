@@ -82,6 +82,16 @@ def subtractive_step(current: torch.Tensor, state: NeuronState, params: Subtract
     return spikes, NeuronState(v, state.u, _next_dt(spikes, state.dt))
 
 
+def zero_reset_step(current: torch.Tensor, state: NeuronState, params: SubtractiveParams,
+                    spike_fn: Callable) -> tuple:
+    """IF / LIF with reset to zero (the neurons of SpikingJelly's, Norse's and snnTorch's NIR imports, and of
+    networks imported from them): v <- leak * v + I;  s = 1[v > threshold];  v <- 0 where s."""
+    v = params.leak * state.v + current
+    spikes = spike_fn(v / params.threshold - 1.0, state.dt)
+    v = v * (1.0 - spikes.detach())
+    return spikes, NeuronState(v, state.u, _next_dt(spikes, state.dt))
+
+
 def round_toward_zero_ste(x: torch.Tensor) -> torch.Tensor:
     """trunc(x) in the forward pass, identity in the backward pass."""
     return x + (torch.trunc(x) - x).detach()

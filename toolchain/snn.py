@@ -29,13 +29,14 @@ from .errors import ConfigError
 from .fixed_point import DECAY_UNITY, VTH_MAX
 from .ir import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike
 from .lowering import lower
-from .neurons import CubaParams, SubtractiveParams, cuba_step, run_neurons, subtractive_step
+from .neurons import CubaParams, SubtractiveParams, cuba_step, run_neurons, subtractive_step, zero_reset_step
 from .quantize import fake_quant_bias, fake_quant_weight, layer_scale, round_ste
 from .surrogates import Surrogate, get_surrogate
 from .torch_net import build_modules
 from . import spiking_stack
 
 NEURON_MODELS = ("if", "lif", "loihi-cuba")
+RESETS = ("subtract", "zero")           # if / lif: reset by subtraction (Rathi et al.) or to zero (imported networks)
 
 
 @dataclass
@@ -50,8 +51,11 @@ class SnnConfig:
     i_decay: int = DECAY_UNITY          # loihi-cuba current decay (4096: no current memory)
     v_decay: int = 0                    # loihi-cuba voltage decay (0: no leak)
     input_scale: float = 1.0            # loihi-cuba direct coding: integer input = round(x * input_scale)
+    reset: str = "subtract"             # if / lif: "subtract" (v -= threshold) or "zero" (v = 0); loihi-cuba: zero
 
     def __post_init__(self):
+        if self.reset not in RESETS:
+            raise ConfigError(f"unknown reset {self.reset!r}; valid: {', '.join(RESETS)}")
         if self.neuron not in NEURON_MODELS:
             raise ConfigError(f"unknown neuron model {self.neuron!r}; valid: {', '.join(NEURON_MODELS)}")
         if not 0.0 < self.leak <= 1.0:
@@ -70,8 +74,8 @@ class SnnConfig:
 
     def differences(self, other: Optional[dict]) -> list:
         """The settings in which `other` (a to_dict() of another config) differs from this one, sorted."""
-        mine = self.to_dict()
-        return sorted(k for k in mine if (other or {}).get(k) != mine[k])
+        mine, other = self.to_dict(), {"reset": "subtract", **(other or {})}   # checkpoints from before `reset`
+        return sorted(k for k in mine if other.get(k) != mine[k])
 
     def spike_fn(self) -> Surrogate:
         return get_surrogate(**self.surrogate)
@@ -124,7 +128,7 @@ class SnnModel(nn.Module):
     def _stage_run(self, layers, i, h):
         """The stages (toolchain.spiking_stack) starting at layers[i]: a run of Conv2d -> Spike [-> AvgPool2d or
         Dropout] (or one Linear -> Spike [-> Dropout]) where the block-by-block path applies; ([], i) if none."""
-        if self.config.neuron == "loihi-cuba" or self.calibrator is not None:
+        if self.config.neuron == "loihi-cuba" or self.calibrator is not None or self.config.reset != "subtract":
             return [], i
         if not spiking_stack.supported(h, h.shape[0], self.config.spike_fn()):
             return [], i
@@ -177,6 +181,10 @@ class SnnModel(nn.Module):
             return body + (self._run(layer.shortcut, h, counts, neurons) if layer.shortcut else h)
         raise TypeError(f"unhandled layer {layer}")
 
+    def _if_step(self):
+        """The IF / LIF step function of the configured reset (only reset by subtraction runs fused)."""
+        return zero_reset_step if self.config.reset == "zero" else subtractive_step
+
     def _mask(self, layer: Dropout, h: torch.Tensor) -> torch.Tensor:
         """One dropout mask per sample, the same at every time step (as in Rathi et al.)."""
         if not self.training or layer.p == 0:
@@ -195,7 +203,7 @@ class SnnModel(nn.Module):
         (the full-size spike tensor is never stored; the pooled sum times k*k is the spike count); `mask`: followed
         by dropout with this mask, applied as they fire."""
         params = SubtractiveParams(self.threshold(name, currents), self.config.leak)
-        spikes, state = run_neurons(currents, subtractive_step, params, self.config.spike_fn(), pool=pool, mask=mask)
+        spikes, state = run_neurons(currents, self._if_step(), params, self.config.spike_fn(), pool=pool, mask=mask)
         if state.count is not None:                                          # the neurons counted their spikes
             counts[name] = _per_sample(state.count, spikes.dtype)
         else:

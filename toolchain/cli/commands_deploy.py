@@ -9,6 +9,7 @@ import numpy as np
 from ..checkpoint import load_checkpoint
 from ..errors import ConfigError
 from ..fixed_point import SimulationResult
+from .commands_formats import add_nir_export_args
 from .common import CliError, check_output, configure_threads, positive_int, recorded_dataset, write_json
 
 ENERGY_TARGETS = ("loihi", "loihi2", "cmos45nm", "memory_aware")
@@ -223,6 +224,7 @@ def register(sub) -> None:
                         "with status 2, naming the layer and the limit, and writes nothing)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
+    add_nir_export_args(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("simulate", help="run a netx file in Lava (or the bit-exact emulator) on test samples",
