@@ -106,6 +106,7 @@ def _one_process_speaks(args):
     if not hasattr(args, "nproc"):
         raise CliError(f"'{args.command}' runs in one process; start it without torchrun (data-parallel: train-ann, "
                        f"convert, finetune, train-snn)")
+    launch.die_with_parent()
     distributed.init(args.dist_timeout)
     if distributed.is_main():
         yield

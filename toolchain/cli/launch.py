@@ -34,6 +34,7 @@ def report(line: str, lost: bool = False) -> bool:
 
 def launch(command: str, argv: List[str], nproc: int) -> int:
     """Run `python -m toolchain <argv>` on `nproc` processes; the exit status of the run (0, or 2 with one line)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -47,12 +48,26 @@ def launch(command: str, argv: List[str], nproc: int) -> int:
     except ChildFailedError as exc:
         print(f"snntc {command}: error: {_cause(exc, errors, nproc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SignalException):       # torchelastic stops the processes on SIGINT / SIGTERM
         print(f"snntc {command}: interrupted (checkpoints written so far are kept; --resume continues)",
               file=sys.stderr)
         return 130
     finally:
         shutil.rmtree(errors, ignore_errors=True)
+
+
+def die_with_parent() -> None:
+    """A process of a run dies with the launcher that started it (torchrun starts each in its own session, so a
+    killed launcher would leave them training on): Linux's parent-death signal, SIGKILL."""
+    import ctypes
+    import signal
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)          # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):          # not Linux: the launcher's own shutdown is all there is
+        return
+    if os.getppid() == 1:                      # the launcher is already gone
+        os._exit(1)
 
 
 def _cause(exc, errors: str, nproc: int) -> str:
