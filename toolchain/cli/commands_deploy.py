@@ -9,6 +9,8 @@ import numpy as np
 from ..io.checkpoint import load_checkpoint
 from ..quantization.fixed_point import SimulationResult
 from ..targets import SIMULATORS, TARGETS
+from ..errors import ConfigError
+from .commands_formats import add_nir_export_args
 from .common import CliError, check_output, configure_threads, positive_int, recorded_dataset, write_json
 
 
@@ -211,6 +213,7 @@ def register(sub) -> None:
                         "with status 2, naming the layer and the limit, and writes nothing)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
+    add_nir_export_args(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("simulate", help="run a netx file in Lava (or the bit-exact emulator) on test samples",

@@ -17,6 +17,8 @@ from ..neurons import NEURONS, NeuronModel
 from ..neurons.surrogates import Surrogate, get_surrogate
 from ..quantization.fixed_point import DECAY_UNITY
 
+RESETS = ("subtract", "zero")
+
 
 @dataclass
 class SnnConfig:
@@ -30,11 +32,15 @@ class SnnConfig:
     v_decay: int = 0                    # loihi-cuba voltage decay (0: no leak)
     input_scale: Optional[float] = None  # graded input on the deployed network: integer input = round(x * scale);
                                          # None: not set (training runs round(x); export takes it from the data)
+    reset: str = "subtract"             # a model with a choice of reset (IF / LIF): "subtract" or "zero"
     VERSION: ClassVar[int] = 2
 
     def __post_init__(self):
         NEURONS.get(self.neuron)
         CODINGS.get(self.coding)
+        if self.reset not in RESETS:
+            raise ConfigError(f"unknown reset {self.reset!r}; valid: {', '.join(RESETS)}")
+        NEURONS.get(self.neuron).with_reset(self.reset)
         if not 0.0 < self.leak <= 1.0:
             raise ConfigError(f"leak must be in (0, 1], got {self.leak}")
         if self.timesteps < 1:
@@ -46,7 +52,8 @@ class SnnConfig:
 
     @property
     def model(self) -> NeuronModel:
-        return NEURONS.get(self.neuron)
+        """The neuron model this configuration runs (its reset chosen by `reset` where the model has a choice)."""
+        return NEURONS.get(self.neuron).with_reset(self.reset)
 
     @property
     def input_coding(self) -> InputCoding:
