@@ -292,12 +292,14 @@ class GradientSync:
 # -- batch norm over the global batch -----------------------------------------------------------------------------------
 class _GlobalBatchNorm(torch.autograd.Function):
     """y = (x - mean) * invstd * weight + bias with the global batch's mean and invstd; the backward's sums over the
-    batch are all-reduced (the weight's and bias's gradients are left local: GradientSync sums them)."""
+    batch are all-reduced (the weight's and bias's gradients are left local: GradientSync sums them). `real` False:
+    x is a stand-in row (no sample of this batch is this process's): it gets no gradient, though the global sums
+    that every real sample's gradient depends on are not zero."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mean, var, eps, count):
+    def forward(ctx, x, weight, bias, mean, var, eps, count, real=True):
         ctx.save_for_backward(x, weight, mean, var)
-        ctx.eps, ctx.count = eps, count
+        ctx.eps, ctx.count, ctx.real = eps, count, real
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
 
     @staticmethod
@@ -314,7 +316,9 @@ class _GlobalBatchNorm(torch.autograd.Function):
         scale = invstd * weight
         dx = (dy - (g_dy / ctx.count).view(shape) - xmu * (invstd * invstd * g_dy_xmu / ctx.count).view(shape)) \
             * scale.view(shape)
-        return dx, sum_dy_xmu * invstd, sum_dy, None, None, None, None
+        if not ctx.real:
+            dx = torch.zeros_like(dx)
+        return dx, sum_dy_xmu * invstd, sum_dy, None, None, None, None, None
 
 
 def global_batch_stats(x: torch.Tensor, real: bool = True) -> Tuple[torch.Tensor, torch.Tensor, int]:
@@ -344,14 +348,15 @@ class _SyncBatchNorm:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         shard = sharding.current()
-        mean, var, count = global_batch_stats(x, real=shard is None or shard.real)
+        real = shard is None or shard.real
+        mean, var, count = global_batch_stats(x, real=real)
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
             f = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
             with torch.no_grad():
                 self.running_mean.mul_(1 - f).add_(mean, alpha=f)
                 self.running_var.mul_(1 - f).add_(var * (count / max(count - 1, 1)), alpha=f)
-        return _GlobalBatchNorm.apply(x, self.weight, self.bias, mean, var, self.eps, count)
+        return _GlobalBatchNorm.apply(x, self.weight, self.bias, mean, var, self.eps, count, real)
 
 
 class SyncBatchNorm1d(_SyncBatchNorm, nn.BatchNorm1d):
