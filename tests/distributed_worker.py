@@ -27,7 +27,7 @@ def digits(last_batch: int):
 
 def run_stages(out: str, rank: int) -> dict:
     """ANN training (batch norm, dropout, shifted images), conversion (Poisson input; max, and a percentile of a
-    subsample), STDB fine-tuning (Poisson input, dropout), direct training with batch norm (Poisson input): each
+    subsample), STDB fine-tuning (Poisson input, dropout), quantization-aware fine-tuning (loihi-cuba, 1 epoch), direct training with batch norm (Poisson input): each
     stage's last-epoch weights, output weights, history and thresholds. Outputs go to OUT/rank<rank>/."""
     from toolchain.convert import convert
     from toolchain.finetune import finetune
@@ -59,6 +59,9 @@ def run_stages(out: str, rank: int) -> dict:
     hybrid = finetune(snn, data, TrainConfig(epochs=2, lr=1e-3, batch_size=BATCH), os.path.join(where, "stdb.pt"),
                       surrogate={"name": "stdb", "alpha": 0.3, "beta": 0.01}, progress=False)
     results["stdb"] = kept(hybrid)
+    qat = finetune(snn, data, TrainConfig(epochs=1, lr=1e-3, batch_size=BATCH), os.path.join(where, "qat.pt"),
+                   neuron="loihi-cuba", surrogate={"name": "linear"}, progress=False)
+    results["qat"] = kept(qat)
     direct = train_snn(data, "vgg-small", TrainConfig(epochs=2, lr=3e-3, batch_size=BATCH),
                        os.path.join(where, "direct.pt"), timesteps=3, batch_norm=True, coding="poisson",
                        progress=False)

@@ -84,14 +84,14 @@ def _close(a: dict, b: dict, what: str) -> None:
 @pytest.mark.slow
 def test_two_processes_train_the_weights_of_one(tmp_path):
     """ANN training (batch norm, dropout, shifted images), conversion (max and a subsampled percentile), STDB
-    fine-tuning (Poisson input, dropout) and direct training with batch norm over batch and time (Poisson input),
-    each epoch ending with a batch shorter than the processes' count for the SNNs."""
+    fine-tuning (Poisson input, dropout), QAT fine-tuning (loihi-cuba) and direct training with batch norm over
+    batch and time (Poisson input), each SNN epoch ending with a batch shorter than the processes' count."""
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     import distributed_worker
     _torchrun([os.path.join(ROOT, "tests", "distributed_worker.py"), str(tmp_path / "two")], tmp_path)
     one = distributed_worker.run_stages(str(tmp_path / "one"), 0)
     two = [torch.load(tmp_path / "two" / f"result{r}.pt") for r in (0, 1)]
-    for stage in ("ann", "stdb", "direct"):
+    for stage in ("ann", "stdb", "qat", "direct"):
         for key in ("last", "best"):
             assert all(torch.equal(two[0][stage][key][k], two[1][stage][key][k]) for k in two[0][stage][key])
             _close(one[stage][key], two[0][stage][key], f"{stage} {key}")
@@ -103,7 +103,7 @@ def test_two_processes_train_the_weights_of_one(tmp_path):
         assert two[0][method] == pytest.approx(one[method], rel=1e-5)
     assert two[0]["processes"] == 2 and two[0]["threads"] == max(1, (os.cpu_count() or 1) // 2)
     # rank 0 alone writes: checkpoints and JSON under rank0/, nothing under rank1/
-    assert sorted(os.listdir(tmp_path / "two" / "rank0")) == ["ann.pt", "direct.pt", "stdb.pt", "summary.json"]
+    assert sorted(os.listdir(tmp_path / "two" / "rank0")) == ["ann.pt", "direct.pt", "qat.pt", "stdb.pt", "summary.json"]
     assert not (tmp_path / "two" / "rank1").exists()
 
 
