@@ -58,14 +58,13 @@ def test_distributed_step_benchmark_reports_one_and_two_processes(tmp_path):
     out = tmp_path / "dist.json"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "distributed_step.py"), "--model",
                            "vgg-small", "--timesteps", "2", "--batch-size", "4", "--steps", "1", "--warmup", "0",
-                           "--json", str(out)], capture_output=True, text=True, timeout=900)
+                           "--modes", "ddp", "--one-process-threads", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
-    jobs = {(r["mode"], r["processes"], r["threads_per_process"]) for r in res["results"]}
     per_process = max(1, (os.cpu_count() or 1) // 2)
-    assert jobs == {(m, n, t) for m in ("sync", "ddp")
-                    for n, t in ((1, os.cpu_count() or 1), (1, 1), (2, per_process))}
-    two = [row for row in res["summary"] if row["processes"] == 2]
-    assert len(two) == 2 and all(set(row["speedup_vs_one_process"]) == {f"{os.cpu_count()} threads", "1 threads"}
-                                 for row in two)
+    assert {(r["mode"], r["processes"], r["threads_per_process"]) for r in res["results"]} == \
+        {("ddp", 1, 1), ("ddp", 2, per_process)}
+    two = next(row for row in res["summary"] if row["processes"] == 2)
+    assert set(two["speedup_vs_one_process"]) == {"1 threads"} and two["seconds"] > 0
     assert "2 processes x" in proc.stdout
