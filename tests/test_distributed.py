@@ -6,8 +6,8 @@ fails the run in one line.
 Tolerance: weights within 1e-4 (absolute; weights are O(1), up to 14 for batch-norm scales) of one process after
 2 epochs. Two processes sum each gradient in another order (two partial sums, then the all-reduce) and batch norm
 combines per-process statistics in float64 (Chan et al.), so results differ in float32 rounding only: measured
-7.5e-6 at most (ANN 4.4e-6, STDB 7.5e-6, QAT 7.5e-6 after 1 epoch, direct with batch norm 4.4e-6). A spike that flips at its threshold
-because of such rounding would show as a larger difference; with these seeds none does.
+7.5e-6 at most (ANN 4.4e-6, STDB 7.5e-6, QAT 7.5e-6 after 1 epoch, direct with batch norm 4.4e-6). A spike that
+flips at its threshold because of such rounding would show as a larger difference; with these seeds none does.
 """
 from __future__ import annotations
 
