@@ -51,3 +51,20 @@ def test_hybrid_method_benchmark_reports_steps_ratios(tmp_path):
     assert set(r["converted"]) == {"1", "2", "3", "4", "5", "6", "8", "10"} == set(r["converted_long_calibration"])
     assert r["hybrid_timesteps"] == 5 and 0 <= r["hybrid_accuracy"] <= 1
     assert "steps ratio" in proc.stdout
+
+
+@pytest.mark.slow
+def test_distributed_step_benchmark_reports_one_and_two_processes(tmp_path):
+    out = tmp_path / "dist.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "distributed_step.py"), "--model",
+                           "vgg-small", "--timesteps", "2", "--batch-size", "4", "--steps", "1", "--warmup", "0",
+                           "--modes", "ddp", "--one-process-threads", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    per_process = max(1, (os.cpu_count() or 1) // 2)
+    assert {(r["mode"], r["processes"], r["threads_per_process"]) for r in res["results"]} == \
+        {("ddp", 1, 1), ("ddp", 2, per_process)}
+    two = next(row for row in res["summary"] if row["processes"] == 2)
+    assert set(two["speedup_vs_one_process"]) == {"1 threads"} and two["seconds"] > 0
+    assert "2 processes x" in proc.stdout

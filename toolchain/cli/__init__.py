@@ -13,7 +13,8 @@ import warnings
 from typing import List, Optional
 
 from ..errors import ToolchainError
-from . import commands_deploy, commands_formats, commands_snn, commands_train
+from ..training import distributed
+from . import commands_deploy, commands_formats, commands_snn, commands_train, launch
 from .common import CliError
 
 COMMAND_MODULES = (commands_train, commands_snn, commands_deploy, commands_formats)
@@ -62,15 +63,54 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "nproc", 1) > 1 and not distributed.launched():
+        return launch.launch(args.command, list(sys.argv[1:] if argv is None else argv), args.nproc)
     try:
-        with one_line_warnings(args.command):
+        with one_line_warnings(args.command), _one_process_speaks(args):
             args.func(args)
         return 0
     except (ToolchainError, CliError) as exc:
-        print(f"snntc {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(args.command, str(exc))
     except KeyboardInterrupt:
         print(f"snntc {args.command}: interrupted (checkpoints written so far are kept; --resume continues)", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os._exit(0)
+    except Exception as exc:
+        if distributed.launched() and distributed.lost_peer(exc):
+            rank, size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+            return _error(args.command, f"process {rank} of {size} lost the others of the run "
+                                        f"({distributed.first_line(exc)}); the run stopped (the checkpoint written "
+                                        f"after the last finished epoch is kept: --resume continues)", lost=True)
+        raise
+    finally:
+        distributed.shutdown()
+
+
+def _error(command: str, message: str, lost: bool = False) -> int:
+    """One line on stderr (exit 2); under --nproc handed to the launcher, which prints the one that matters; under
+    torchrun rank 0 prints a user error (every process meets the same one) and each process says it lost the others."""
+    line = f"snntc {command}: error: {message}"
+    if not launch.report(line, lost) and (lost or int(os.environ.get("RANK", 0) or 0) == 0):
+        print(line, file=sys.stderr)
+    return 2
+
+
+@contextlib.contextmanager
+def _one_process_speaks(args):
+    """Under torchrun: join the run's processes (a command that does not run data-parallel refuses); the processes
+    other than rank 0 print nothing (rank 0 prints the summaries, progress and warnings)."""
+    if not distributed.launched():
+        yield
+        return
+    if not hasattr(args, "nproc"):
+        raise CliError(f"'{args.command}' runs in one process; start it without torchrun (data-parallel: train-ann, "
+                       f"convert, finetune, train-snn)")
+    launch.die_with_parent()
+    distributed.init(args.dist_timeout)
+    if distributed.is_main():
+        yield
+        return
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

@@ -13,8 +13,9 @@ from ..neurons.surrogates import SURROGATES, get_surrogate
 from ..training.direct import direct_neurons
 from ..training.loop import resolve_device
 from .commands_train import data_from_args, describe_result, train_config, training_summary
-from .common import (CliError, add_data_args, add_output_args, add_train_args, check_output, configure_threads,
-                     positive_int, write_json)
+from ..training import distributed
+from .common import (CliError, add_data_args, add_output_args, add_parallel_args, add_train_args, check_output,
+                     configure_threads, positive_int, write_json)
 
 
 def cmd_train_snn(args) -> dict:
@@ -46,7 +47,7 @@ def cmd_train_snn(args) -> dict:
                "threshold": args.threshold, "neuron": args.neuron, "coding": args.coding, "layers": layers,
                "spikes_per_inference": ckpt.metrics.get("test_spikes_per_inference"),
                "grad_ratio_first_last": last.get("grad_ratio_first_last"), **training_summary(ckpt, start)}
-    if args.plot:
+    if args.plot and distributed.is_main():
         plot_gradients(history, args.plot, title=f"{args.model}, T={args.timesteps}, {surrogate.name} surrogate "
                                                  f"(width {surrogate.width:g}, height {surrogate.alpha:g}), "
                                                  f"{'with' if args.batch_norm else 'no'} batch norm")
@@ -92,4 +93,5 @@ def register(sub) -> None:
     add_data_args(p)
     add_train_args(p, epochs=15, lr=3e-3)
     add_output_args(p)
+    add_parallel_args(p)
     p.set_defaults(func=cmd_train_snn)

@@ -12,8 +12,9 @@ from ..neurons import NEURONS
 from ..data import load_dataset
 from ..progress import log_line
 from ..training.loop import TrainConfig, resolve_device
-from .common import (add_data_args, recorded_dataset, add_output_args, add_train_args, check_output, configure_threads,
-                     int_list, positive_int, write_json)
+from ..training import distributed
+from .common import (add_data_args, add_output_args, add_parallel_args, add_train_args, check_output, configure_threads,
+                     int_list, positive_int, recorded_dataset, write_json)
 
 
 def data_from_args(args):
@@ -106,7 +107,8 @@ def cmd_convert(args) -> dict:
                   neuron=args.neuron, leak=args.leak, seed=args.seed, device=str(device))
     result = evaluate_snn(load_snn(snn, device), data.test_x, data.test_y, [args.timesteps], seed=args.seed)[args.timesteps]
     snn.metrics["test_accuracy"], snn.metrics["timesteps"] = result["accuracy"], args.timesteps
-    save_checkpoint(snn, args.output)
+    if distributed.is_main():
+        save_checkpoint(snn, args.output)
     summary = {"command": "convert", "output": args.output, "thresholds": snn.snn.thresholds,
                "timesteps": args.timesteps, "accuracy": result["accuracy"],
                "spikes_per_inference": result["spikes_per_inference"], "ann_accuracy": ann.metrics.get("test_accuracy")}
@@ -215,6 +217,7 @@ def register(sub) -> None:
     add_data_args(p)
     add_train_args(p, epochs=30, lr=3e-3)
     add_output_args(p)
+    add_parallel_args(p)
     p.set_defaults(func=cmd_train_ann)
 
     p = sub.add_parser("models", help="list the networks with their input size, parameters and Loihi 2 fit",
@@ -244,6 +247,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")
     add_output_args(p)
+    add_parallel_args(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("finetune", help="fine-tune an SNN with spike-based backpropagation (STDB)",
@@ -267,6 +271,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=positive_int, default=None, help=argparse.SUPPRESS)
     add_train_args(p, epochs=3, lr=3e-4, batch=32)
     add_output_args(p)
+    add_parallel_args(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="accuracy and spikes of an ANN or SNN checkpoint",

@@ -77,7 +77,12 @@ def add_output_args(p: argparse.ArgumentParser, required: bool = True, help_text
 
 
 def check_output(path: str, args) -> None:
-    """Refuse to clobber an existing output unless --force or --resume."""
+    """Refuse to clobber an existing output unless --force or --resume (under torchrun: as rank 0 sees it)."""
+    from ..training import distributed
+    distributed.on_main(lambda: _check_output(path, args))
+
+
+def _check_output(path: str, args) -> None:
     if path and os.path.exists(path) and not (getattr(args, "force", False) or getattr(args, "resume", False)):
         raise CliError(f"{path} exists; pass --force to overwrite it (or --resume to continue a training)")
     directory = os.path.dirname(os.path.abspath(path)) if path else None
@@ -102,7 +107,8 @@ def _plain(obj: Any):
 
 
 def write_json(path: str, summary: dict) -> None:
-    if not path:
+    from ..training import distributed
+    if not path or not distributed.is_main():          # under torchrun rank 0 alone writes
         return
 
     def write(tmp):
@@ -113,10 +119,29 @@ def write_json(path: str, summary: dict) -> None:
 
 
 def configure_threads() -> None:
-    """Use every core for torch's CPU kernels (torch may default to fewer in containers)."""
+    """Use every core for torch's CPU kernels (torch may default to fewer in containers); under torchrun, this
+    machine's cores divided among the run's processes on it."""
+    from ..training import distributed
+    if distributed.launched():
+        torch.set_num_threads(distributed.threads_per_process())
+        return
     n = os.cpu_count() or 1
     if torch.get_num_threads() < n:
         torch.set_num_threads(n)
+
+
+def add_parallel_args(p: argparse.ArgumentParser) -> None:
+    """--nproc and --dist-timeout: data-parallel runs (toolchain.training.distributed)."""
+    g = p.add_argument_group("data-parallel (torch.distributed; README: 'Data-parallel training')")
+    g.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                   help="run on N processes of this machine, launched through torchrun: each runs its shard of every "
+                        "batch (--batch-size stays the global batch, so the result is the one-process result up to "
+                        "float rounding), gloo with cores / N threads each on the CPU, NCCL with a GPU each on CUDA; "
+                        "rank 0 alone writes. Several machines: start `torchrun --nnodes M --nproc-per-node N "
+                        "--rdzv-endpoint HOST:PORT -m toolchain <this command>` on each (ignored under torchrun)")
+    g.add_argument("--dist-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="how long a process waits for the others in a collective before the run fails with one line "
+                        "(a lost machine; a killed process fails the run at once) (default 600)")
 
 
 def recorded_dataset(info: dict, args, default_name: str = None):

@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 
+from .. import sharding
 from .base import InputCoding
 
 
@@ -18,7 +19,7 @@ def poisson_spikes(x: torch.Tensor, generator: Optional[torch.Generator] = None)
     """
     dtype = x.dtype if x.is_floating_point() else torch.float32
     device = generator.device if generator is not None else x.device
-    rand = torch.rand(x.shape, generator=generator, device=device, dtype=dtype).to(x.device)
+    rand = sharding.rand(x.shape, generator=generator, device=device, dtype=dtype).to(x.device)   # see sharding
     return (torch.sign(x) * (rand < x.abs())).to(x.dtype)
 
 

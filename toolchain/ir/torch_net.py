@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import sharding
 from .network import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike, iter_layers
 
 
@@ -62,6 +63,8 @@ class AnnModel(nn.Module):
         if isinstance(layer, Flatten):
             return torch.flatten(x, 1)
         if isinstance(layer, Dropout):
+            if self.training and layer.p > 0 and sharding.current() is not None:   # a shard of a global batch
+                return x * sharding.dropout_mask(x, layer.p)
             return F.dropout(x, layer.p, self.training)
         if isinstance(layer, Residual):
             body = self._run(layer.body, x, record)

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import sharding
 from ..coding import InputEncoder, integer_input
 from ..errors import ConfigError
 from ..ir import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike
@@ -141,7 +142,7 @@ class SnnModel(nn.Module):
         """One dropout mask per sample, the same at every time step (as in Rathi et al.)."""
         if not self.training or layer.p == 0:
             return torch.ones_like(h[0])
-        return F.dropout(torch.ones_like(h[0]), layer.p, True)
+        return sharding.dropout_mask(h[0], layer.p)        # drawn for the global batch under data parallelism
 
     def threshold(self, name: str, currents: torch.Tensor) -> float:
         if self.calibrator is not None and name not in self.config.thresholds:

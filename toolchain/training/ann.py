@@ -13,7 +13,8 @@ from ..ir.models import build_model
 from ..data import Dataset
 from ..errors import CheckpointError
 from ..ir.torch_net import AnnModel
-from .loop import Run, TrainConfig, batches, resolve_device, run_training, seed_everything
+from . import distributed
+from .loop import Run, TrainConfig, resolve_device, run_training, seed_everything, shards
 
 
 def dataset_info(data: Dataset, **args) -> dict:
@@ -24,12 +25,14 @@ def dataset_info(data: Dataset, **args) -> dict:
 
 @torch.no_grad()
 def ann_accuracy(model: AnnModel, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    """Under torchrun each process runs its rows of each batch and the counts are summed: call it on every one."""
     model.eval()
     device = next(model.parameters()).device
     correct = 0
-    for xb, yb in batches(x, y, batch_size, device):
-        correct += int((model(xb).argmax(1) == yb).sum())
-    return correct / max(len(x), 1)
+    for xb, yb, shard in shards(x, y, batch_size, device):
+        if shard is None or shard.real:
+            correct += int((model(xb).argmax(1) == yb).sum())
+    return distributed.all_sum([correct])[0] / max(len(x), 1)
 
 
 def train_ann(data: Dataset, model_name: str, cfg: TrainConfig, out_path: str, resume: bool = False,

@@ -26,6 +26,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from .. import sharding
 from ..io.checkpoint import Checkpoint
 from ..data import Dataset
 from ..coding import InputEncoder
@@ -35,6 +36,7 @@ from ..ir.passes import fold_batch_norms
 from ..neurons import NEURONS
 from ..snn import SnnConfig, SnnModel
 from ..ir.torch_net import AnnModel
+from . import distributed
 
 METHODS = ("spike", "activation")
 MAX_QUANTILE_ELEMENTS = 1 << 22
@@ -114,15 +116,36 @@ class UnitScaler:
         return ann_unit_value / math.prod(thresholds[n] for n in self.spike_units[name])
 
 
-def statistic(values: torch.Tensor, percentile: float) -> float:
-    """max (percentile 100) or the given percentile of all values."""
+def statistic(values: torch.Tensor, percentile: float, batch_dim: int = 0) -> float:
+    """max (percentile 100) or the given percentile of all values. Under data parallelism (a `sharding` shard of the
+    calibration batch active, `batch_dim` its dimension) the statistic of the global batch: the max reduced over the
+    processes, the percentile of the same values one process would take (its subsample of the global batch's
+    positions, gathered)."""
+    shard = sharding.current()
     flat = values.flatten().float()
     if percentile >= 100.0:
-        return float(flat.max())
+        return distributed.all_max(float(flat.max())) if shard is not None else float(flat.max())
+    if shard is not None:
+        return float(torch.quantile(_global_sample(values, batch_dim, shard), percentile / 100.0))
     if flat.numel() > MAX_QUANTILE_ELEMENTS:
         idx = torch.linspace(0, flat.numel() - 1, MAX_QUANTILE_ELEMENTS, device=flat.device).long()
         flat = flat[idx]
     return float(torch.quantile(flat, percentile / 100.0))
+
+
+def _global_sample(values: torch.Tensor, batch_dim: int, shard) -> torch.Tensor:
+    """The values `statistic` takes the percentile of in one process (all, or MAX_QUANTILE_ELEMENTS evenly spaced
+    positions of the flattened global tensor), from every process's rows of the batch, gathered."""
+    shape = values.shape
+    outer, inner = math.prod(shape[:batch_dim]), math.prod(shape[batch_dim + 1:])
+    flat = values.flatten().float()
+    total = outer * shard.size * inner
+    if total > MAX_QUANTILE_ELEMENTS:
+        idx = torch.linspace(0, total - 1, MAX_QUANTILE_ELEMENTS, device=flat.device).long()
+        o, b, i = idx // (shard.size * inner), (idx // inner) % shard.size, idx % inner
+        mine = (b >= shard.start) & (b < shard.stop)
+        flat = flat[((o * shard.rows + (b - shard.start)) * inner + i)[mine]]
+    return distributed.all_gather_cat(flat)
 
 
 def _spike_thresholds(model: SnnModel, scaler: UnitScaler, x: torch.Tensor, timesteps: int, scale: float,
@@ -131,8 +154,8 @@ def _spike_thresholds(model: SnnModel, scaler: UnitScaler, x: torch.Tensor, time
     (`scaler`) before they compute theirs."""
     thresholds = model.config.thresholds
 
-    def calibrate(name, currents):
-        theta = max(statistic(currents, percentile), 1e-6) * scale
+    def calibrate(name, currents):                    # currents (T, B, ...)
+        theta = max(statistic(currents, percentile, batch_dim=1), 1e-6) * scale
         scaler.apply({**thresholds, name: theta})
         return theta
 
@@ -181,15 +204,21 @@ def convert(ann: Checkpoint, data: Dataset, timesteps: int = 100, method: str = 
     scaler = UnitScaler(net, model.layers)
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data.train_x), generator=gen)[:calib_samples]
-    x = torch.as_tensor(data.train_x[idx.numpy()]).to(device)
-    if method == "spike":
-        thresholds = _spike_thresholds(model, scaler, x, timesteps, scale, percentile, seed)
-    else:
-        thresholds = _activation_thresholds(net, state, scaler, x, scale, percentile)
+    shard = distributed.batch_shard(len(idx))        # under torchrun: this process's rows of the calibration batch
+    if shard is not None and not shard.real:
+        raise ConfigError(f"{len(idx)} calibration samples cannot be shared by {distributed.world()[1]} processes: "
+                          f"use at least one per process")
+    rows = idx if shard is None else idx[shard.start:shard.stop]
+    x = torch.as_tensor(data.train_x[rows.numpy()]).to(device)
+    with sharding.shard_of_batch(shard):
+        if method == "spike":
+            thresholds = _spike_thresholds(model, scaler, x, timesteps, scale, percentile, seed)
+        else:
+            thresholds = _activation_thresholds(net, state, scaler, x, scale, percentile)
     if scaler.pending:
         raise ConfigError(f"layers {', '.join(p.layer for p in scaler.pending)} were never reached in calibration")
     config.thresholds, config.neuron = thresholds, neuron
-    conversion = {"method": method, "scale": scale, "percentile": percentile, "calibration_samples": int(len(x)),
+    conversion = {"method": method, "scale": scale, "percentile": percentile, "calibration_samples": int(len(idx)),
                   "calibration_timesteps": timesteps, "seed": seed}
     return Checkpoint("snn", net, {k: v.detach().cpu() for k, v in model.state_dict().items()}, dict(ann.dataset),
                       snn=config, training={"conversion": conversion},

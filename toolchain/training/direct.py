@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .ann import dataset_info
 from ..io.checkpoint import Checkpoint
 from ..io.files import atomic_write
@@ -65,7 +66,8 @@ class GradientRecorder:
         self._sums: Dict[str, torch.Tensor] = {}
         self._first: Dict[str, torch.Tensor] = {}
         self._batches = 0
-        self._handles = [model.layers[n].weight.register_hook(self._hook(n)) for n in self.names]
+        # the gradient of the global batch (under torchrun: once summed over the processes)
+        self._handles = [distributed.observe_gradient(model.layers[n].weight, self._hook(n)) for n in self.names]
 
     def _hook(self, name):
         def record(grad):

@@ -12,7 +12,9 @@ from dataclasses import replace
 
 from ..coding import InputEncoder
 from ..snn import SnnModel
-from .loop import batches
+from .. import sharding
+from . import distributed
+from .loop import shards
 
 
 def load_snn(ckpt: Checkpoint, device="cpu", **overrides) -> SnnModel:
@@ -25,19 +27,26 @@ def load_snn(ckpt: Checkpoint, device="cpu", **overrides) -> SnnModel:
 @torch.no_grad()
 def evaluate_snn(model: SnnModel, x: np.ndarray, y: np.ndarray, timesteps: Iterable[int], batch_size: int = 256,
                  seed: int = 0, progress: bool = False) -> Dict[int, dict]:
-    """Per T: accuracy, spikes per inference (all spiking layers), and per layer spikes per neuron per inference."""
+    """Per T: accuracy, spikes per inference (all spiking layers), and per layer spikes per neuron per inference.
+    Under torchrun each process runs its rows of each batch (the same input spikes as one process) and the counts
+    are summed: call it on every process."""
     model.eval()
     device = next(model.parameters()).device
     results = {}
     for T in timesteps:
         encoder = InputEncoder(model.config.coding, seed=seed)
         correct, spikes, neurons = 0, {}, {}
-        for xb, yb in tqdm(batches(x, y, batch_size, device), desc=f"SNN T={T}", disable=not progress, leave=False):
-            out = model(xb, T, encoder)
+        for xb, yb, shard in tqdm(shards(x, y, batch_size, device), desc=f"SNN T={T}",
+                                  disable=not progress or not distributed.is_main(), leave=False):
+            if shard is not None and not shard.real:
+                continue
+            with sharding.shard_of_batch(shard):
+                out = model(xb, T, encoder)
             correct += int((out.logits.argmax(1) == yb).sum())
             for name, c in out.spike_counts.items():
                 spikes[name] = spikes.get(name, 0.0) + float(c.sum())
             neurons = out.neurons
+        correct, spikes, neurons = _summed(correct, spikes, neurons)
         n = max(len(x), 1)
         results[int(T)] = {
             "accuracy": correct / n,
@@ -46,3 +55,17 @@ def evaluate_snn(model: SnnModel, x: np.ndarray, y: np.ndarray, timesteps: Itera
                               "spikes_per_neuron": s / n / neurons[name]} for name, s in spikes.items()},
         }
     return results
+
+
+def _summed(correct: int, spikes: Dict[str, float], neurons: Dict[str, int]):
+    """The counts of every process summed (in one process: as they are)."""
+    parts = distributed.all_gather_objects((correct, spikes, neurons))
+    if len(parts) == 1:
+        return correct, spikes, neurons
+    total, summed, sizes = 0, {}, {}
+    for c, s, n in parts:
+        total += c
+        for name, v in s.items():
+            summed[name] = summed.get(name, 0.0) + v
+        sizes.update(n)
+    return total, summed, sizes

@@ -6,6 +6,9 @@ fine-tuning, the starting network counts as epoch 0, so fine-tuning never ends b
 epoch's weights, optimizer, scheduler, RNG state and history ride along for `--resume`, so an interrupted run
 resumes from the last finished epoch (losing at most one epoch) and gives the same result as an uninterrupted one
 on the same device. When training ends, the best weights are evaluated once on the test split, for the report.
+
+Under torchrun every process runs this loop on its shard of each global batch (`--batch-size` is the global batch),
+with the gradients summed before each update (toolchain.training.distributed); rank 0 alone writes and logs.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import sharding
+from . import distributed
 from .allocator import training_allocator
 from ..io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, ConfigError, TrainingWarning
@@ -60,10 +65,10 @@ class TrainConfig:
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available here")
-    return torch.device(name)
+    return distributed.local_device(torch.device(name))
 
 
 def seed_everything(seed: int) -> None:
@@ -100,23 +105,42 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, device, generator: Op
             augment: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """Mini-batches as tensors on `device`, shuffled with `generator` if given; with `augment` = s > 0 (images,
     with a generator), each image shifted by a random (dy, dx) in [-s, s]^2 (see `random_shifts`)."""
+    for xb, yb, _ in shards(x, y, batch_size, device, generator, augment, shared=False):
+        yield xb, yb
+
+
+def shards(x: np.ndarray, y: np.ndarray, batch_size: int, device, generator: Optional[torch.Generator] = None,
+           augment: int = 0, shared: bool = True) -> Iterator[Tuple[torch.Tensor, torch.Tensor, Optional[sharding.BatchShard]]]:
+    """`batches`, and under data parallelism (`shared`, several processes) this process's rows of each one with its
+    BatchShard (None in one process): the same global batches and shifts as one process, each process its part."""
     n = len(x)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     for i in range(0, n, batch_size):
         idx = order[i:i + batch_size]
-        xb = xt[idx]
+        shard = distributed.batch_shard(len(idx)) if shared else None
+        rows = idx if shard is None else idx[shard.start:shard.stop]
+        xb = xt[rows]
         if augment and generator is not None and xb.dim() == 4:
-            xb = random_shifts(xb, augment, generator)
-        yield xb.to(device), yt[idx].to(device)
+            offsets = shift_offsets(len(idx), augment, generator)
+            xb = shifted(xb, augment, offsets if shard is None else offsets[shard.start:shard.stop])
+        yield xb.to(device), yt[rows].to(device), shard
 
 
 def random_shifts(x: torch.Tensor, s: int, generator: torch.Generator) -> torch.Tensor:
     """Each image of (B, C, H, W) translated by its own random (dy, dx) in [-s, s]^2; the pixels shifted in repeat
     the border (the background of a centred digit)."""
-    B, _, H, W = x.shape
+    return shifted(x, s, shift_offsets(x.shape[0], s, generator))
+
+
+def shift_offsets(n: int, s: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, 2 * s + 1, (n, 2), generator=generator)
+
+
+def shifted(x: torch.Tensor, s: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Each image x[b] translated by offsets[b] - s (see `random_shifts`)."""
+    _, _, H, W = x.shape
     padded = F.pad(x, (s, s, s, s), mode="replicate")
-    offsets = torch.randint(0, 2 * s + 1, (B, 2), generator=generator)
     return torch.stack([padded[b, :, dy:dy + H, dx:dx + W] for b, (dy, dx) in enumerate(offsets.tolist())])
 
 
@@ -171,11 +195,23 @@ class Run:
 def run_training(model: torch.nn.Module, data, cfg: TrainConfig, out_path: str, run: Run, resume: bool = False,
                  progress: bool = True, log: Optional[Callable[[str], None]] = None) -> Checkpoint:
     """Train `model` for cfg.epochs (continuing the run at `out_path` with `resume`); returns the checkpoint written
-    at `out_path`: the best epoch's weights on validation, with its validation and test metrics."""
+    at `out_path`: the best epoch's weights on validation, with its validation and test metrics.
+
+    Under torchrun: every process calls this with the same arguments; rank 0's weights start every process, rank 0
+    reads the checkpoint to resume (any earlier number of processes) and alone writes, logs and warns; the others
+    return the same checkpoint, unwritten."""
+    rank, processes = distributed.world()
+    main = rank == 0
     state, best = TrainState(), {"run_weights": None}
-    if resume and os.path.exists(out_path):
-        state, best["run_weights"] = _resumed(model, cfg, out_path, run)
+    distributed.broadcast_module(model)
+    if resume:
+        found = distributed.on_main(lambda: _resumed(cfg, out_path, run) if os.path.exists(out_path) else None)
+        if found is not None:
+            state, last, best["run_weights"] = found
+            model.load_state_dict(last)
     has_val = len(getattr(data, "val_y", ())) > 0
+    log = log if main else None
+    progress = progress and main
 
     def validate() -> dict:
         if not has_val:
@@ -191,30 +227,39 @@ def run_training(model: torch.nn.Module, data, cfg: TrainConfig, out_path: str, 
         if log:
             log(_epoch_line(run.desc, metrics, cfg.epochs))
 
-    def save(state: TrainState, test: Optional[dict] = None) -> None:
+    def save(state: TrainState, test: Optional[dict] = None) -> Checkpoint:
         state.last_weights = weights_of(model)
         chosen = state.history[[h["epoch"] for h in state.history].index(state.best_epoch)]
         metrics = {"best_epoch": state.best_epoch, **{k: v for k, v in chosen.items() if k.startswith("val_")},
                    **(test or {})}
         training = {"config": cfg.to_dict(), "state": state.to_dict()}
-        save_checkpoint(run.make_checkpoint(best["run_weights"], training, metrics), out_path)
+        if processes > 1:
+            training["processes"] = processes
+        ckpt = run.make_checkpoint(best["run_weights"], training, metrics)
+        if main:
+            save_checkpoint(ckpt, out_path)
+        return ckpt
 
-    if run.baseline and not state.history:
-        model.eval()
-        record(state, {"epoch": 0, **validate()})
-    train(model, data, cfg, run.step_loss, lambda: {**validate(), **(run.epoch_extras() if run.epoch_extras else {})},
-          save, state, desc=run.desc, progress=progress, record=record)
+    with distributed.synchronized_batch_norm(model):
+        if run.baseline and not state.history:
+            model.eval()
+            record(state, {"epoch": 0, **validate()})
+        train(model, data, cfg, run.step_loss,
+              lambda: {**validate(), **(run.epoch_extras() if run.epoch_extras else {})},
+              save, state, desc=run.desc, progress=progress, record=record)
     final = best["run_weights"]
     model.load_state_dict(final)
     model.eval()
     test = {f"test_{k}": v for k, v in run.evaluate(data.test_x, data.test_y).items()}
-    save(state, test)
+    ckpt = save(state, test)
+    if not main:
+        return ckpt
     _warn_outcome(run, state, has_val)
     return load_checkpoint(out_path)
 
 
-def _resumed(model, cfg: TrainConfig, out_path: str, run: Run) -> Tuple[TrainState, dict]:
-    """The state of the run at `out_path`, its last weights loaded into `model`, and its best weights."""
+def _resumed(cfg: TrainConfig, out_path: str, run: Run) -> Tuple[TrainState, dict, dict]:
+    """The state of the run at `out_path`, its last weights (to continue from) and its best weights."""
     prev = load_checkpoint(out_path)
     if run.check_resume:
         run.check_resume(prev)
@@ -227,11 +272,10 @@ def _resumed(model, cfg: TrainConfig, out_path: str, run: Run) -> Tuple[TrainSta
         raise CheckpointError(f"{out_path}: was trained with other settings ({', '.join(f'{k} {before[k]!r}' for k in diff)}); "
                               f"resume with the same ones")
     state = TrainState.from_dict(prev.training["state"])
-    model.load_state_dict(state.last_weights or prev.state_dict)
     if state.best_epoch is None:          # written before best-epoch tracking: its weights are its last epoch's
         state.best_epoch = state.history[-1]["epoch"] if state.history else 0
         state.best_val = state.history[-1].get("val_accuracy") if state.history else None
-    return state, prev.state_dict
+    return state, state.last_weights or prev.state_dict, prev.state_dict
 
 
 def _epoch_line(desc: str, m: dict, epochs: int) -> str:
@@ -269,19 +313,25 @@ def train(model: torch.nn.Module, data, cfg: TrainConfig, step_loss: Callable, e
     """Run the epochs from `state` (a fresh run if None); `step_loss(x, y, epoch)` returns the loss of one batch,
     `evaluate()` a metrics dict, `record(state, metrics)` adds an epoch's metrics to the state (default: appends)."""
     device = next(model.parameters()).device
-    # one backward per update and no gradient read afterwards: the update can run inside the backward pass
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, step_in_backward=True, device=device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    several = distributed.world()[1] > 1
+    # one backward per update and no gradient read afterwards: the update can run inside the backward pass; in
+    # several processes, inside it too, once the gradient is summed over them (GradientSync)
+    opt = make_optimizer(params, cfg, step_in_backward=not several, device=device)
+    sync = distributed.GradientSync(params, getattr(opt, "update_param", None)) if several else None
     # on the CPU the step's buffers are recycled instead of fresh pages every step (allocator.py), until we return
     with training_allocator(device.type == "cpu"):
         try:
             return _epochs(model, data, cfg, opt, step_loss, evaluate, save, state or TrainState(), desc, progress,
-                           on_epoch, record, device)
+                           on_epoch, record, device, sync)
         finally:
             release_optimizer(opt)
+            if sync is not None:
+                sync.remove()
 
 
 def _epochs(model, data, cfg, opt, step_loss, evaluate, save, state, desc, progress, on_epoch, record,
-            device) -> TrainState:
+            device, sync=None) -> TrainState:
     sched = make_scheduler(opt, cfg)
     seed_everything(cfg.seed)
     if state.optimizer is not None:
@@ -293,16 +343,23 @@ def _epochs(model, data, cfg, opt, step_loss, evaluate, save, state, desc, progr
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)
         steps = math.ceil(len(data.train_x) / cfg.batch_size)
-        bar = progress_bar(batches(data.train_x, data.train_y, cfg.batch_size, device, gen, cfg.augment),
+        bar = progress_bar(shards(data.train_x, data.train_y, cfg.batch_size, device, gen, cfg.augment),
                            progress, total=steps, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         total, count = 0.0, 0
-        for x, y in bar:
+        for x, y, shard in bar:
             opt.zero_grad(set_to_none=True)
-            loss = step_loss(x, y, epoch)
-            loss.backward()
+            with sharding.shard_of_batch(shard):
+                loss = step_loss(x, y, epoch)
+            share = distributed.loss_share(shard)
+            (loss if share is None else loss * share).backward()
+            if sync is not None:
+                sync.wait()
             opt.step()
-            total, count = total + float(loss) * len(x), count + len(x)
-            bar.set_postfix(loss=f"{total / count:.4f}")
+            if shard is None or shard.real:
+                total, count = total + float(loss) * len(x), count + len(x)
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        if sync is not None:
+            total, count = distributed.all_sum([total, count])
         sched.step()
         model.eval()
         metrics = {"epoch": epoch + 1, "loss": total / max(count, 1), "lr": opt.param_groups[0]["lr"], **evaluate()}

@@ -9,7 +9,8 @@ results are identical (every op is elementwise) and the step takes 0.07 s instea
 `step_in_backward=True` goes one step further: each parameter is updated as soon as its gradient has
 been accumulated in the backward pass, and its gradient is freed at once, so the gradients of the whole
 network are never held together (the 205 MB of VGG5's). `optimizer.step()` then has nothing left to
-do. This is only valid when one backward pass makes one update: no gradient accumulation over several
+do (`update_param` is the same update for a caller that sums the gradient over processes first). This is only
+valid when one backward pass makes one update: no gradient accumulation over several
 backward passes, no clipping by the global norm, no reading of `.grad` after the backward.
 
 Anything else (CUDA tensors, amsgrad, maximize, sparse or non-contiguous gradients, tensor learning
@@ -47,14 +48,23 @@ class Adam(torch.optim.Adam):
 
     def _hook(self, index: int):
         def update_now(p: torch.Tensor) -> None:
-            group = self.param_groups[index]      # looked up now: load_state_dict replaces the group dicts
-            with torch.no_grad():
-                if _chunkable(p, group):
-                    self._update(p, group)
-                else:
-                    self._torch_update(p, group)
-            p.grad = None
+            self._update_now(p, self.param_groups[index])   # looked up now: load_state_dict replaces the group dicts
         return update_now
+
+    def update_param(self, p: torch.Tensor) -> None:
+        """Update `p` from its gradient now and free the gradient (what the in-backward hook does; for a caller that
+        reduces the gradient first, toolchain.training.distributed.GradientSync)."""
+        if not hasattr(self, "_group_of"):
+            self._group_of = {id(q): i for i, g in enumerate(self.param_groups) for q in g["params"]}
+        self._update_now(p, self.param_groups[self._group_of[id(p)]])
+
+    def _update_now(self, p: torch.Tensor, group: dict) -> None:
+        with torch.no_grad():
+            if _chunkable(p, group):
+                self._update(p, group)
+            else:
+                self._torch_update(p, group)
+        p.grad = None
 
     @torch.no_grad()
     def step(self, closure=None):
