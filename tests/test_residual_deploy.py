@@ -101,8 +101,14 @@ def test_relay_layout_of_a_projection_block():
     assert (last.weight[:, -4:, 0, 0] == 0).all() and np.any(last.weight[:, -4:, 1, 1])   # shortcut at the centre
 
 
+# pool_before_blocks (an identity block, then a pool, then a projection block) and projection cover identity and
+# projection shortcuts with and without pooling; the others run with the slow tests
+LAVA_NETS = [pytest.param(n, marks=[] if n in ("pool_before_blocks", "projection") else [pytest.mark.slow])
+             for n in sorted(NETS)]
+
+
 @pytest.mark.lava
-@pytest.mark.parametrize("name", sorted(NETS))
+@pytest.mark.parametrize("name", LAVA_NETS)
 def test_residual_networks_emulator_equals_lava(name, tmp_path):
     """Exported file -> stock netx -> Lava fixed point, every layer's spikes and voltages at every step, 16 samples;
     the relay channels copy the block's input spikes one step later (in the emulator's aligned windows: same tau)."""
@@ -200,3 +206,31 @@ def test_energy_and_fit_count_the_relays():
     assert "residual blocks as relay channels: 64 extra neurons" in text
     fit = TARGETS.get("loihi2").check_fit(fx)
     assert fit.layers[1].relay_neurons == 64 and "64 of the neurons are relays" in fit.format_fit_table()
+
+
+@pytest.mark.slow
+@pytest.mark.lava
+def test_a_trained_resnet_deploys_bit_exact(tmp_path):
+    """resnet-small trained briefly on digits -> converted -> one QAT epoch on the relayed chain -> exported: Lava
+    equals the emulator on 16 samples, and the QAT network's accuracy is the emulator's on the test split."""
+    from hw_targets.simulators.emulator import run_emulator
+    from hw_targets.simulators.verify import verify
+    from toolchain.data import load_dataset
+    from toolchain.training.ann import train_ann
+    from toolchain.training.convert import convert
+    from toolchain.training.evaluate import evaluate_snn, load_snn
+    from toolchain.training.finetune import finetune
+    from toolchain.training.loop import TrainConfig
+    digits = load_dataset("digits", limit=400)
+    ann = train_ann(digits, "resnet-small", TrainConfig(epochs=3, lr=3e-3), str(tmp_path / "ann.pt"), progress=False)
+    snn = convert(ann, digits, timesteps=6, coding="direct", scale=0.5, calib_samples=64)
+    qat = finetune(snn, digits, TrainConfig(epochs=1, lr=1e-3, batch_size=32), str(tmp_path / "qat.pt"),
+                   neuron="loihi-cuba", progress=False)
+    fx, _ = export_snn(qat, str(tmp_path / "r.net"), digits.train_x)
+    assert sum(l.relays_out for l in fx.layers) == 32
+    inputs = encode_for_chip(fx, digits.test_x)
+    report = verify(str(tmp_path / "r.net"), inputs[:16])
+    assert report.ok and report.samples == 16 and all(c > 0 for c in report.lava_spikes[:-1]), report.summary()
+    emu = run_emulator(fx, inputs, digits.test_y)
+    ours = evaluate_snn(load_snn(qat), digits.test_x, digits.test_y, [fx.timesteps])[fx.timesteps]["accuracy"]
+    assert emu.accuracy == pytest.approx(ours, abs=1e-9) and emu.accuracy > 0.5
