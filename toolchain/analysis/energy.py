@@ -351,7 +351,9 @@ def relay_note(counts: OpCounts) -> str:
     if not neurons:
         return ""
     share = ops / max(counts.total("synaptic_ops"), 1e-12)
-    return (f"{RELAY_NOTE}: {neurons:,} extra neurons, {ops:,.0f} extra synaptic ops per inference "
+    updates = neurons * counts.timesteps
+    return (f"{RELAY_NOTE}: {neurons:,} extra neurons ({updates:,} neuron updates, "
+            f"{updates / max(counts.total('neuron_updates'), 1e-12):.1%}), {ops:,.0f} extra synaptic ops per inference "
             f"({share:.1%} of the synaptic ops), included above (ANN MACs without them)")
 
 
