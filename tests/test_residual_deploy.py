@@ -11,6 +11,7 @@ from toolchain.deploy import encode_for_chip, export_snn
 from toolchain.errors import LoweringError
 from toolchain.io.checkpoint import Checkpoint
 from toolchain.ir import AvgPool2d, Conv2d, Flatten, Linear, Network, Residual, Spike
+from toolchain.ir.models import build_model
 from toolchain.ir.torch_net import build_modules
 from toolchain.neurons.subtractive import SubtractiveParams, zero_reset_step
 from toolchain.neurons import run_neurons
@@ -44,6 +45,7 @@ NETS = {
     + [AvgPool2d("p2", 2), Flatten("f"), Linear("out", 6, 3)],
     "identity_after_pool": lambda: stem() + [AvgPool2d("p", 2)] + block("b1", 4, 4) + head(4, 4),
     "deep_body": lambda: stem() + block("b1", 4, 5, stride=2, depth=3) + block("b2", 5, 5, depth=1) + head(5, 4),
+    "batch_norm": lambda: list(build_model("resnet-small", (1, 8, 8), 3, batch_norm=True).layers),
 }
 
 
@@ -51,6 +53,8 @@ def make_ckpt(name, neuron="loihi-cuba", coding="poisson", seed=0, reset="subtra
     torch.manual_seed(seed)
     net = Network(tuple(NETS[name]()), (1, 8, 8), 3, name=name)
     state = {f"layers.{k}": v.detach() for k, v in build_modules(net).state_dict().items()}
+    for key in [k for k in state if "_bn." in k and state[k].is_floating_point()]:    # folded into biases
+        state[key] = torch.rand_like(state[key]) * (0.5 if key.endswith("bias") else 1.0) + 0.5
     cfg = SnnConfig(thresholds={s.name: threshold for s in net.spiking_layers}, coding=coding, neuron=neuron,
                     timesteps=8, reset=reset, input_scale=40.0 if coding == "direct" else None)
     return Checkpoint("snn", net, state, {"name": "none", "mean": [0.0], "std": [1.0]}, snn=cfg.to_dict())
@@ -76,7 +80,7 @@ def run_chain_zero_reset(chain, h):
 def test_the_relayed_chain_computes_the_residual_snn(name):
     """Float, unquantized: the chain with relays gives the logits of the SNN that adds body and shortcut."""
     ckpt = make_ckpt(name, neuron="if", coding="direct", reset="zero")
-    model = SnnModel(ckpt.network, ckpt.snn).double()
+    model = SnnModel(ckpt.network, ckpt.snn).double().eval()
     model.layers.load_state_dict({k[len("layers."):]: v for k, v in ckpt.state_dict.items()})
     x = torch.as_tensor(images(6), dtype=torch.float64)
     with torch.no_grad():
@@ -86,7 +90,8 @@ def test_the_relayed_chain_computes_the_residual_snn(name):
     torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-9)
     chain = model.lowered()
     assert sum(l.relays_out for l in chain) == {"identity": 4, "projection": 4, "pool_before_blocks": 4 + 16,
-                                                "identity_after_pool": 16, "deep_body": 2 * 4}[name]
+                                                "identity_after_pool": 16, "deep_body": 2 * 4, "batch_norm": 32}[name]
+    assert name != "batch_norm" or all(l.bias is not None for l in chain[:-1])
     assert float(ref.abs().sum()) > 0
 
 
@@ -131,7 +136,7 @@ def test_residual_networks_emulator_equals_lava(name, tmp_path):
                 assert torch.equal(relays, trace.spikes[i - 1]) and relays.any()
 
 
-@pytest.mark.parametrize("name", ["pool_before_blocks", "deep_body"])
+@pytest.mark.parametrize("name", ["pool_before_blocks", "deep_body", "batch_norm"])
 def test_qat_network_computes_what_the_chip_computes(name):
     """--neuron loihi-cuba trains on the relayed chain: its logits are the emulator's readout, its spike counts the
     emulator's (relays left out of the training side's counts)."""
