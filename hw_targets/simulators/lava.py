@@ -57,6 +57,23 @@ class LavaRun:
     spikes: Optional[List[np.ndarray]] = None     # per layer (N, T, *shape) bool
     voltages: Optional[List[np.ndarray]] = None   # per layer (N, T, *shape) int64
     wall_time_s: float = 0.0
+    timing: Optional["LavaTiming"] = None
+
+
+@dataclass
+class LavaTiming:
+    """Where a Lava run's time goes (seconds): building the netx processes, the first step (Lava compiles the
+    network and starts its runtime on the first ``run``), the other steps, and reading the recordings back."""
+    build_s: float = 0.0
+    compile_s: float = 0.0          # the first run call: compile + start + one step
+    steps_s: float = 0.0            # every later run call
+    steps: int = 0                  # steps in those calls
+    readback_s: float = 0.0         # sink/Read data.get() and their bookkeeping
+
+    @property
+    def per_step_s(self) -> float:
+        """Steady state: seconds per step after the first."""
+        return self.steps_s / self.steps if self.steps else float("nan")
 
 
 def _netx_block_models() -> dict:
@@ -119,9 +136,9 @@ def _from_lava(d: np.ndarray) -> np.ndarray:
         if d.ndim > 2 else np.asarray(d).T
 
 
-def _resolve(net_or_path, input_shape=None):
-    """(FxNetwork, netx path, temp dir or None). A path is run as is (read_netx only supplies
-    the shapes and coding); an FxNetwork is written to a temporary netx file."""
+def _resolve(net_or_path, input_shape=None, net: Optional[FxNetwork] = None):
+    """(FxNetwork, netx path, temp dir or None). A path is run as is (read_netx, or ``net`` when
+    given, supplies the shapes and coding); an FxNetwork is written to a temporary netx file."""
     if isinstance(net_or_path, FxNetwork):
         tmpdir = tempfile.mkdtemp(prefix="snntc_lava_")
         path = Path(tmpdir) / "network.net"
@@ -132,19 +149,19 @@ def _resolve(net_or_path, input_shape=None):
             raise
         return net_or_path, path, tmpdir
     path = Path(net_or_path)
-    return read_netx(path, input_shape=input_shape), path, None
+    return (net if net is not None else read_netx(path, input_shape=input_shape)), path, None
 
 
 def run_lava_raw(net_or_path, inputs, fixed_point: bool = True, target: str = "sim",
                  progress: bool = True, record_steps: bool = False,
                  record_voltages: bool = False, segment_samples: int = 64,
-                 input_shape=None) -> LavaRun:
+                 input_shape=None, net: Optional[FxNetwork] = None) -> LavaRun:
     """Run the samples ``inputs`` (N, T, *input_shape) through Lava; see the module docstring.
 
     record_steps: also return every layer's spikes per window step; record_voltages: also every
     layer's v per step (one ``sink.Read`` per layer over the whole run; meant for small runs).
     """
-    net, path, tmpdir = _resolve(net_or_path, input_shape)
+    net, path, tmpdir = _resolve(net_or_path, input_shape, net)
     try:
         return _run(net, path, inputs, fixed_point, target, progress, record_steps,
                     record_voltages, segment_samples)
@@ -157,7 +174,6 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
          record_voltages, segment_samples) -> LavaRun:
     cfg = _run_cfg(fixed_point, target)
     from lava.lib.dl.netx.hdf5 import Network
-    from lava.magma.core.run_conditions import RunSteps
     from lava.proc.io import sink
     from lava.proc.io.source import RingBuffer as Source
 
@@ -181,6 +197,7 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
     in_events = (x != 0).sum(axis=(0, 1))
 
     t_start = time.perf_counter()
+    timing = LavaTiming()
     with contextlib.redirect_stdout(io.StringIO()), \
             np.errstate(divide="ignore", invalid="ignore"):     # netx prints/warns on its own
         try:
@@ -246,13 +263,15 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
         from toolchain.progress import tqdm
         bar = tqdm(total=N, unit="sample", desc="lava", leave=False)
     done = 0
+    timing.build_s = time.perf_counter() - t_start
     try:
         t0 = 0
         while t0 < total:
             steps = min(seg, total - t0)
             if t0 > 0:
                 src.data.set(segment_data(t0))
-            lnet.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+            _timed_run(lnet, steps, cfg, timing, first=(t0 == 0))
+            t_read = time.perf_counter()
             t = np.arange(t0 + 1, t0 + steps + 1)
             for k, s in enumerate(sinks, start=1):
                 d = _from_lava(s.data.get())[:steps]
@@ -265,11 +284,13 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
                     np.add.at(out_counts, n[ok], dk.astype(np.int64))
                 if spikes is not None:
                     spikes[k - 1][n[ok], tau[ok]] = dk
+            timing.readback_s += time.perf_counter() - t_read
             t0 += steps
             now = int(np.clip((t0 - L) // T, 0, N))
             if bar is not None and now > done:
                 bar.update(now - done)
             done = now
+        t_read = time.perf_counter()
         v_data = _from_lava(v_reader.data.get())
         v_end = v_data[n_pre:n_pre + N]
         v_end = v_end.astype(np.int64) if fixed_point else v_end.astype(np.float64)
@@ -283,6 +304,7 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
                 vk = np.zeros((N, T) + shapes[k - 1], dtype=np.int64)
                 vk[n[ok], tau[ok]] = d[ok]
                 voltages.append(vk)
+        timing.readback_s += time.perf_counter() - t_read
     finally:
         if bar is not None:
             bar.close()
@@ -292,16 +314,35 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
             pass
     return LavaRun(layer_names=[l.name for l in net.layers], timesteps=T, spike_counts=counts,
                    output_counts=out_counts, v_end=v_end, input_event_counts=in_events,
-                   spikes=spikes, voltages=voltages, wall_time_s=time.perf_counter() - t_start)
+                   spikes=spikes, voltages=voltages, wall_time_s=time.perf_counter() - t_start, timing=timing)
+
+
+def _timed_run(lnet, steps: int, cfg, timing: LavaTiming, first: bool) -> None:
+    """Run ``steps`` steps; the very first call is split into one step (compile + start + 1 step, timed as
+    compile_s) and the rest (timed as steady-state steps), which runs exactly the same steps."""
+    from lava.magma.core.run_conditions import RunSteps
+    if first:
+        t0 = time.perf_counter()
+        lnet.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
+        timing.compile_s = time.perf_counter() - t0
+        steps -= 1
+        if steps == 0:
+            return
+    t0 = time.perf_counter()
+    lnet.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+    timing.steps_s += time.perf_counter() - t0
+    timing.steps += steps
 
 
 def run_lava(net_or_path: Union[FxNetwork, str, "os.PathLike[str]"], inputs, labels=None,
              fixed_point: bool = True, target: str = "sim", progress: bool = True,
-             segment_samples: int = 64, input_shape=None) -> SimulationResult:
+             segment_samples: int = 64, input_shape=None, net: Optional[FxNetwork] = None) -> SimulationResult:
     """Run the encoded samples ``inputs`` (N, T, *input_shape, integer numpy) through Lava's
     netx Network with Loihi2SimCfg (fixed_pt, or floating_pt when ``fixed_point=False``) or,
     with ``target='loihi2'``, Loihi2HwCfg (needs lava-loihi). Readout per ``net.readout``.
     ``input_shape`` (C, H, W): only for a netx file without an input layer that starts with a conv.
+    ``net``: with a netx path, the FxNetwork read from it as it is fed (its shapes, input bits), so that
+    read_netx is not called again.
 
     With ``fixed_point=False`` the blocks' parameters are converted to the units of Lava's floating-point
     models first (``_to_float_units``), so the float run computes the same network without rounding.
@@ -309,7 +350,7 @@ def run_lava(net_or_path: Union[FxNetwork, str, "os.PathLike[str]"], inputs, lab
     """
     t0 = time.perf_counter()
     _run_cfg(fixed_point, target)          # fail fast (e.g. no lava-loihi) before any work
-    net, path, tmpdir = _resolve(net_or_path, input_shape)
+    net, path, tmpdir = _resolve(net_or_path, input_shape, net)
     try:
         run = _run(net, path, inputs, fixed_point, target, progress, False, False,
                    segment_samples)

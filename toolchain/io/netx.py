@@ -334,6 +334,21 @@ def _attr_json(attrs, key, default):
         raise NetxError(f"attribute '{key}' is not valid JSON") from None
 
 
+def _sample_length(f, path: Path) -> int:
+    """The file's own sample length: slayer's ``simulation/tSample`` (in steps of ``simulation/Ts``), else
+    DEFAULT_TIMESTEPS."""
+    sim = f.get("simulation")
+    if sim is None or not hasattr(sim, "keys") or "tSample" not in sim:
+        return DEFAULT_TIMESTEPS
+    t_sample = float(np.asarray(sim["tSample"][()]).reshape(-1)[0])
+    ts = float(np.asarray(sim["Ts"][()]).reshape(-1)[0]) if "Ts" in sim else 1.0
+    steps = t_sample / ts if ts > 0 else 0.0
+    if not np.isfinite(steps) or steps < 1 or steps != round(steps):
+        raise NetxError(f"{path}: simulation/tSample {t_sample:g} is not a positive whole number of steps of "
+                        f"Ts {ts:g}")
+    return int(round(steps))
+
+
 def read_netx(path: PathLike, timesteps: Optional[int] = None,
               input_shape: Optional[Tuple[int, ...]] = None) -> FxNetwork:
     """Read a netx HDF5 file (ours or any other with input/flatten/dense/conv layers and CUBA
@@ -341,7 +356,8 @@ def read_netx(path: PathLike, timesteps: Optional[int] = None,
 
     Without the toolchain's attributes: input coding 'poisson' (binary spikes), input_bits 0,
     readout 'spikes', layer names 'layer{i}' (i = index of the layer in the file),
-    num_classes = output neurons, timesteps = ``timesteps`` or DEFAULT_TIMESTEPS. An explicit
+    num_classes = output neurons, timesteps = ``timesteps``, else the file's ``simulation/tSample``
+    (slayer's export), else DEFAULT_TIMESTEPS. An explicit
     ``timesteps`` argument always wins over the file's. ``input_shape`` ((C, H, W) or (F,)) is
     needed only for a file whose first layer is a conv without an 'input' layer (as slayer's
     blocks export it; the stock loader then needs ``Network(input_shape=...)`` too, which
@@ -450,7 +466,7 @@ def _read(f, path: Path, timesteps: Optional[int],
         else:
             if cur_shape is None:
                 raise NetxError(f"{where}: the input shape cannot be inferred (no input layer "
-                                f"before the first conv); pass input_shape=(C, H, W)")
+                                f"before the first conv); pass input_shape=(C, H, W) (snntc: --input-shape C,H,W)")
             if len(cur_shape) != 3:
                 raise NetxError(f"{where}: conv after a {len(cur_shape)}-D output {cur_shape}")
             if w.ndim == 5 and w.shape[4] == 1:
@@ -491,7 +507,7 @@ def _read(f, path: Path, timesteps: Optional[int],
     metadata = dict(_attr_json(attrs, "metadata", {}) or {})
     metadata.update(_attr_json(attrs, "extra_metadata", {}) or {})
     if timesteps is None:
-        timesteps = int(attrs["timesteps"]) if "timesteps" in attrs else DEFAULT_TIMESTEPS
+        timesteps = int(attrs["timesteps"]) if "timesteps" in attrs else _sample_length(f, path)
     num_classes = int(attrs["num_classes"]) if "num_classes" in attrs else layers[-1].neurons
     return FxNetwork(
         input_shape=tuple(input_shape),
