@@ -20,7 +20,8 @@ running it alone from zero state, synapse buffers included. Steps outside all wi
 (t <= k, and t > N*T + k) are discarded. The readout voltage of sample n is the output layer's
 v after the last step of its window (t = n*T + L + T), read with ``lava.proc.io.sink.Read``.
 
-Cost: one compile and N*T + L steps in total, run in segments of ``segment_samples`` samples
+Cost: one compile and N*T + L steps in total, in one run whose recordings are read back in bulk at the end
+when every layer's spikes over all steps fit RECORDING_BYTES, else in segments of ``segment_samples`` samples
 (the source's data Var is replaced between segments; spikes are collected by
 ``lava.proc.io.sink.RingBuffer`` sinks sized to one segment).
 """
@@ -154,7 +155,7 @@ def _resolve(net_or_path, input_shape=None, net: Optional[FxNetwork] = None):
 
 def run_lava_raw(net_or_path, inputs, fixed_point: bool = True, target: str = "sim",
                  progress: bool = True, record_steps: bool = False,
-                 record_voltages: bool = False, segment_samples: int = 64,
+                 record_voltages: bool = False, segment_samples: Optional[int] = None,
                  input_shape=None, net: Optional[FxNetwork] = None) -> LavaRun:
     """Run the samples ``inputs`` (N, T, *input_shape) through Lava; see the module docstring.
 
@@ -215,28 +216,46 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
     if not fixed_point:
         _to_float_units(lnet, net)
     total = N * T + L
-    seg_samples = max(1, min(int(segment_samples), N))
-    seg = min(total, seg_samples * T)
+    seg = _segment_steps(net, N, T, total, segment_samples, record_steps)
     in_chw = len(lnet.inp.shape) == 3                      # conv first: Lava wants (W, H, C)
     x_steps = x.reshape((N * T,) + tuple(net.input_shape))
     if not in_chw:
         x_steps = x_steps.reshape(N * T, -1)
 
+    # an input layer with a neuron (netx's Input block) is fed as lava-dl feeds it: spikes into the neuron's a_in
+    # (one step later than a synapse would pass them on, so that its window is layer 1's), or each sample as its
+    # bias (bias_mant, set before the sample's window; no source)
+    shift = 1 if net.input_neuron else 0
+    bias_feed = net.input_neuron and net.input_feed == "bias"
+    if bias_feed:
+        segments = _bias_schedule(N, T, L)
+        seg = T
+    else:
+        segments = [min(seg, total - t0) for t0 in range(0, total, seg)]
+
     def segment_data(t0: int) -> np.ndarray:
         """Input for global steps t0+1 .. t0+seg (zeros after the last sample)."""
         buf = np.zeros((seg,) + x_steps.shape[1:], dtype=np.int32)
-        hi = min(t0 + seg, N * T)
-        if hi > t0:
-            buf[:hi - t0] = x_steps[t0:hi]
+        lo, hi = max(t0 - shift, 0), min(t0 + seg - shift, N * T)
+        if hi > lo:
+            buf[lo + shift - t0:hi + shift - t0] = x_steps[lo:hi]
         return _to_lava(buf, in_chw)
 
-    src = Source(data=segment_data(0))
-    src.s_out.connect(lnet.inp)
-    sinks = []
-    for layer in lnet.layers:
-        s = sink.RingBuffer(shape=layer.out.shape, buffer=seg)
-        layer.out.connect(s.a_in)
-        sinks.append(s)
+    src = None
+    if not bias_feed:
+        src = Source(data=segment_data(0))
+        src.s_out.connect(lnet.in_layer.neuron.a_in if net.input_neuron else lnet.inp)
+    sinks, counters = [], []
+    for k, layer in enumerate(lnet.layers, start=1):
+        if record_steps:
+            s = sink.RingBuffer(shape=layer.out.shape, buffer=seg)
+            layer.out.connect(s.a_in)
+            sinks.append(s)
+        else:           # counts only: one value per neuron (and per sample at the output) to read back
+            from .lava_counting import WindowSpikeCounter
+            c = WindowSpikeCounter(shape=layer.out.shape, first=k + 1, samples=N, timesteps=T, per_sample=(k == L))
+            layer.out.connect(c.a_in)
+            counters.append(c)
     n_pre = (L - 1) // T + 1          # reads of the output v before the first window ends
     v_reader = sink.Read(buffer=n_pre + N, interval=T, offset=(L - 1) % T)
     v_reader.connect_var(lnet.layers[-1].neuron.v)
@@ -266,15 +285,16 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
     timing.build_s = time.perf_counter() - t_start
     try:
         t0 = 0
-        while t0 < total:
-            steps = min(seg, total - t0)
-            if t0 > 0:
+        for steps in segments:
+            if t0 > 0 and src is not None:
                 src.data.set(segment_data(t0))
+            if bias_feed:
+                _set_input_bias(lnet, x, t0, T, N, in_chw)
             _timed_run(lnet, steps, cfg, timing, first=(t0 == 0))
             t_read = time.perf_counter()
             t = np.arange(t0 + 1, t0 + steps + 1)
             for k, s in enumerate(sinks, start=1):
-                d = _from_lava(s.data.get())[:steps]
+                d = _from_lava(s.data.get())[(t - 1) % seg]
                 ok, n, tau = window(t, k)
                 if not ok.any():
                     continue
@@ -291,6 +311,11 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
                 bar.update(now - done)
             done = now
         t_read = time.perf_counter()
+        if counters:                      # Lava's (W, H, C) -> (C, H, W)
+            for k, c in enumerate(counters, start=1):
+                counts[k - 1] = np.asarray(c.counts.get()).T.astype(np.int64).reshape(shapes[k - 1])
+            per = np.asarray(counters[-1].sample_counts.get())
+            out_counts = np.stack([p.T for p in per]).astype(np.int64).reshape((N,) + shapes[-1])
         v_data = _from_lava(v_reader.data.get())
         v_end = v_data[n_pre:n_pre + N]
         v_end = v_end.astype(np.int64) if fixed_point else v_end.astype(np.float64)
@@ -317,6 +342,56 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
                    spikes=spikes, voltages=voltages, wall_time_s=time.perf_counter() - t_start, timing=timing)
 
 
+RECORDING_BYTES = 256 * 2 ** 20     # the sinks' buffers of one run (Lava holds them as int32)
+
+
+def _segment_steps(net: FxNetwork, N: int, T: int, total: int, segment_samples: Optional[int],
+                   record_steps: bool = True) -> int:
+    """Steps per run call: all of them (one run, one bulk read-back) when the source's input and the recordings
+    (every layer's spikes, when recorded step by step) over the whole run fit RECORDING_BYTES and no segment size
+    is asked for, else whole samples per segment."""
+    recorded = sum(int(np.prod(l.output_shape)) for l in net.layers) if record_steps else 0
+    per_step = 4 * (int(np.prod(net.input_shape)) + recorded)
+    if segment_samples is None:
+        if per_step * total <= RECORDING_BYTES:
+            return total
+        segment_samples = max(1, RECORDING_BYTES // max(per_step * T, 1))
+    return min(total, max(1, min(int(segment_samples), N)) * T)
+
+
+def _bias_schedule(N: int, T: int, L: int) -> List[int]:
+    """Run lengths for an input fed as the input neuron's bias: step 1, then one sample's window (global steps
+    n*T + 2 .. n*T + T + 1 of layer 1) at a time, then the remaining L - 1 steps, in runs of at most T."""
+    runs = [1] + [T] * N
+    rest = L - 1
+    while rest > 0:
+        runs.append(min(T, rest))
+        rest -= runs[-1]
+    return runs
+
+
+def _set_input_bias(lnet, x: np.ndarray, t0: int, T: int, N: int, chw: bool) -> None:
+    """Before the run starting after global step t0: the input neuron's bias_mant is sample n's value during its
+    window (t0 = n*T + 1), zero before the first and after the last."""
+    n = (t0 - 1) // T if t0 >= 1 else -1
+    if t0 >= 1 and (t0 - 1) % T:
+        return                                         # the tail runs: keep the zero bias
+    neuron = lnet.in_layer.neuron
+    if 0 <= n < N:
+        first = x[n, 0]
+        if np.any(x[n] != first):
+            raise SimulationError("an input fed as the input neuron's bias takes one value per sample: every step "
+                                  "of a sample must be the same")
+        value = first.transpose(2, 1, 0) if chw else first.reshape(-1)
+    else:
+        value = np.zeros(neuron.bias_mant.shape)
+    value = ((np.asarray(value, dtype=np.int64) + 2 ** 15) % 2 ** 16 - 2 ** 15).astype(np.int16)
+    if t0 == 0:
+        neuron.bias_mant.init = value
+    else:
+        neuron.bias_mant.set(value)
+
+
 def _timed_run(lnet, steps: int, cfg, timing: LavaTiming, first: bool) -> None:
     """Run ``steps`` steps; the very first call is split into one step (compile + start + 1 step, timed as
     compile_s) and the rest (timed as steady-state steps), which runs exactly the same steps."""
@@ -336,7 +411,8 @@ def _timed_run(lnet, steps: int, cfg, timing: LavaTiming, first: bool) -> None:
 
 def run_lava(net_or_path: Union[FxNetwork, str, "os.PathLike[str]"], inputs, labels=None,
              fixed_point: bool = True, target: str = "sim", progress: bool = True,
-             segment_samples: int = 64, input_shape=None, net: Optional[FxNetwork] = None) -> SimulationResult:
+             segment_samples: Optional[int] = None, input_shape=None, net: Optional[FxNetwork] = None
+             ) -> SimulationResult:
     """Run the encoded samples ``inputs`` (N, T, *input_shape, integer numpy) through Lava's
     netx Network with Loihi2SimCfg (fixed_pt, or floating_pt when ``fixed_point=False``) or,
     with ``target='loihi2'``, Loihi2HwCfg (needs lava-loihi). Readout per ``net.readout``.

@@ -112,7 +112,7 @@ def verify(net, inputs, device=None, fixed_point: bool = True, progress: bool = 
     else:
         net_fx, path, tmpdir = _resolve(net, input_shape)
     try:
-        lava = _run(net_fx, path, inputs, fixed_point, "sim", progress, True, True, 64)
+        lava = _run(net_fx, path, inputs, fixed_point, "sim", progress, True, True, None)
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)

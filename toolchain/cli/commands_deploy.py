@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from ..io.checkpoint import load_checkpoint
-from ..quantization.fixed_point import SimulationResult
+from ..quantization.fixed_point import INPUT_FEEDS, SimulationResult
 from ..targets import SIMULATORS, TARGETS
 from ..errors import ConfigError
 from .commands_formats import add_nir_export_args
@@ -96,6 +96,7 @@ def fed_inputs(args):
     from .. import inputs as user
     from ..io.netx import read_netx
     net = read_netx(args.model, timesteps=args.timesteps, input_shape=args.input_shape)
+    net.input_feed = args.input_feed
     if args.inputs:
         x = user.load_array(args.inputs, "--inputs")
         labels = user.load_array(args.labels, "--labels", labels=True) if args.labels else None
@@ -242,6 +243,10 @@ def _sim_args(p, samples_default=200, hardware_target=True):
                    + " (default: none for --inputs, the file's recorded normalization for a dataset)")
     g.add_argument("--input-shape", type=shape_arg, default=None, metavar="C,H,W",
                    help="the input shape, for a file without an input layer that starts with a conv")
+    g.add_argument("--input-feed", default="spikes", choices=list(INPUT_FEEDS),
+                   help="a file whose input layer has a neuron: the chip input goes into that neuron's a_in step by "
+                        "step (spikes, default) or each sample is its bias (bias: every step of a sample the same, "
+                        "e.g. --coding direct), as lava-dl feeds such networks")
     p.add_argument("--timesteps", type=positive_int, default=None, help="time steps (default: the file's)")
     p.add_argument("--backend", default=None, choices=SIMULATORS.names(),
                    help=SIMULATORS.help() + " (default: Lava up to 32 samples, the emulator above)")
