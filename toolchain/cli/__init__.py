@@ -32,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Neuromorphic deployment toolchain: train an ANN, convert it to a spiking network, fine-tune it "
                     "with STDB or train it directly, quantize it to Loihi fixed point, export a Lava-DL netx file, "
                     "simulate it in Lava and estimate its energy.",
-        epilog="Typical flow: snntc train-ann -o ann.pt; snntc convert ann.pt -o snn.pt; snntc finetune snn.pt -o hybrid.pt; "
-               "snntc evaluate hybrid.pt --timesteps 5,10; snntc export hybrid.pt -o model.net; snntc simulate model.net. "
+        epilog="Typical flow: snntc train-ann -o ann.pt; snntc convert ann.pt -o snn.pt (an SNN of T=5 time steps: "
+               "--timesteps); snntc finetune snn.pt -o hybrid.pt (fine-tuned at the SNN's T); "
+               "snntc sweep hybrid.pt --timesteps 1,2,4,8 (accuracy, spikes, energy per T; the T to deploy); "
+               "snntc export hybrid.pt -o model.net; snntc simulate model.net. "
                "Or all of it on the bundled digits: snntc demo.")
     from .. import __version__
     parser.add_argument("--version", action="version", version=f"snntc {__version__}")

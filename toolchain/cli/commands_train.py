@@ -11,6 +11,7 @@ from ..ir.models import MODELS, model_help
 from ..neurons import NEURONS
 from ..data import load_dataset
 from ..progress import log_line
+from ..training.convert import DEFAULT_TIMESTEPS
 from ..training.loop import TrainConfig, resolve_device
 from .common import (add_data_args, recorded_dataset, add_output_args, add_train_args, check_output, configure_threads,
                      int_list, positive_int, write_json)
@@ -103,16 +104,19 @@ def cmd_convert(args) -> dict:
     device = resolve_device(args.device)
     snn = convert(ann, data, timesteps=args.timesteps, method=args.method, scale=args.scale,
                   percentile=args.percentile, calib_samples=args.calibration_samples, coding=args.coding,
-                  neuron=args.neuron, leak=args.leak, seed=args.seed, device=str(device))
+                  neuron=args.neuron, leak=args.leak, seed=args.seed, device=str(device),
+                  calibration_steps=args.calibration_steps)
     result = evaluate_snn(load_snn(snn, device), data.test_x, data.test_y, [args.timesteps], seed=args.seed)[args.timesteps]
     snn.metrics["test_accuracy"], snn.metrics["timesteps"] = result["accuracy"], args.timesteps
     save_checkpoint(snn, args.output)
     summary = {"command": "convert", "output": args.output, "thresholds": snn.snn.thresholds,
-               "timesteps": args.timesteps, "accuracy": result["accuracy"],
+               "timesteps": args.timesteps, "calibration_steps": snn.training["conversion"]["calibration_timesteps"],
+               "accuracy": result["accuracy"],
                "spikes_per_inference": result["spikes_per_inference"], "ann_accuracy": ann.metrics.get("test_accuracy")}
     print("threshold per spiking layer: " + ", ".join(f"{k} {v:.4g}" for k, v in snn.snn.thresholds.items()))
     ann_acc = summary["ann_accuracy"]
-    print(f"converted SNN: {result['accuracy']:.2%} at T={args.timesteps} "
+    print(f"converted SNN: {result['accuracy']:.2%} at T={args.timesteps} (thresholds calibrated over "
+          f"{summary['calibration_steps']} steps) "
           f"(ANN {'not measured' if ann_acc is None else f'{ann_acc:.2%}'}), "
           f"{result['spikes_per_inference']:.0f} spikes per inference -> {args.output}")
     write_json(args.json, summary)
@@ -232,7 +236,14 @@ def register(sub) -> None:
                                    "threshold from the input current it receives (Rathi et al. 2020), or from the "
                                    "ANN's activations (--method activation, Rueckauer et al. 2017).")
     p.add_argument("ann", help="ANN checkpoint (from train-ann or import)")
-    p.add_argument("--timesteps", type=positive_int, default=100, help="time steps for calibration (default 100)")
+    p.add_argument("--timesteps", type=positive_int, default=DEFAULT_TIMESTEPS,
+                   help=f"time steps of the SNN: the T that finetune, evaluate and export then use (default "
+                        f"{DEFAULT_TIMESTEPS}, the hybrid method's few steps; evaluate --timesteps or sweep measures "
+                        f"others)")
+    p.add_argument("--calibration-steps", type=positive_int, default=None, metavar="STEPS",
+                   help="time steps of the calibration run that sets the thresholds (default: --timesteps; more "
+                        "steps see larger currents, hence higher thresholds, suited to running the converted SNN "
+                        "long, e.g. 100 with --scale 1.0, without fine-tuning)")
     p.add_argument("--method", default="spike", choices=["spike", "activation"], help="threshold source (default spike)")
     p.add_argument("--scale", type=float, default=0.7, help="threshold scaling factor (paper default 0.7)")
     p.add_argument("--percentile", type=float, default=100.0, help="percentile of currents (100 = max)")
@@ -253,7 +264,8 @@ def register(sub) -> None:
                                    "has not fired). "
                                    "With --neuron loihi-cuba the network trains under Loihi's dynamics and quantization.")
     p.add_argument("snn", help="SNN checkpoint (from convert)")
-    p.add_argument("--timesteps", type=positive_int, default=None, help="time steps (default: the checkpoint's)")
+    p.add_argument("--timesteps", type=positive_int, default=None,
+                   help="time steps (default: the checkpoint's, i.e. convert's --timesteps)")
     p.add_argument("--surrogate", default="linear", help="linear (default), stdb, fast-sigmoid, arctan, rectangular")
     p.add_argument("--alpha", type=float, default=None, help="surrogate height (STDB default 0.3)")
     p.add_argument("--beta", type=float, default=None, help="STDB decay per time step (default 0.01)")
