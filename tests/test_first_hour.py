@@ -2,9 +2,11 @@
 import json
 import os
 import re
+import time
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from toolchain.cli import build_parser, main
@@ -67,3 +69,94 @@ def test_calibration_steps_are_not_the_snn_timesteps(digits_ann, digits):
     first = next(iter(long.snn.thresholds))
     assert long.snn.thresholds[first] >= short.snn.thresholds[first] - 1e-6
     assert long.snn.thresholds != short.snn.thresholds
+
+
+def test_wilson_interval():
+    from toolchain.analysis.sweep import wilson_interval
+    low, high = wilson_interval(190, 200)
+    assert low < 0.95 < high and 0.90 < low and high < 0.98
+    assert wilson_interval(0, 50)[0] == 0.0 and wilson_interval(0, 50)[1] > 0.0     # not empty at 0% ...
+    assert wilson_interval(50, 50)[1] == 1.0 and wilson_interval(50, 50)[0] < 1.0   # ... nor at 100%
+    assert wilson_interval(95, 100)[1] - wilson_interval(95, 100)[0] > wilson_interval(950, 1000)[1] - \
+        wilson_interval(950, 1000)[0]
+
+
+@pytest.fixture(scope="module")
+def snn_file(digits_ann, digits, tmp_path_factory):
+    from toolchain.io.checkpoint import save_checkpoint
+    from toolchain.training.convert import convert
+    path = tmp_path_factory.mktemp("snn") / "snn.pt"
+    save_checkpoint(convert(digits_ann, digits, timesteps=5, coding="poisson", calib_samples=64), path)
+    return path
+
+
+@pytest.mark.parametrize("coding", ["poisson", "direct"])
+def test_emulator_prefixes_are_the_shorter_runs(digits_ann, digits, coding):
+    """One emulator run of the longest T read at each shorter T gives what a run of that T gives."""
+    from toolchain.deploy import simulate
+    from toolchain.analysis.sweep import emulate_steps
+    from toolchain.quantization.quantize import quantize_snn
+    from toolchain.training.convert import convert
+    snn = convert(digits_ann, digits, timesteps=5, coding=coding, calib_samples=32)
+    net, _ = quantize_snn(snn, digits.train_x)
+    x, y = digits.test_x[:70], digits.test_y[:70]         # more than one batch of 64
+    swept = emulate_steps(net, x, y, [1, 3, 8])
+    for T in (1, 3, 8):
+        _, alone = simulate(net, x, y, timesteps=T, backend="emulator", progress=False)
+        got = swept[T]
+        assert got.timesteps == T and got.samples == 70
+        assert np.array_equal(got.predictions, alone.predictions)
+        assert np.array_equal(got.output_values, alone.output_values)
+        assert np.array_equal(got.input_spike_counts, alone.input_spike_counts)
+        for a, b in zip(got.spike_counts, alone.spike_counts):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_sweep_of_8_values_on_200_samples(snn_file, tmp_path, capsys):
+    """The acceptance: 8 values of T on 200 digits, with its plot and recommended T, within a minute of CPU time
+    (this process's, both threads: what 2 cores would spend; wall time on a shared machine is noisier)."""
+    plot, out = tmp_path / "sweep.png", tmp_path / "sweep.json"
+    cpu = time.process_time()
+    code = main(["sweep", str(snn_file), "--timesteps", "1,2,4,8,16,32,64,128", "--samples", "200",
+                 "--plot", str(plot), "--json", str(out), "--tolerance", "0.02"])
+    cpu = time.process_time() - cpu
+    text = capsys.readouterr().out
+    assert code == 0, text
+    summary = json.loads(out.read_text())
+    points = summary["points"]
+    assert [p["timesteps"] for p in points] == [1, 2, 4, 8, 16, 32, 64, 128] and summary["samples"] == 200
+    for p in points:
+        assert p["accuracy_low"] <= p["accuracy"] <= p["accuracy_high"]
+        assert p["snn_energy_pj"] > 0 and p["ann_energy_pj"] > 0 and 0 <= p["deployed_accuracy"] <= 1
+    best = max(p["accuracy"] for p in points)
+    within = [p["timesteps"] for p in points if p["accuracy"] >= best - 0.02 - 1e-12]
+    assert summary["recommended_timesteps"] == min(within) and summary["best_accuracy"] == best
+    assert "<- recommended" in text and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    energies = [p["snn_energy_pj"] for p in points]
+    assert energies == sorted(energies)                 # more steps, more neuron updates
+    assert cpu < 60, f"the sweep took {cpu:.0f} s of CPU time"
+    # nothing overwritten without --force
+    assert main(["sweep", str(snn_file), "--timesteps", "2", "--plot", str(plot)]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+def test_sweep_without_energy_is_the_evaluation(snn_file, tmp_path, capsys):
+    out = tmp_path / "s.json"
+    assert main(["sweep", str(snn_file), "--timesteps", "2,5", "--samples", "40", "--no-energy", "--json", str(out),
+                 "--tolerance", "0"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["target"] is None and all(p["snn_energy_pj"] is None for p in summary["points"])
+    assert main(["evaluate", str(snn_file), "--samples", "40", "--timesteps", "2,5", "--json", str(tmp_path / "e.json")]) == 0
+    evaluation = json.loads((tmp_path / "e.json").read_text())
+    for p in summary["points"]:
+        assert p["accuracy"] == evaluation["timesteps"][str(p["timesteps"])]["accuracy"]
+    best = max(summary["points"], key=lambda p: (p["accuracy"], -p["timesteps"]))
+    assert summary["recommended_timesteps"] == best["timesteps"]
+
+
+def test_evaluate_samples(snn_file, tmp_path, capsys):
+    out = tmp_path / "e.json"
+    assert main(["evaluate", str(snn_file), "--samples", "50", "--timesteps", "2,5", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["samples"] == 50 and set(result["timesteps"]) == {"2", "5"}

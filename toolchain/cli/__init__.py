@@ -13,10 +13,10 @@ import warnings
 from typing import List, Optional
 
 from ..errors import ToolchainError
-from . import commands_deploy, commands_formats, commands_snn, commands_train
+from . import commands_deploy, commands_formats, commands_snn, commands_sweep, commands_train
 from .common import CliError
 
-COMMAND_MODULES = (commands_train, commands_snn, commands_deploy, commands_formats)
+COMMAND_MODULES = (commands_train, commands_snn, commands_sweep, commands_deploy, commands_formats)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -155,14 +155,14 @@ def evaluate_one(path: str, args, device) -> dict:
     from ..training.evaluate import evaluate_snn, load_snn
     ckpt = load_checkpoint(path)
     data = data_for_checkpoint(ckpt, args)
+    x, y = data.test_x[:args.samples], data.test_y[:args.samples]     # --samples: the first N (default: all)
     if ckpt.kind == "ann":
-        acc = ann_accuracy(load_ann(ckpt, device), data.test_x, data.test_y)
-        return {"model": path, "kind": "ann", "accuracy": acc, "samples": len(data.test_x)}
+        acc = ann_accuracy(load_ann(ckpt, device), x, y)
+        return {"model": path, "kind": "ann", "accuracy": acc, "samples": len(x)}
     steps = args.timesteps or [ckpt.snn.timesteps]
-    res = evaluate_snn(load_snn(ckpt, device), data.test_x, data.test_y, steps, seed=args.seed,
-                       progress=not args.no_progress)
+    res = evaluate_snn(load_snn(ckpt, device), x, y, steps, seed=args.seed, progress=not args.no_progress)
     return {"model": path, "kind": "snn", "neuron": ckpt.snn.neuron, "coding": ckpt.snn.coding,
-            "samples": len(data.test_x), "timesteps": {str(T): r for T, r in res.items()}}
+            "samples": len(x), "timesteps": {str(T): r for T, r in res.items()}}
 
 
 def print_evaluation(result: dict) -> None:
@@ -287,6 +287,8 @@ def register(sub) -> None:
     p.add_argument("model", nargs="+", help="ANN or SNN checkpoint(s); several are also shown side by side "
                                              "(e.g. ann.pt snn.pt hybrid.pt)")
     p.add_argument("--timesteps", type=int_list, default=None, help="comma-separated, e.g. 5,10,20")
+    p.add_argument("--samples", type=positive_int, default=None,
+                   help="the first N test samples (default: all); snntc sweep adds confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="seed of the Poisson input")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")
