@@ -160,3 +160,28 @@ def test_evaluate_samples(snn_file, tmp_path, capsys):
     assert main(["evaluate", str(snn_file), "--samples", "50", "--timesteps", "2,5", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["samples"] == 50 and set(result["timesteps"]) == {"2", "5"}
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    from toolchain.io.files import atomic_write
+    old = os.umask(umask)
+    try:
+        path = tmp_path / "out.json"
+        atomic_write(path, lambda tmp: open(tmp, "w").write("{}"))
+        assert (path.stat().st_mode & 0o777) == mode
+        assert os.umask(umask) == umask            # left as it was
+    finally:
+        os.umask(old)
+
+
+def test_checkpoint_and_json_are_readable_by_colleagues(snn_file, tmp_path, capsys):
+    old = os.umask(0o022)
+    try:
+        assert main(["evaluate", str(snn_file), "--samples", "10", "--json", str(tmp_path / "e.json")]) == 0
+        from toolchain.io.checkpoint import load_checkpoint, save_checkpoint
+        save_checkpoint(load_checkpoint(snn_file), tmp_path / "copy.pt")
+        for name in ("e.json", "copy.pt"):
+            assert ((tmp_path / name).stat().st_mode & 0o777) == 0o644
+    finally:
+        os.umask(old)
