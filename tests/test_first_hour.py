@@ -185,3 +185,33 @@ def test_checkpoint_and_json_are_readable_by_colleagues(snn_file, tmp_path, caps
             assert ((tmp_path / name).stat().st_mode & 0o777) == 0o644
     finally:
         os.umask(old)
+
+
+HEAVY = ("torch", "lava", "h5py", "matplotlib", "numpy")
+
+
+@pytest.mark.parametrize("argv,code", [(["--help"], 0), ([], 2), (["no-such-command"], 2), (["--version"], 0)])
+def test_help_and_top_level_errors_import_no_torch(argv, code):
+    """`snntc --help` lists every command without importing torch or Lava (7 s before, on a loaded 2-core machine);
+    the bound on wall time is generous for a shared machine, the import check is exact."""
+    script = ("import sys, time; t = time.time(); from toolchain.cli import main; code = main(sys.argv[1:]); "
+              "print(repr((code, time.time() - t, sorted({m.split('.')[0] for m in sys.modules} & set(%r)))), "
+              "file=sys.stderr)" % (HEAVY,))
+    run = subprocess.run([sys.executable, "-c", script] + argv, capture_output=True, text=True, timeout=60)
+    got, seconds, heavy = eval(run.stderr.strip().splitlines()[-1])
+    assert got == code and heavy == [], run.stderr
+    assert seconds < 2.0
+    if argv == ["--help"]:
+        assert all(name in run.stdout for name in ("train-ann", "sweep", "import", "Typical flow"))
+
+
+def test_the_catalog_lists_every_command_with_its_parsers_help():
+    from toolchain.cli.catalog import COMMANDS
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0]
+    assert list(sub.choices) == list(COMMANDS)
+    assert {a.dest: a.help for a in sub._choices_actions} == {n: c.help for n, c in COMMANDS.items()}
+    # a command's own parser is the full one whichever way the parser is built
+    lazy = build_parser(["sweep"])._subparsers._group_actions[0].choices
+    assert any(a.dest == "tolerance" for a in lazy["sweep"]._actions)
+    assert not lazy["convert"]._actions                 # the others by name only

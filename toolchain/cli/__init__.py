@@ -12,11 +12,11 @@ import sys
 import warnings
 from typing import List, Optional
 
-from ..errors import ToolchainError
-from . import commands_deploy, commands_formats, commands_snn, commands_sweep, commands_train
-from .common import CliError
+import importlib
 
-COMMAND_MODULES = (commands_train, commands_snn, commands_sweep, commands_deploy, commands_formats)
+from ..errors import ToolchainError
+from .catalog import COMMANDS, modules
+from .common import CliError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -26,7 +26,10 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Optional[List[str]] = None) -> argparse.ArgumentParser:
+    """The parser of every command (default), or of `commands` only, the others listed by name and one-line help
+    (`toolchain.cli.catalog`) without importing their modules: `snntc --help` and an unknown command load no torch
+    and no Lava."""
     parser = OneLineParser(
         prog="snntc",
         description="Neuromorphic deployment toolchain: train an ANN, convert it to a spiking network, fine-tune it "
@@ -40,9 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
     parser.add_argument("--version", action="version", version=f"snntc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        module.register(sub)
+    wanted = modules() if commands is None else {COMMANDS[c].module for c in commands if c in COMMANDS}
+    for name in modules():
+        if name in wanted:
+            importlib.import_module(f"{__name__}.{name}").register(sub)
+    for name, command in COMMANDS.items():           # the rest by name only, in the catalog's order
+        if name not in sub.choices:
+            sub.add_parser(name, help=command.help, add_help=False)
+    sub._choices_actions.sort(key=lambda a: list(COMMANDS).index(a.dest) if a.dest in COMMANDS else len(COMMANDS))
     return parser
+
+
+def named_command(argv: List[str]) -> Optional[str]:
+    """The command a command line names: its first word that is not an option (the top level has no option that
+    takes a value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 @contextlib.contextmanager
@@ -56,7 +71,8 @@ def one_line_warnings(command: str):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser([named_command(argv)] if named_command(argv) else [])
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:              # --help (0) or an argument error (2, one line already printed)

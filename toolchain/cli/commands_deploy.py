@@ -12,6 +12,7 @@ from ..targets import SIMULATORS, TARGETS
 from ..errors import ConfigError
 from .commands_formats import add_nir_export_args
 from .common import CliError, check_output, configure_threads, positive_int, recorded_dataset, write_json
+from .catalog import command_help
 
 
 
@@ -199,7 +200,7 @@ def _sim_args(p, samples_default=200, hardware_target=True):
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="quantize an SNN to Loihi fixed point and write a netx HDF5 file",
+    p = sub.add_parser("export", help=command_help("export"),
                        description="Lower the SNN (fold pooling and batch norm into the next/previous layer), quantize "
                                    "it to Loihi's fixed point (8-bit weights, 17-bit thresholds, 12-bit decays) and "
                                    "write a Lava-DL netx file that the stock netx loader runs. Prints the layer table, "
@@ -216,7 +217,7 @@ def register(sub) -> None:
     add_nir_export_args(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("simulate", help="run a netx file in Lava (or the bit-exact emulator) on test samples",
+    p = sub.add_parser("simulate", help=command_help("simulate"),
                        description="Feed coded test samples through the network and print accuracy, spikes per layer "
                                    "(total and per inference) and wall time. State is reset between samples.")
     _sim_args(p)
@@ -225,13 +226,13 @@ def register(sub) -> None:
     p.add_argument("--plot", metavar="PNG", help="with --energy: plot energy per layer")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("verify", help="compare the emulator with Lava spike for spike and voltage for voltage",
+    p = sub.add_parser("verify", help=command_help("verify"),
                        description="Run both backends on the same coded samples, recording every layer's spikes and "
                                    "voltages at every step; report zero mismatches or the first one.")
     _sim_args(p, samples_default=4)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("energy", help="energy per inference from counted synaptic operations",
+    p = sub.add_parser("energy", help=command_help("energy"),
                        description="Count spikes, synaptic operations (each input spike times its real fan-out) and "
                                    "neuron updates per layer and inference, and price them on a target; the equivalent "
                                    "ANN's MACs on 45 nm CMOS beside them. Every constant carries its source.")
@@ -243,7 +244,7 @@ def register(sub) -> None:
     p.add_argument("--plot", metavar="PNG", help="bar chart of energy per layer, SNN beside ANN")
     p.set_defaults(func=cmd_energy)
 
-    p = sub.add_parser("fit", help="check that a netx network fits on Loihi 2",
+    p = sub.add_parser("fit", help=command_help("fit"),
                        description="Cores per layer from neurons, synaptic memory and fan-in per core; chips needed. "
                                    "Exits non-zero, naming the layer and the limit, when it does not fit.")
     p.add_argument("model", help="netx file")

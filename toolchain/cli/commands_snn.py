@@ -15,6 +15,7 @@ from ..training.loop import resolve_device
 from .commands_train import data_from_args, describe_result, train_config, training_summary
 from .common import (CliError, add_data_args, add_output_args, add_train_args, check_output, configure_threads,
                      positive_int, write_json)
+from .catalog import command_help
 
 
 def cmd_train_snn(args) -> dict:
@@ -64,7 +65,7 @@ def cmd_train_snn(args) -> dict:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train-snn", help="train an SNN directly with a surrogate gradient (no ANN)",
+    p = sub.add_parser("train-snn", help=command_help("train-snn"),
                        description="Train a spiking network from scratch by back-propagation through time with a "
                                    "surrogate gradient of tuned width and height and batch norm on every spiking "
                                    "layer's input current (statistics over batch and time; Ledinauskas et al. 2020). "

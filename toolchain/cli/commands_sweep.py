@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .common import CliError, check_output, configure_threads, int_list, positive_int, write_json
+from .catalog import command_help
 
 DEFAULT_STEPS = "1,2,4,8,16,32,64,128"
 DEFAULT_SAMPLES = 200
@@ -53,7 +54,7 @@ def cmd_sweep(args) -> dict:
 def register(sub) -> None:
     from ..targets import TARGETS
     from ..analysis.sweep import ACCURACY_SOURCES
-    p = sub.add_parser("sweep", help="accuracy, spikes and energy per number of time steps, and the T to deploy",
+    p = sub.add_parser("sweep", help=command_help("sweep"),
                        description="Evaluate an SNN checkpoint at each of a list of time steps on the first --samples "
                                    "test samples: accuracy with its 95%% confidence interval (Wilson), spikes per "
                                    "inference, and, for the network as deployed (quantized as by export, run on the "

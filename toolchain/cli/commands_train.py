@@ -15,6 +15,7 @@ from ..training.convert import DEFAULT_TIMESTEPS
 from ..training.loop import TrainConfig, resolve_device
 from .common import (add_data_args, recorded_dataset, add_output_args, add_train_args, check_output, configure_threads,
                      int_list, positive_int, write_json)
+from .catalog import command_help
 
 
 def data_from_args(args):
@@ -211,7 +212,7 @@ def cmd_evaluate(args) -> dict:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train-ann", help="train an ANN under SNN constraints",
+    p = sub.add_parser("train-ann", help=command_help("train-ann"),
                        description="Train an ANN (no bias, ReLU, average pooling, dropout) on a dataset; a checkpoint "
                                    "is written after every epoch, so --resume continues an interrupted run.")
     p.add_argument("--model", default="vgg-small", choices=MODELS.names(), metavar="MODEL", help=model_help())
@@ -221,7 +222,7 @@ def register(sub) -> None:
     add_output_args(p)
     p.set_defaults(func=cmd_train_ann)
 
-    p = sub.add_parser("models", help="list the networks with their input size, parameters and Loihi 2 fit",
+    p = sub.add_parser("models", help=command_help("models"),
                        description="Every network `--model` accepts: the input it suits, its parameters and synaptic "
                                    "layers, and whether its deployed form (pooling folded, 8-bit weights) fits "
                                    "Loihi 2 and on how many cores, measured at its own input size or at --input-shape.")
@@ -231,7 +232,7 @@ def register(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="write the table as JSON")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("convert", help="convert an ANN checkpoint to an SNN by threshold balancing",
+    p = sub.add_parser("convert", help=command_help("convert"),
                        description="Copy the ANN's weights into a spiking network and set each spiking layer's "
                                    "threshold from the input current it receives (Rathi et al. 2020), or from the "
                                    "ANN's activations (--method activation, Rueckauer et al. 2017).")
@@ -257,7 +258,7 @@ def register(sub) -> None:
     add_output_args(p)
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("finetune", help="fine-tune an SNN with spike-based backpropagation (STDB)",
+    p = sub.add_parser("finetune", help=command_help("finetune"),
                        description="Back-propagate through the T time steps with a surrogate gradient: the linear "
                                    "one (alpha * max(0, 1 - |v / threshold - 1|)) by default, or STDB (alpha * "
                                    "exp(-beta * dt), dt = steps since the neuron's last spike; none for a neuron that "
@@ -281,7 +282,7 @@ def register(sub) -> None:
     add_output_args(p)
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("evaluate", help="accuracy and spikes of an ANN or SNN checkpoint",
+    p = sub.add_parser("evaluate", help=command_help("evaluate"),
                        description="Test accuracy of an ANN checkpoint, or of an SNN checkpoint at each of a list of "
                                    "time steps with its spikes per inference and per neuron of each layer.")
     p.add_argument("model", nargs="+", help="ANN or SNN checkpoint(s); several are also shown side by side "
