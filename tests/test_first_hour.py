@@ -215,3 +215,19 @@ def test_the_catalog_lists_every_command_with_its_parsers_help():
     lazy = build_parser(["sweep"])._subparsers._group_actions[0].choices
     assert any(a.dest == "tolerance" for a in lazy["sweep"]._actions)
     assert not lazy["convert"]._actions                 # the others by name only
+
+
+def test_voltage_readout_is_explained_not_zero_spikes(snn_file, tmp_path, capsys):
+    net_file, sim = tmp_path / "m.net", tmp_path / "sim.json"
+    assert main(["export", str(snn_file), "-o", str(net_file)]) == 0
+    capsys.readouterr()
+    assert main(["simulate", str(net_file), "--samples", "40", "--backend", "emulator", "--json", str(sim)]) == 0
+    out = capsys.readouterr().out
+    last = [line for line in out.splitlines() if line.startswith("out ")]
+    assert len(last) == 1 and "voltage readout" in last[0] and " 0 " not in last[0]
+    assert "read by its neurons' voltage" in out
+    rows = json.loads(sim.read_text())["layers"]
+    assert rows[-1]["readout"] == "voltage" and all("readout" not in r for r in rows[:-1])
+    assert main(["energy", str(net_file), "--from", str(sim)]) == 0
+    table = capsys.readouterr().out
+    assert "voltage readout" in [line for line in table.splitlines() if line.startswith("out ")][0]

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from ..io.checkpoint import load_checkpoint
-from ..quantization.fixed_point import SimulationResult
+from ..quantization.fixed_point import VOLTAGE_READOUT, VOLTAGE_READOUT_NOTE, SimulationResult
 from ..targets import SIMULATORS, TARGETS
 from ..errors import ConfigError
 from .commands_formats import add_nir_export_args
@@ -61,7 +61,7 @@ def data_for_netx(net, args):
 
 
 def result_to_json(net, result: SimulationResult) -> dict:
-    out = result.to_json()
+    out = result.to_json(net)
     out["spike_count_maps"] = {"input": result.input_spike_counts,
                                **{n: c for n, c in zip(result.layer_names, result.spike_counts)}}
     return out
@@ -101,9 +101,15 @@ def print_simulation(net, result: SimulationResult) -> None:
     print(f"{'layer':<10} {'neurons':>8} {'spikes':>10} {'per inference':>14} {'per neuron':>11}")
     print(f"{'input':<10} {int(np.prod(result.input_spike_counts.shape)):>8} {int(result.input_spike_counts.sum()):>10} "
           f"{result.input_spike_counts.sum() / result.samples:>14.1f}")
-    for row in result.to_json()["layers"]:
+    rows = result.to_json(net)["layers"]
+    for row in rows:
+        if row.get("readout") == "voltage":
+            print(f"{row['name']:<10} {row['neurons']:>8} {VOLTAGE_READOUT:>37}")
+            continue
         print(f"{row['name']:<10} {row['neurons']:>8} {row['spikes']:>10} {row['spikes_per_inference']:>14.1f} "
               f"{row['spikes_per_inference'] / row['neurons']:>11.3f}")
+    if any(row.get("readout") == "voltage" for row in rows):
+        print(VOLTAGE_READOUT_NOTE)
 
 
 def cmd_simulate(args) -> dict:
