@@ -231,3 +231,67 @@ def test_voltage_readout_is_explained_not_zero_spikes(snn_file, tmp_path, capsys
     assert main(["energy", str(net_file), "--from", str(sim)]) == 0
     table = capsys.readouterr().out
     assert "voltage readout" in [line for line in table.splitlines() if line.startswith("out ")][0]
+
+
+def readme_snippet() -> str:
+    text = open(os.path.join(ROOT, "README.md")).read()
+    return text.split("## From Python")[1].split("```python")[1].split("```")[0]
+
+
+@pytest.mark.lava
+def test_readme_python_snippet_runs(tmp_path, monkeypatch, capsys):
+    """The README's "From Python" block as written, with a smaller budget (fewer epochs, samples and Lava samples):
+    it writes its files in the working directory only, at the user's umask, logs without progress bars when stderr
+    is not a terminal, and a second run refuses to overwrite them."""
+    code = readme_snippet()
+    budget = {'load_dataset("digits")': 'load_dataset("digits", limit=300)', "epochs=30": "epochs=3",
+              "epochs=3,": "epochs=1,", "[:200]": "[:4]"}
+    for old, new in budget.items():
+        assert old in code, f"the README snippet changed: no {old!r}"
+        code = code.replace(old, new)
+    monkeypatch.chdir(tmp_path)
+    old_mask = os.umask(0o022)
+    try:
+        names = {}
+        exec(compile(code, "README.md", "exec"), names)
+    finally:
+        os.umask(old_mask)
+    out, err = capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.pt", "hybrid.pt", "model.net"]
+    assert all((p.stat().st_mode & 0o777) == 0o644 for p in tmp_path.iterdir())
+    assert out.strip().splitlines()[-1].startswith("T=5: ")      # (Lava prints a line of its own on import)
+    assert "\r" not in err and len(err) < 5000, err[-2000:]
+    from toolchain.deploy import ExportResult
+    from toolchain.quantization.fixed_point import SimulationResult
+    assert isinstance(names["exported"], ExportResult) and isinstance(names["result"], SimulationResult)
+    assert names["result"].network is not None and names["result"].to_json()["layers"][-1]["readout"] == "voltage"
+    from toolchain.errors import OutputExistsError
+    before = (tmp_path / "ann.pt").read_bytes()
+    writers = [l for l in code.splitlines() if 'out_path="' in l or "= export_snn(" in l]
+    assert len(writers) == 3
+    for line in writers:
+        with pytest.raises(OutputExistsError, match="exists; pass overwrite=True"):
+            exec(line, names)
+    assert (tmp_path / "ann.pt").read_bytes() == before
+
+
+def test_stages_without_an_output_path_write_nothing(digits_ann, digits, tmp_path, monkeypatch):
+    from toolchain.deploy import export_snn, simulate
+    from toolchain.finetune import finetune
+    from toolchain.training import TrainConfig
+    from toolchain.training.convert import convert
+    monkeypatch.chdir(tmp_path)
+    snn = convert(digits_ann, digits, timesteps=3, coding="direct", calib_samples=16)
+    hybrid = finetune(snn, digits, TrainConfig(epochs=1, batch_size=64), surrogate="linear", progress=False)
+    assert hybrid.snn.timesteps == 3 and hybrid.snn.surrogate["name"] == "linear"
+    exported = export_snn(hybrid, train_x=digits.train_x)
+    assert exported.path is None
+    result = simulate(exported.network, digits.test_x[:5], digits.test_y[:5], backend="emulator", progress=False)
+    net, same = result                                   # the (network, result) form still unpacks
+    assert net is exported.network and same is result
+    assert list(tmp_path.iterdir()) == []
+    convert(digits_ann, digits, timesteps=3, coding="direct", calib_samples=16, out_path="snn.pt")
+    assert (tmp_path / "snn.pt").exists()
+    from toolchain.errors import OutputExistsError
+    with pytest.raises(OutputExistsError):
+        convert(digits_ann, digits, timesteps=3, coding="direct", calib_samples=16, out_path="snn.pt")

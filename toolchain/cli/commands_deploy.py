@@ -37,7 +37,8 @@ def cmd_export(args) -> dict:
     ckpt = load_checkpoint(args.model, kind="snn")
     from .commands_train import data_for_checkpoint
     train_x = data_for_checkpoint(ckpt, args).train_x      # the input range (direct coding) and sign (Poisson)
-    net, report = export_snn(ckpt, args.output, train_x, allow_misfit=args.allow_misfit)
+    exported = export_snn(ckpt, args.output, train_x, allow_misfit=args.allow_misfit, overwrite=args.force)
+    net, report = exported.network, exported.report
     fit = report.fit
     print(layer_table(net))
     print("\nquantization (integer = float x scale; weights are 8-bit mantissas x 2):")

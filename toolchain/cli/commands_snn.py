@@ -38,7 +38,8 @@ def cmd_train_snn(args) -> dict:
     start = time.time()
     ckpt = train_snn(data, args.model, cfg, args.output, timesteps=args.timesteps, surrogate=surrogate.to_dict(),
                      batch_norm=args.batch_norm, threshold=args.threshold, neuron=args.neuron, leak=args.leak,
-                     coding=args.coding, resume=args.resume, progress=not args.no_progress, log=log_line)
+                     coding=args.coding, resume=args.resume, progress=not args.no_progress, log=log_line,
+                     overwrite=args.force)
     history = ckpt.training["state"]["history"]
     last = history[-1] if history else {}
     layers = ckpt.training["direct"]["layers"]

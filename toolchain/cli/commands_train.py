@@ -61,7 +61,7 @@ def cmd_train_ann(args) -> dict:
     data = data_from_args(args)
     start = time.time()
     ckpt = train_ann(data, args.model, cfg, args.output, resume=args.resume, batch_norm=args.batch_norm,
-                     progress=not args.no_progress, log=log_line)
+                     progress=not args.no_progress, log=log_line, overwrite=args.force)
     summary = {"command": "train-ann", "model": args.model, "dataset": data.name, "output": args.output,
                "split": data.split, **training_summary(ckpt, start)}
     print(f"ANN {args.model} on {data.name}: {describe_result(ckpt)} -> {args.output}")
@@ -138,7 +138,7 @@ def cmd_finetune(args) -> dict:
     start = time.time()
     ckpt = finetune(snn, data, cfg, args.output, timesteps=args.timesteps, surrogate=surrogate, neuron=args.neuron,
                     reset=args.reset,
-                    resume=args.resume, progress=not args.no_progress, log=log_line)
+                    resume=args.resume, progress=not args.no_progress, log=log_line, overwrite=args.force)
     T = ckpt.snn.timesteps
     summary = {"command": "finetune", "output": args.output, "timesteps": T, "surrogate": surrogate,
                "neuron": ckpt.snn.neuron, "start_test_accuracy": ckpt.metrics.get("start_test_accuracy"),

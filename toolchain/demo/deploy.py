@@ -32,13 +32,13 @@ def run_deploy(cfg, out_dir: str, data, hybrid, log: Callable[[str], None] = pri
     qat = finetune(hybrid, data, TrainConfig(epochs=cfg.deploy_epochs, lr=cfg.deploy_lr, batch_size=32, seed=cfg.seed,
                                              augment=cfg.augment),
                    os.path.join(out_dir, "loihi.pt"), neuron="loihi-cuba", surrogate={"name": "linear"},
-                   progress=progress)
+                   progress=progress, overwrite=True)                # the demo rewrites its own --out directory
     qat_acc = qat.metrics["test_accuracy"]
     log(f"[deploy 1/4] fine-tuned under Loihi CUBA dynamics and 8-bit quantization: validation "
         f"{qat.metrics['val_accuracy']:.2%} (start {qat.training['state']['history'][0]['val_accuracy']:.2%}), "
         f"test {qat_acc:.2%} at T={T}")
     path = os.path.join(out_dir, "model.net")
-    net, report = export_snn(qat, path, data.train_x)
+    net, report = export_snn(qat, path, data.train_x, overwrite=True)
     log(f"[deploy 2/4] exported {path}: " + ", ".join(f"{l.name} ({l.kind} {l.source})" for l in net.layers))
     net, emu = simulate(path, data.test_x, data.test_y, backend="emulator")
     log(f"[deploy 3/4] bit-exact emulator, whole test split: {emu.accuracy:.2%} on {emu.samples} samples "

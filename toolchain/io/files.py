@@ -28,3 +28,10 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def refuse_overwrite(path, overwrite: bool = False) -> None:
+    """OutputExistsError if `path` exists and `overwrite` is not set: no stage replaces a file silently."""
+    if path is not None and not overwrite and os.path.exists(os.fspath(path)):
+        from ..errors import OutputExistsError
+        raise OutputExistsError(f"{os.fspath(path)} exists; pass overwrite=True (--force) to replace it")

@@ -135,6 +135,11 @@ class SimulationResult:
     input_spike_counts: np.ndarray
     wall_time_s: float = 0.0
     output_values: Optional[np.ndarray] = None   # (N, classes) readout values
+    network: Optional[FxNetwork] = field(default=None, repr=False, compare=False)   # the network that ran
+
+    def __iter__(self):
+        """`net, result = simulate(...)`, the form before simulate returned the result alone, still unpacks."""
+        return iter((self.network, self))
 
     @property
     def accuracy(self) -> Optional[float]:
@@ -145,6 +150,7 @@ class SimulationResult:
     def to_json(self, network: Optional[FxNetwork] = None) -> dict:
         """Per layer its spikes; with the `network`, the layer read by its voltage says so ("readout": "voltage")."""
         layers = []
+        network = network if network is not None else self.network
         readout = network.readout_layer() if network is not None else None
         for i, (name, counts) in enumerate(zip(self.layer_names, self.spike_counts)):
             total = int(np.sum(counts))

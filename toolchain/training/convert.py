@@ -26,7 +26,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from ..io.checkpoint import Checkpoint
+from ..io.checkpoint import Checkpoint, save_checkpoint
+from ..io.files import refuse_overwrite
 from ..data import Dataset
 from ..coding import InputEncoder
 from ..errors import ConfigError
@@ -166,11 +167,14 @@ def _activation_thresholds(net: Network, state, scaler: UnitScaler, x: torch.Ten
 def convert(ann: Checkpoint, data: Dataset, timesteps: int = DEFAULT_TIMESTEPS, method: str = "spike",
             scale: float = 0.7, percentile: float = 100.0, calib_samples: int = 256, coding: str = "poisson",
             neuron: str = "if", leak: float = 1.0, seed: int = 0, device: str = "cpu",
-            calibration_steps: Optional[int] = None) -> Checkpoint:
+            calibration_steps: Optional[int] = None, out_path: Optional[str] = None,
+            overwrite: bool = False) -> Checkpoint:
     """Convert an ANN checkpoint into an SNN checkpoint of `timesteps` time steps (the T that fine-tuning, evaluation
     and export then use), its thresholds from `calib_samples` training images run for `calibration_steps` steps
     (default: `timesteps`; the spike method's maximum current grows with the steps it sees, so a network calibrated
-    over many steps has thresholds for many steps)."""
+    over many steps has thresholds for many steps). With `out_path` the checkpoint is also written there (an existing
+    file only with `overwrite`)."""
+    refuse_overwrite(out_path, overwrite)
     calibration_steps = timesteps if calibration_steps is None else calibration_steps
     if method not in METHODS:
         raise ConfigError(f"unknown conversion method {method!r}; valid: {', '.join(METHODS)}")
@@ -198,6 +202,9 @@ def convert(ann: Checkpoint, data: Dataset, timesteps: int = DEFAULT_TIMESTEPS, 
     config.thresholds, config.neuron = thresholds, neuron
     conversion = {"method": method, "scale": scale, "percentile": percentile, "calibration_samples": int(len(x)),
                   "calibration_timesteps": calibration_steps, "seed": seed}
-    return Checkpoint("snn", net, {k: v.detach().cpu() for k, v in model.state_dict().items()}, dict(ann.dataset),
-                      snn=config, training={"conversion": conversion},
-                      metrics={"ann_test_accuracy": ann.metrics.get("test_accuracy")})
+    snn = Checkpoint("snn", net, {k: v.detach().cpu() for k, v in model.state_dict().items()}, dict(ann.dataset),
+                     snn=config, training={"conversion": conversion},
+                     metrics={"ann_test_accuracy": ann.metrics.get("test_accuracy")})
+    if out_path is not None:
+        save_checkpoint(snn, out_path)
+    return snn
