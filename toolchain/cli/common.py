@@ -7,9 +7,6 @@ import math
 import os
 from typing import Any, List
 
-import numpy as np
-import torch
-
 from ..io.files import atomic_write
 from ..errors import ToolchainError
 
@@ -91,6 +88,8 @@ def _check_output(path: str, args) -> None:
 
 
 def _plain(obj: Any):
+    import numpy as np
+    import torch
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -121,8 +120,10 @@ def write_json(path: str, summary: dict) -> None:
 def configure_threads() -> None:
     """Use every core for torch's CPU kernels (torch may default to fewer in containers); under torchrun, this
     machine's cores divided among the run's processes on it."""
-    from ..training import distributed
-    if distributed.launched():
+    import torch
+    from .launch import launched
+    if launched():
+        from ..training import distributed
         torch.set_num_threads(distributed.threads_per_process())
         return
     n = os.cpu_count() or 1

@@ -21,6 +21,12 @@ ERROR_DIR = "SNNTC_ERROR_DIR"         # where each process writes its one-line e
 LOST = "lost: "                       # prefix of a process's line that only says it lost the others
 
 
+def launched() -> bool:
+    """Whether this process is one of several of a run launched by torchrun (WORLD_SIZE > 1); without importing
+    torch (toolchain.training.distributed.launched says the same)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
 def report(line: str, lost: bool = False) -> bool:
     """A launched process hands its one error line to the launcher (True), or there is none to hand it to (False:
     print it yourself)."""

@@ -1,16 +1,15 @@
 """Evaluation: accuracy and spikes of an SNN at a list of time steps (and the ANN beside it)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Dict, Iterable
 
 import numpy as np
 import torch
-from ..progress import tqdm
-
-from ..io.checkpoint import Checkpoint
-from dataclasses import replace
 
 from ..coding import InputEncoder
+from ..io.checkpoint import Checkpoint
+from ..progress import progress_bar
 from ..snn import SnnModel
 from .. import sharding
 from . import distributed
@@ -36,8 +35,8 @@ def evaluate_snn(model: SnnModel, x: np.ndarray, y: np.ndarray, timesteps: Itera
     for T in timesteps:
         encoder = InputEncoder(model.config.coding, seed=seed)
         correct, spikes, neurons = 0, {}, {}
-        for xb, yb, shard in tqdm(shards(x, y, batch_size, device), desc=f"SNN T={T}",
-                                  disable=not progress or not distributed.is_main(), leave=False):
+        for xb, yb, shard in progress_bar(shards(x, y, batch_size, device), progress and distributed.is_main(),
+                                          desc=f"SNN T={T}", leave=False):
             if shard is not None and not shard.real:
                 continue
             with sharding.shard_of_batch(shard):

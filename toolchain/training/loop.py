@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -27,6 +28,7 @@ from .. import sharding
 from . import distributed
 from .allocator import training_allocator
 from ..io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ..io.files import refuse_overwrite
 from ..errors import CheckpointError, ConfigError, TrainingWarning
 from .optim import make_adam
 from ..progress import progress_bar
@@ -192,14 +194,22 @@ class Run:
     baseline: bool = False
 
 
-def run_training(model: torch.nn.Module, data, cfg: TrainConfig, out_path: str, run: Run, resume: bool = False,
-                 progress: bool = True, log: Optional[Callable[[str], None]] = None) -> Checkpoint:
+def run_training(model: torch.nn.Module, data, cfg: TrainConfig, out_path: Optional[str], run: Run,
+                 resume: bool = False, progress: bool = True, log: Optional[Callable[[str], None]] = None,
+                 overwrite: bool = False) -> Checkpoint:
     """Train `model` for cfg.epochs (continuing the run at `out_path` with `resume`); returns the checkpoint written
-    at `out_path`: the best epoch's weights on validation, with its validation and test metrics.
+    at `out_path`: the best epoch's weights on validation, with its validation and test metrics. An existing
+    `out_path` is refused (OutputExistsError) unless `resume` or `overwrite`; without `out_path` the epochs' checkpoints
+    go to a temporary directory, removed at the end, and only the returned checkpoint remains.
 
     Under torchrun: every process calls this with the same arguments; rank 0's weights start every process, rank 0
     reads the checkpoint to resume (any earlier number of processes) and alone writes, logs and warns; the others
     return the same checkpoint, unwritten."""
+    if out_path is None:
+        with tempfile.TemporaryDirectory(prefix="snntc-") as tmp:
+            return run_training(model, data, cfg, os.path.join(tmp, "run.pt"), run, progress=progress, log=log)
+    if not resume:
+        refuse_overwrite(out_path, overwrite)
     rank, processes = distributed.world()
     main = rank == 0
     state, best = TrainState(), {"run_weights": None}
