@@ -18,6 +18,7 @@ from .io.checkpoint import Checkpoint
 from .data.datasets import RECORDED_KEYS
 from .coding import CODINGS, chip_input
 from .errors import ConfigError, DeploymentWarning, HardwareFitError, HardwareFitWarning, SimulationError
+from .limits import check_fixed_point_run
 from .quantization.fixed_point import STATE_MAX, FxNetwork, SimulationResult
 from .io.netx import read_netx, write_netx
 from .quantization.quantize import QuantReport, quantize_snn
@@ -72,6 +73,7 @@ def simulate(net_or_path, x: np.ndarray, labels: Optional[np.ndarray] = None, ti
     backend = backend or ("emulator" if len(x) > EMULATOR_DEFAULT_ABOVE and target == "sim" and fixed_point else "lava")
     simulator = SIMULATORS.get(backend)
     simulator.check(fixed_point, target)
+    check_fixed_point_run(net, len(x), net.timesteps, f"simulating on {backend}")
     inputs = encode_for_chip(net, x, seed=seed, timesteps=net.timesteps)
     # the user's own file goes to the stock loader, unless the time steps were changed
     source = net_or_path if isinstance(net_or_path, (str, os.PathLike)) and not timesteps else None

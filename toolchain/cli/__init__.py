@@ -1,76 +1,38 @@
 """`snntc`: the command line. Each command parses its arguments, calls one pipeline stage, prints
 a readable summary and, with --json FILE, writes the summary as JSON.
 
-User errors (ToolchainError) print one line on stderr and exit with status 2; nothing is written.
+Errors are one line on stderr with exit status 2 and nothing written (SNNTC_DEBUG=1 or --debug shows the
+traceback); Ctrl-C exits 130 with one line. This module imports nothing heavy, so that an interrupt or an error
+while torch and Lava load is reported like any other (toolchain.cli.app holds the commands).
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
 import sys
-import warnings
 from typing import List, Optional
 
-from ..errors import ToolchainError
-from . import commands_deploy, commands_formats, commands_snn, commands_train
-from .common import CliError
-
-COMMAND_MODULES = (commands_train, commands_snn, commands_deploy, commands_formats)
+DEBUG_FLAG = "--debug"
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line on stderr (exit 2), pointing at --help."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog="snntc",
-        description="Neuromorphic deployment toolchain: train an ANN, convert it to a spiking network, fine-tune it "
-                    "with STDB or train it directly, quantize it to Loihi fixed point, export a Lava-DL netx file, "
-                    "simulate it in Lava and estimate its energy.",
-        epilog="Typical flow: snntc train-ann -o ann.pt; snntc convert ann.pt -o snn.pt; snntc finetune snn.pt -o hybrid.pt; "
-               "snntc evaluate hybrid.pt --timesteps 5,10; snntc export hybrid.pt -o model.net; snntc simulate model.net. "
-               "Or all of it on the bundled digits: snntc demo.")
-    from .. import __version__
-    parser.add_argument("--version", action="version", version=f"snntc {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        module.register(sub)
-    return parser
-
-
-@contextlib.contextmanager
-def one_line_warnings(command: str):
-    """The toolchain's warnings (a Python user gets them from `warnings`) as one line each on stderr."""
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"snntc {command}: warning: {message}", file=sys.stderr, flush=True)
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        yield
+def debug_requested(argv: List[str]) -> bool:
+    return DEBUG_FLAG in argv or os.environ.get("SNNTC_DEBUG", "") not in ("", "0")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    """Run one command; returns its exit status (0, 2 for an error, 130 for an interrupt)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != DEBUG_FLAG]
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:              # --help (0) or an argument error (2, one line already printed)
-        return exc.code if isinstance(exc.code, int) else 2
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        with one_line_warnings(args.command):
-            args.func(args)
-        return 0
-    except (ToolchainError, CliError) as exc:
-        print(f"snntc {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        from .app import run
+        return run(argv, debug)
     except KeyboardInterrupt:
-        print(f"snntc {args.command}: interrupted (checkpoints written so far are kept; --resume continues)", file=sys.stderr)
+        if debug:
+            raise
+        print("snntc: interrupted while starting", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        os._exit(0)
+
+
+def build_parser():
+    from .app import build_parser as build
+    return build()

@@ -7,9 +7,11 @@ import os
 import numpy as np
 
 from ..io.checkpoint import load_checkpoint
+from ..limits import check_fixed_point_run
 from ..quantization.fixed_point import SimulationResult
 from ..targets import SIMULATORS, TARGETS
-from .common import CliError, check_output, configure_threads, positive_int, recorded_dataset, write_json
+from .common import (CliError, CommandIO, add_json_arg, configure_threads, positive_int, recorded_dataset, seed_int,
+                     timesteps_int, write_json)
 
 
 
@@ -27,7 +29,6 @@ def layer_table(net) -> str:
 # -- export ------------------------------------------------------------------------------------
 def cmd_export(args) -> dict:
     from ..deploy import export_snn
-    check_output(args.output, args)
     if args.format != "netx":
         from .commands_formats import export_other_format
         return export_other_format(args)
@@ -123,6 +124,7 @@ def cmd_verify(args) -> dict:
     configure_threads()
     net = read_netx(args.model, timesteps=args.timesteps)
     data = data_for_netx(net, args)
+    check_fixed_point_run(net, min(args.samples, len(data.test_x)), net.timesteps, "verifying", record=True)
     inputs = encode_for_chip(net, data.test_x[:args.samples], seed=args.seed)
     report = SIMULATORS.get("lava").compare(args.model if not args.timesteps else net, inputs,
                                              progress=not args.no_progress)
@@ -178,10 +180,13 @@ def cmd_fit(args) -> dict:
     return fit.to_json()
 
 
+SIMULATION_IO = CommandIO(inputs=("model",), outputs=("json", "plot"))
+
+
 def _sim_args(p, samples_default=200, hardware_target=True):
     p.add_argument("model", help="netx file (from snntc export, or any netx file of input/conv/flatten/dense CUBA layers)")
     p.add_argument("--samples", type=positive_int, default=samples_default, help=f"test samples (default {samples_default})")
-    p.add_argument("--timesteps", type=positive_int, default=None, help="time steps (default: the file's)")
+    p.add_argument("--timesteps", type=timesteps_int, default=None, help="time steps (default: the file's)")
     p.add_argument("--backend", default=None, choices=SIMULATORS.names(),
                    help=SIMULATORS.help() + " (default: Lava up to 32 samples, the emulator above)")
     p.add_argument("--float", action="store_true", help="Lava's floating-point models instead of fixed point")
@@ -189,11 +194,11 @@ def _sim_args(p, samples_default=200, hardware_target=True):
         hardware = list(dict.fromkeys(h for s in SIMULATORS.entries() for h in s.hardware))
         p.add_argument("--target", default="sim", choices=hardware,
                        help="where to run: sim (this machine's CPU) or a chip (loihi2 needs lava-loihi)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Poisson input")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the Poisson input")
     p.add_argument("--dataset", default=None, help="dataset (default: the one recorded in the file)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
+    add_json_arg(p)
 
 
 def register(sub) -> None:
@@ -205,13 +210,12 @@ def register(sub) -> None:
     p.add_argument("model", help="SNN checkpoint")
     p.add_argument("-o", "--output", required=True, help="output file (model.net)")
     p.add_argument("--format", default="netx", choices=["netx", "nir", "onnx"], help="netx (default), nir, onnx")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--allow-misfit", action="store_true",
                    help="write a netx file even if the network does not fit Loihi 2 (by default export then exits "
                         "with status 2, naming the layer and the limit, and writes nothing)")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
-    p.set_defaults(func=cmd_export)
+    add_json_arg(p)
+    p.set_defaults(func=cmd_export, io=CommandIO(inputs=("model",), outputs=("output", "json")))
 
     p = sub.add_parser("simulate", help="run a netx file in Lava (or the bit-exact emulator) on test samples",
                        description="Feed coded test samples through the network and print accuracy, spikes per layer "
@@ -220,13 +224,13 @@ def register(sub) -> None:
     p.add_argument("--energy", action="store_true", help="also print the energy table")
     p.add_argument("--energy-target", default="loihi", choices=TARGETS.names(), help=TARGETS.help(default="loihi"))
     p.add_argument("--plot", metavar="PNG", help="with --energy: plot energy per layer")
-    p.set_defaults(func=cmd_simulate)
+    p.set_defaults(func=cmd_simulate, io=SIMULATION_IO)
 
     p = sub.add_parser("verify", help="compare the emulator with Lava spike for spike and voltage for voltage",
                        description="Run both backends on the same coded samples, recording every layer's spikes and "
                                    "voltages at every step; report zero mismatches or the first one.")
     _sim_args(p, samples_default=4)
-    p.set_defaults(func=cmd_verify)
+    p.set_defaults(func=cmd_verify, io=CommandIO(inputs=("model",)))
 
     p = sub.add_parser("energy", help="energy per inference from counted synaptic operations",
                        description="Count spikes, synaptic operations (each input spike times its real fan-out) and "
@@ -238,7 +242,7 @@ def register(sub) -> None:
     p.set_defaults(sim_target="sim")
     p.add_argument("--from", dest="from_json", metavar="SIMULATION.json", help="use a 'snntc simulate --json' result")
     p.add_argument("--plot", metavar="PNG", help="bar chart of energy per layer, SNN beside ANN")
-    p.set_defaults(func=cmd_energy)
+    p.set_defaults(func=cmd_energy, io=CommandIO(inputs=("model", "from_json"), outputs=("json", "plot")))
 
     p = sub.add_parser("fit", help="check that a netx network fits on Loihi 2",
                        description="Cores per layer from neurons, synaptic memory and fan-in per core; chips needed. "
@@ -247,8 +251,8 @@ def register(sub) -> None:
     fitting = TARGETS.names(lambda t: t.fit is not None)
     p.add_argument("--limits", default="loihi2", choices=fitting,
                    help=f"the hardware whose limits (its limits.json) to check against: {', '.join(fitting)} (default loihi2)")
-    p.add_argument("--json", metavar="FILE")
-    p.set_defaults(func=cmd_fit)
+    add_json_arg(p)
+    p.set_defaults(func=cmd_fit, io=CommandIO(inputs=("model",)))
 
     from . import commands_demo
     commands_demo.register(sub)

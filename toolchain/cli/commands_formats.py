@@ -7,8 +7,7 @@ import os
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..errors import DataError
 from ..ir import Residual, chain_shapes
-from .common import (CliError, add_data_args, add_output_args, check_output, configure_threads, positive_int,
-                     write_json)
+from .common import CliError, CommandIO, add_data_args, add_output_args, configure_threads, positive_int, write_json
 
 
 def _layer_rows(layers, shape, sources, depth=0):
@@ -41,7 +40,6 @@ def cmd_import(args) -> dict:
     from ..io.onnx import import_onnx
     from .commands_train import data_from_args
     configure_threads()
-    check_output(args.output, args)
     ckpt = import_onnx(args.model, num_classes=args.num_classes)
     net = ckpt.network
     data = data_from_args(args)
@@ -83,8 +81,7 @@ def _train_x_if_available(ckpt, args):
 
 
 def export_other_format(args) -> dict:
-    """`snntc export MODEL --format nir|onnx -o FILE` (the output was checked by cmd_export)."""
-    check_output(args.output, args)
+    """`snntc export MODEL --format nir|onnx -o FILE` (the outputs were checked before the command ran)."""
     if args.format == "nir":
         from ..io.nir import export_nir
         ckpt = load_checkpoint(args.model, kind="snn")
@@ -132,4 +129,4 @@ def register(sub) -> None:
                    help="expected number of classes (checked against the model's output)")
     add_data_args(p)
     add_output_args(p, help_text="output ANN checkpoint")
-    p.set_defaults(func=cmd_import)
+    p.set_defaults(func=cmd_import, io=CommandIO(inputs=("model",), outputs=("output", "json")))

@@ -12,8 +12,12 @@ from ..neurons import NEURONS
 from ..data import load_dataset
 from ..progress import log_line
 from ..training.loop import TrainConfig, resolve_device
-from .common import (add_data_args, recorded_dataset, add_output_args, add_train_args, check_output, configure_threads,
-                     int_list, positive_int, write_json)
+from .common import (CommandIO, add_data_args, add_json_arg, add_output_args, add_train_args, configure_threads,
+                     int_list, nonnegative_float, positive_float, positive_int, recorded_dataset, seed_int, timesteps_int,
+                     write_json)
+
+
+TRAINING_IO = CommandIO(outputs=("output", "json"), resumable="output")
 
 
 def data_from_args(args):
@@ -53,7 +57,6 @@ def describe_result(ckpt) -> str:
 def cmd_train_ann(args) -> dict:
     from ..training.ann import train_ann
     configure_threads()
-    check_output(args.output, args)
     cfg = train_config(args)
     resolve_device(cfg.device)
     data = data_from_args(args)
@@ -97,7 +100,6 @@ def cmd_convert(args) -> dict:
     from ..training.convert import convert
     from ..training.evaluate import evaluate_snn, load_snn
     configure_threads()
-    check_output(args.output, args)
     ann = load_checkpoint(args.ann, kind="ann")
     data = data_for_checkpoint(ann, args)
     device = resolve_device(args.device)
@@ -123,7 +125,6 @@ def cmd_convert(args) -> dict:
 def cmd_finetune(args) -> dict:
     from ..training.finetune import finetune
     configure_threads()
-    check_output(args.output, args)
     snn = load_checkpoint(args.snn, kind="snn")
     data = data_for_checkpoint(snn, args)
     cfg = train_config(args)
@@ -214,16 +215,16 @@ def register(sub) -> None:
     add_data_args(p)
     add_train_args(p, epochs=30, lr=3e-3)
     add_output_args(p)
-    p.set_defaults(func=cmd_train_ann)
+    p.set_defaults(func=cmd_train_ann, io=TRAINING_IO)
 
     p = sub.add_parser("models", help="list the networks with their input size, parameters and Loihi 2 fit",
                        description="Every network `--model` accepts: the input it suits, its parameters and synaptic "
                                    "layers, and whether its deployed form (pooling folded, 8-bit weights) fits "
                                    "Loihi 2 and on how many cores, measured at its own input size or at --input-shape.")
-    p.add_argument("--input-shape", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
+    p.add_argument("--input-shape", type=positive_int, nargs=3, metavar=("C", "H", "W"), default=None,
                    help="measure every model at this input (default: each at the input it suits)")
     p.add_argument("--classes", type=positive_int, default=10, help="output classes (default 10)")
-    p.add_argument("--json", metavar="FILE", help="write the table as JSON")
+    add_json_arg(p, "write the table as JSON")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("convert", help="convert an ANN checkpoint to an SNN by threshold balancing",
@@ -231,19 +232,19 @@ def register(sub) -> None:
                                    "threshold from the input current it receives (Rathi et al. 2020), or from the "
                                    "ANN's activations (--method activation, Rueckauer et al. 2017).")
     p.add_argument("ann", help="ANN checkpoint (from train-ann or import)")
-    p.add_argument("--timesteps", type=positive_int, default=100, help="time steps for calibration (default 100)")
+    p.add_argument("--timesteps", type=timesteps_int, default=100, help="time steps for calibration (default 100)")
     p.add_argument("--method", default="spike", choices=["spike", "activation"], help="threshold source (default spike)")
-    p.add_argument("--scale", type=float, default=0.7, help="threshold scaling factor (paper default 0.7)")
-    p.add_argument("--percentile", type=float, default=100.0, help="percentile of currents (100 = max)")
+    p.add_argument("--scale", type=positive_float, default=0.7, help="threshold scaling factor (paper default 0.7)")
+    p.add_argument("--percentile", type=positive_float, default=100.0, help="percentile of currents (100 = max)")
     p.add_argument("--calibration-samples", type=positive_int, default=256, help="training images for calibration")
     p.add_argument("--coding", default="poisson", choices=CODINGS.names(), help=CODINGS.help(default="poisson"))
     p.add_argument("--neuron", default="if", choices=NEURONS.names(), help=NEURONS.help(default="if"))
-    p.add_argument("--leak", type=float, default=1.0, help="membrane leak for lif (1.0 = integrate-and-fire)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--leak", type=positive_float, default=1.0, help="membrane leak for lif (1.0 = integrate-and-fire)")
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")
     add_output_args(p)
-    p.set_defaults(func=cmd_convert)
+    p.set_defaults(func=cmd_convert, io=CommandIO(inputs=("ann",), outputs=("output", "json")))
 
     p = sub.add_parser("finetune", help="fine-tune an SNN with spike-based backpropagation (STDB)",
                        description="Back-propagate through the T time steps with a surrogate gradient: the linear "
@@ -252,17 +253,17 @@ def register(sub) -> None:
                                    "has not fired). "
                                    "With --neuron loihi-cuba the network trains under Loihi's dynamics and quantization.")
     p.add_argument("snn", help="SNN checkpoint (from convert)")
-    p.add_argument("--timesteps", type=positive_int, default=None, help="time steps (default: the checkpoint's)")
+    p.add_argument("--timesteps", type=timesteps_int, default=None, help="time steps (default: the checkpoint's)")
     p.add_argument("--surrogate", default="linear", help="linear (default), stdb, fast-sigmoid, arctan, rectangular")
-    p.add_argument("--alpha", type=float, default=None, help="surrogate height (STDB default 0.3)")
-    p.add_argument("--beta", type=float, default=None, help="STDB decay per time step (default 0.01)")
-    p.add_argument("--width", type=float, default=None, help="surrogate width (non-STDB surrogates)")
+    p.add_argument("--alpha", type=nonnegative_float, default=None, help="surrogate height (STDB default 0.3)")
+    p.add_argument("--beta", type=nonnegative_float, default=None, help="STDB decay per time step (default 0.01)")
+    p.add_argument("--width", type=positive_float, default=None, help="surrogate width (non-STDB surrogates)")
     p.add_argument("--neuron", default=None, choices=NEURONS.names(), help="switch the neuron model: " + NEURONS.help())
     p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")
     p.add_argument("--limit", type=positive_int, default=None, help=argparse.SUPPRESS)
     add_train_args(p, epochs=3, lr=3e-4, batch=32)
     add_output_args(p)
-    p.set_defaults(func=cmd_finetune)
+    p.set_defaults(func=cmd_finetune, io=CommandIO(inputs=("snn",), outputs=("output", "json"), resumable="output"))
 
     p = sub.add_parser("evaluate", help="accuracy and spikes of an ANN or SNN checkpoint",
                        description="Test accuracy of an ANN checkpoint, or of an SNN checkpoint at each of a list of "
@@ -270,9 +271,9 @@ def register(sub) -> None:
     p.add_argument("model", nargs="+", help="ANN or SNN checkpoint(s); several are also shown side by side "
                                              "(e.g. ann.pt snn.pt hybrid.pt)")
     p.add_argument("--timesteps", type=int_list, default=None, help="comma-separated, e.g. 5,10,20")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Poisson input")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the Poisson input")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
-    p.set_defaults(func=cmd_evaluate)
+    add_json_arg(p, "write the results as JSON")
+    p.set_defaults(func=cmd_evaluate, io=CommandIO(inputs=("model",)))

@@ -51,6 +51,7 @@ A residual network has no fixed-point form (netx runs chains only): its graph me
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Dict, List, Optional, Tuple
@@ -59,7 +60,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint
-from .files import atomic_write
+from .files import atomic_write_bytes
 from ..errors import ExportError, LoweringError, QuantizationError
 from ..ir import AvgPool2d, Conv2d, Flatten, Linear, Residual, Spike, iter_layers
 from ..ir.passes import fold_batch_norms
@@ -255,10 +256,10 @@ def export_nir(snn_ckpt: Checkpoint, path: str, train_x: Optional[np.ndarray] = 
     if probe and not os.path.isdir(probe):
         raise ExportError(f"{path}: cannot write there ({probe} is a file, not a directory)")
     graph = build_nir(snn_ckpt, train_x, dt)
+    buffer = io.BytesIO()          # serialized in memory: a full disk is then one plain write's one-line error
     try:
-        atomic_write(path, lambda tmp: nir.write(tmp, graph))
-    except OSError as exc:
-        raise ExportError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        nir.write(buffer, graph)
     except (TypeError, ValueError) as exc:
         raise ExportError(f"{path}: NIR could not serialize the graph ({type(exc).__name__}: {exc})") from None
+    atomic_write_bytes(path, buffer.getvalue())
     return graph

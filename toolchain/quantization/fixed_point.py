@@ -45,6 +45,17 @@ VTH_MAX = 2 ** 17 - 1                  # 17-bit threshold mantissa
 BIAS_MIN, BIAS_MAX = -4096, 4095       # 13-bit signed bias mantissa
 STATE_MAX = 2 ** 23 - 1                # 24-bit state (u wraps, v clips)
 DECAY_UNITY = 4096                     # 12-bit decays
+READOUTS = ("voltage", "spikes")
+
+
+def _integers(values: np.ndarray, what: str, name: str) -> np.ndarray:
+    """Values that must be finite integers (NaN would become INT64_MIN on the chip's integer path)."""
+    if values.dtype.kind == "f" and not (np.all(np.isfinite(values)) and np.all(values == np.round(values))):
+        bad = "NaN or infinite" if not np.all(np.isfinite(values)) else "non-integer"
+        raise QuantizationError(f"layer '{name}': {what} hold {bad} values; Loihi's are integers")
+    if values.dtype.kind not in "iufb":
+        raise QuantizationError(f"layer '{name}': {what} are {values.dtype}, not integers")
+    return values
 
 
 @dataclass
@@ -73,7 +84,10 @@ class FxLayer:
         return int(np.prod(self.output_shape))
 
     def validate(self) -> None:
-        w = np.asarray(self.weight)
+        w = _integers(np.asarray(self.weight), "weights", self.name)
+        for what, v in (("threshold", self.vth), ("current decay", self.i_decay), ("voltage decay", self.v_decay)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise QuantizationError(f"layer '{self.name}': the {what} is {v!r}, not an integer")
         if w.size and (w.min() < WEIGHT_MIN or w.max() > WEIGHT_MAX):
             raise QuantizationError(f"layer '{self.name}': weights span [{w.min()}, {w.max()}], "
                                     f"outside Loihi's [{WEIGHT_MIN}, {WEIGHT_MAX}]")
@@ -83,8 +97,8 @@ class FxLayer:
             raise QuantizationError(f"layer '{self.name}': decays (current {self.i_decay}, voltage {self.v_decay}) "
                                     f"outside [1, 4096] and [0, 4095]")
         if self.bias is not None:
-            b = np.asarray(self.bias)
-            if b.min() < BIAS_MIN or b.max() > BIAS_MAX:
+            b = _integers(np.asarray(self.bias), "biases", self.name)
+            if b.size and b.min() < BIAS_MIN or b.max() > BIAS_MAX:
                 raise QuantizationError(f"layer '{self.name}': bias spans [{b.min()}, {b.max()}], "
                                         f"outside the 13-bit range [{BIAS_MIN}, {BIAS_MAX}]")
 
@@ -107,7 +121,7 @@ class FxNetwork:
     def validate(self) -> None:
         for layer in self.layers:
             layer.validate()
-        if self.readout not in ("voltage", "spikes"):
+        if self.readout not in READOUTS:
             raise QuantizationError(f"readout must be 'voltage' or 'spikes', not {self.readout!r}")
 
 

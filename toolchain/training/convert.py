@@ -32,6 +32,7 @@ from ..coding import InputEncoder
 from ..errors import ConfigError
 from ..ir import SYNAPTIC, Network, Residual, Spike
 from ..ir.passes import fold_batch_norms
+from ..limits import check_snn_run
 from ..neurons import NEURONS
 from ..snn import SnnConfig, SnnModel
 from ..ir.torch_net import AnnModel
@@ -182,13 +183,18 @@ def convert(ann: Checkpoint, data: Dataset, timesteps: int = 100, method: str = 
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data.train_x), generator=gen)[:calib_samples]
     x = torch.as_tensor(data.train_x[idx.numpy()]).to(device)
+    check_snn_run(net, len(x), timesteps, "calibrating the thresholds", device)
     if method == "spike":
         thresholds = _spike_thresholds(model, scaler, x, timesteps, scale, percentile, seed)
     else:
         thresholds = _activation_thresholds(net, state, scaler, x, scale, percentile)
     if scaler.pending:
         raise ConfigError(f"layers {', '.join(p.layer for p in scaler.pending)} were never reached in calibration")
-    config.thresholds, config.neuron = thresholds, neuron
+    dead = [name for name, v in thresholds.items() if not 0 < v < math.inf]
+    if dead:
+        raise ConfigError(f"spiking layer '{dead[0]}' got a threshold of {thresholds[dead[0]]} in calibration (no "
+                          f"positive, finite input current: dead or diverged weights before it); retrain the ANN")
+    config = replace(config, thresholds=thresholds, neuron=neuron)
     conversion = {"method": method, "scale": scale, "percentile": percentile, "calibration_samples": int(len(x)),
                   "calibration_timesteps": timesteps, "seed": seed}
     return Checkpoint("snn", net, {k: v.detach().cpu() for k, v in model.state_dict().items()}, dict(ann.dataset),

@@ -11,6 +11,7 @@ from ..io.checkpoint import Checkpoint
 from dataclasses import replace
 
 from ..coding import InputEncoder
+from ..limits import check_snn_run
 from ..snn import SnnModel
 from .loop import batches
 
@@ -28,6 +29,8 @@ def evaluate_snn(model: SnnModel, x: np.ndarray, y: np.ndarray, timesteps: Itera
     """Per T: accuracy, spikes per inference (all spiking layers), and per layer spikes per neuron per inference."""
     model.eval()
     device = next(model.parameters()).device
+    timesteps = [int(T) for T in timesteps]
+    check_snn_run(model.net, min(batch_size, max(len(x), 1)), max(timesteps), "evaluating the SNN", device)
     results = {}
     for T in timesteps:
         encoder = InputEncoder(model.config.coding, seed=seed)

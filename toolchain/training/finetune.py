@@ -16,6 +16,7 @@ from ..io.checkpoint import Checkpoint
 from ..data import Dataset
 from ..coding import InputEncoder
 from ..errors import CheckpointError
+from ..limits import check_snn_run
 from ..neurons import NEURONS
 from .evaluate import evaluate_snn, load_snn
 from .loop import Run, TrainConfig, resolve_device, run_training, seed_everything
@@ -35,12 +36,15 @@ def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, ti
         overrides["surrogate"] = surrogate
     if neuron:
         overrides["neuron"] = neuron
+        if "leak" not in NEURONS.get(neuron).reads:       # a leak belongs to the neuron model it was set for
+            overrides["leak"] = 1.0
     coding = snn.snn.input_coding
     if NEURONS.get(neuron or snn.snn.neuron).trains_deployed and coding.graded:   # the chip's input scale, trained
         overrides["input_scale"] = coding.input_scale(data.train_x)
     model = load_snn(snn, device, **overrides)
     config = model.config
     T = config.timesteps
+    check_snn_run(model.net, min(cfg.batch_size, len(data.train_x)), T, "fine-tuning", device)
 
     def check_resume(prev):
         if prev.kind != "snn" or prev.network.to_dict() != snn.network.to_dict():
