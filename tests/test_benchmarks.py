@@ -37,3 +37,17 @@ def test_qat_step_benchmark_reports_both_sides_and_their_ratio(tmp_path):
     qat = next(r for r in res if r["side"] == "loihi-cuba")
     assert qat["ratio"] > 0 and qat["ratio_paired"] > 0 and set(qat["spike_rates"]) == {"spike0", "spike2", "fc_spike0"}
     assert "QAT/float" in proc.stdout
+
+
+def test_hybrid_method_benchmark_reports_steps_ratios(tmp_path):
+    out = tmp_path / "hybrid.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "hybrid_method.py"), "--datasets", "digits",
+                           "--codings", "direct", "--ann-epochs", "1", "--finetune-epochs", "1", "--limit", "64",
+                           "--max-timesteps", "10", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads(out.read_text())["results"][0]
+    assert row["dataset"] == "digits" and len(row["codings"]) == 1
+    r = row["codings"][0]
+    assert set(r["converted"]) == {"1", "2", "3", "4", "5", "6", "8", "10"} == set(r["converted_long_calibration"])
+    assert r["hybrid_timesteps"] == 5 and 0 <= r["hybrid_accuracy"] <= 1
+    assert "steps ratio" in proc.stdout

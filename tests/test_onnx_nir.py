@@ -26,7 +26,7 @@ from toolchain.errors import ExportError, ImportModelError  # noqa: E402
 from toolchain.ir import (AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Network, Residual, Spike,  # noqa: E402
                           iter_layers)
 from toolchain.io.netx import read_netx  # noqa: E402
-from toolchain.io.nir import export_nir  # noqa: E402
+from toolchain.io.nir import NO_LEAK_STEPS, NirOptions, export_nir  # noqa: E402
 from toolchain.io.onnx import export_onnx, import_onnx  # noqa: E402
 from toolchain.quantization.quantize import quantize_snn  # noqa: E402
 from toolchain.snn import SnnConfig, SnnModel  # noqa: E402
@@ -315,6 +315,8 @@ def simulate_nir(graph, seq):
                 y = F.linear(x, t64(node.weight))
             elif isinstance(node, nir.AvgPool2d):
                 y = F.avg_pool2d(x, tuple(node.kernel_size), tuple(node.stride))
+            elif isinstance(node, nir.SumPool2d):
+                y = F.avg_pool2d(x, tuple(node.kernel_size), tuple(node.stride), divisor_override=1)
             elif isinstance(node, nir.Flatten):
                 y = x.flatten(1)
             elif isinstance(node, (nir.IF, nir.LIF)):
@@ -336,7 +338,7 @@ def simulate_nir(graph, seq):
     return total / seq.shape[0]
 
 
-def assert_graph_matches_checkpoint(graph, ckpt, dt=1.0):
+def assert_graph_matches_checkpoint(graph, ckpt, dt=1e-4):
     """Node by node: the network's layers (batch norm folded, dropout left out), weights, neuron parameters."""
     from toolchain.ir.passes import fold_batch_norms
     net, state = fold_batch_norms(ckpt.network, ckpt.state_dict, prefix="layers.")
@@ -346,7 +348,7 @@ def assert_graph_matches_checkpoint(graph, ckpt, dt=1.0):
     for layer in iter_layers(net.layers):
         node = graph.nodes.get(layer.name)
         if isinstance(layer, (Conv2d, Linear)):
-            w = state[f"layers.{layer.name}.weight"].numpy()
+            w = state[f"layers.{layer.name}.weight"].numpy() / node.metadata.get("weight_divided_by", 1)
             assert np.array_equal(node.weight, w)
             b = state.get(f"layers.{layer.name}.bias")
             if isinstance(layer, Conv2d):
@@ -356,22 +358,23 @@ def assert_graph_matches_checkpoint(graph, ckpt, dt=1.0):
             elif b is not None:
                 assert isinstance(node, nir.Affine) and np.array_equal(node.bias, b.numpy())
             else:
-                assert isinstance(node, nir.Linear)
+                assert isinstance(node, nir.Linear) or (isinstance(node, nir.Affine) and not np.any(node.bias))
         elif isinstance(layer, AvgPool2d):
-            assert isinstance(node, nir.AvgPool2d) and list(node.kernel_size) == [layer.kernel_size] * 2
+            assert isinstance(node, (nir.AvgPool2d, nir.SumPool2d)) and list(node.kernel_size) == [layer.kernel_size] * 2
             assert list(node.stride) == [layer.kernel_size] * 2
         elif isinstance(layer, Flatten):
-            assert isinstance(node, nir.Flatten) and node.start_dim == 0
+            assert isinstance(node, nir.Flatten) and node.start_dim == -len(node.input_type["input"])
         elif isinstance(layer, Spike):
             theta = np.float32(cfg.thresholds[layer.name])
             assert np.all(node.v_threshold == theta) and np.all(node.v_reset == 0)
             if cfg.neuron == "loihi-cuba":
                 assert isinstance(node, nir.CubaLIF) and node.metadata["reset"] == "zero"
                 assert np.allclose(node.tau_syn, dt * 4096 / cfg.i_decay) and np.allclose(node.w_in, 4096 / cfg.i_decay)
+                assert np.all(node.tau_syn.astype(np.float64) >= dt * 4096 / cfg.i_decay)     # never below dt
                 if cfg.v_decay:
                     assert np.allclose(node.tau_mem, dt * 4096 / cfg.v_decay) and np.allclose(node.r, 4096 / cfg.v_decay)
-                else:
-                    assert np.all(np.isinf(node.tau_mem)) and np.all(np.isinf(node.r))
+                else:       # no leak: finite, and 1 - dt / tau_mem is 1.0 in float32
+                    assert np.all(node.r == NO_LEAK_STEPS) and np.all(np.float32(1 - dt / node.tau_mem) == 1.0)
             elif cfg.neuron == "lif" and cfg.leak < 1:
                 assert isinstance(node, nir.LIF) and node.metadata["reset"] == "subtract"
                 assert np.allclose(node.tau, dt / (1 - cfg.leak)) and np.allclose(node.r, 1 / (1 - cfg.leak))
@@ -391,18 +394,22 @@ def assert_same_graph(a, b):
                 assert np.array_equal(np.asarray(getattr(node, field)), np.asarray(getattr(other, field))), (name, field)
 
 
-@pytest.mark.parametrize("make,neuron,leak,bias", [(dense_net, "if", 1.0, True), (conv_pool_net, "lif", 0.8, False),
-                                                   (residual_net, "if", 1.0, True)])
-def test_nir_round_trip_and_simulation_match_the_snn(make, neuron, leak, bias, tmp_path):
+@pytest.mark.parametrize("make,neuron,leak,bias,options", [
+    (dense_net, "if", 1.0, True, NirOptions()), (conv_pool_net, "lif", 0.8, False, NirOptions()),
+    (conv_pool_net, "lif", 0.8, False, NirOptions(dt=1.0, pool="avg", dense="linear")),
+    (residual_net, "if", 1.0, True, NirOptions(pool="avg"))])
+def test_nir_round_trip_and_simulation_match_the_snn(make, neuron, leak, bias, options, tmp_path):
     net = make()
     ckpt = _snn_ckpt(net, neuron=neuron, leak=leak, bias=bias)
     x = torch.as_tensor(np.random.default_rng(0).normal(size=(4,) + net.input_shape).astype(np.float32))
     path = str(tmp_path / "model.nir")
-    graph = export_nir(ckpt, path, x.numpy())
+    graph = export_nir(ckpt, path, x.numpy(), options)
     back = nir.read(path)
     assert_same_graph(graph, back)
-    assert_graph_matches_checkpoint(back, ckpt)
-    assert back.metadata["reset_mode"] == "subtract" and back.metadata["dt"] == 1.0
+    assert_graph_matches_checkpoint(back, ckpt, dt=options.dt)
+    assert back.metadata["reset_mode"] == "subtract" and back.metadata["dt"] == options.dt
+    pools = {type(n).__name__ for n in back.nodes.values() if "Pool" in type(n).__name__}
+    assert pools <= {"SumPool2d" if options.pool == "sum" else "AvgPool2d"}
     assert back.metadata["timesteps"] == 6 and back.metadata["input_coding"] == "direct"
     if make is residual_net:        # the sums: two edges into the spiking layer after each block
         assert {a for a, b in back.edges if b == "blk_s"} == {"b_c2", "stem_s"}
@@ -424,7 +431,7 @@ def test_nir_loihi_cuba_parameters_and_fixed_point_metadata(tmp_path):
     net = conv_pool_net()
     ckpt = _snn_ckpt(net, neuron="loihi-cuba", coding="poisson", i_decay=1024, v_decay=128, bias=True)
     path = str(tmp_path / "cuba.nir")
-    export_nir(ckpt, path, dt=1e-3)
+    export_nir(ckpt, path, options=NirOptions(dt=1e-3))
     back = nir.read(path)
     assert_graph_matches_checkpoint(back, ckpt, dt=1e-3)
     assert back.metadata["reset_mode"] == "zero" and back.metadata["neuron_model"] == "loihi-cuba"

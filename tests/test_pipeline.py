@@ -146,6 +146,26 @@ def test_checkpoint_kind_is_checked(tmp_path):
         load_checkpoint(str(tmp_path / "junk.pt"))
 
 
+def test_a_checkpoint_from_before_the_typed_config_loads(tmp_path):
+    """Older checkpoints hold the SNN settings as a plain dict without a version, input_scale 1.0 for "not set"; they
+    load into the typed SnnConfig, and are written back as its versioned dict."""
+    ann = tiny_ann()
+    old = {"thresholds": {"s1": 1.5, "s2": 0.5}, "neuron": "loihi-cuba", "leak": 1.0, "coding": "direct",
+           "timesteps": 7, "surrogate": {"name": "linear"}, "i_decay": 1024, "v_decay": 128, "input_scale": 1.0}
+    payload = {**Checkpoint("snn", ann.network, ann.state_dict, {"name": "tiny"}).to_payload(), "snn": old}
+    torch.save(payload, tmp_path / "old.pt")
+    ckpt = load_checkpoint(str(tmp_path / "old.pt"), "snn")
+    assert isinstance(ckpt.snn, SnnConfig) and ckpt.snn.input_scale is None
+    assert (ckpt.snn.neuron, ckpt.snn.coding, ckpt.snn.timesteps, ckpt.snn.i_decay) == ("loihi-cuba", "direct", 7, 1024)
+    assert ckpt.snn.thresholds == old["thresholds"] and ckpt.snn.deployed_input_scale() == 1.0
+    save_checkpoint(ckpt, str(tmp_path / "new.pt"))
+    stored = torch.load(tmp_path / "new.pt", weights_only=False)["snn"]
+    assert stored["version"] == SnnConfig.VERSION and stored["input_scale"] is None
+    assert load_checkpoint(str(tmp_path / "new.pt")).snn == ckpt.snn
+    scaled = SnnConfig.from_dict({**ckpt.snn.to_dict(), "input_scale": 1.0})       # a versioned 1.0 is a scale
+    assert scaled.input_scale == 1.0
+
+
 def test_qat_forward_equals_the_bit_exact_emulator(tiny_dense_data):
     """The toolchain's loihi-cuba model (what training sees) computes what the deployed network computes."""
     from hw_targets.simulators.emulator import run_emulator

@@ -54,3 +54,18 @@ def test_make_demo_from_a_fresh_clone(tmp_path):
     assert {"ann_accuracy", "converted", "hybrid", "steps_ratio", "deploy"} <= set(summary)
     assert summary["deploy"]["lava"]["agrees_with_emulator"] is True
     assert (out_dir / "model.net").exists() and (out_dir / "accuracy_vs_timesteps.png").exists()
+
+
+def test_readme_python_api_imports():
+    """The README's "From Python" snippet imports the documented entry points; each is the stage itself."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    block = text.split("## From Python")[1].split("```python")[1].split("```")[0]
+    imports = [line for line in block.splitlines() if line.startswith("from toolchain")]
+    assert len(imports) == 6
+    names = {}
+    exec("\n".join(imports), names)
+    from toolchain.training.ann import train_ann
+    from toolchain.training.convert import convert
+    from toolchain.training.finetune import finetune
+    assert (names["train_ann"], names["convert"], names["finetune"]) == (train_ann, convert, finetune)
+    assert callable(names["export_snn"]) and callable(names["simulate"]) and callable(names["load_dataset"])

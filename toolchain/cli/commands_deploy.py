@@ -10,6 +10,7 @@ from ..io.checkpoint import load_checkpoint
 from ..limits import check_fixed_point_run
 from ..quantization.fixed_point import SimulationResult
 from ..targets import SIMULATORS, TARGETS
+from .commands_formats import add_nir_export_args
 from .common import (CliError, CommandIO, add_json_arg, configure_threads, positive_int, recorded_dataset, seed_int,
                      timesteps_int, write_json)
 
@@ -215,6 +216,7 @@ def register(sub) -> None:
                         "with status 2, naming the layer and the limit, and writes nothing)")
     p.add_argument("--data-root", default=None)
     add_json_arg(p)
+    add_nir_export_args(p)
     p.set_defaults(func=cmd_export, io=CommandIO(inputs=("model",), outputs=("output", "json")))
 
     p = sub.add_parser("simulate", help="run a netx file in Lava (or the bit-exact emulator) on test samples",

@@ -133,6 +133,7 @@ def cmd_finetune(args) -> dict:
     surrogate = get_surrogate(**surrogate).to_dict()
     start = time.time()
     ckpt = finetune(snn, data, cfg, args.output, timesteps=args.timesteps, surrogate=surrogate, neuron=args.neuron,
+                    reset=args.reset,
                     resume=args.resume, progress=not args.no_progress, log=log_line)
     T = ckpt.snn.timesteps
     summary = {"command": "finetune", "output": args.output, "timesteps": T, "surrogate": surrogate,
@@ -259,6 +260,10 @@ def register(sub) -> None:
     p.add_argument("--beta", type=nonnegative_float, default=None, help="STDB decay per time step (default 0.01)")
     p.add_argument("--width", type=positive_float, default=None, help="surrogate width (non-STDB surrogates)")
     p.add_argument("--neuron", default=None, choices=NEURONS.names(), help="switch the neuron model: " + NEURONS.help())
+    p.add_argument("--reset", default=None, choices=["subtract", "zero"],
+                   help="if/lif: switch the reset (default: the checkpoint's; converted networks subtract). zero: the "
+                        "reset of NIR's IF/LIF, which snnTorch, Norse and SpikingJelly run, so their predictions on "
+                        "the exported NIR file are this network's; a converted network loses accuracy at first")
     p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")
     p.add_argument("--limit", type=positive_int, default=None, help=argparse.SUPPRESS)
     add_train_args(p, epochs=3, lr=3e-4, batch=32)

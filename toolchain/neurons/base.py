@@ -11,7 +11,11 @@ A neuron model's dynamics are a pure step function (after Norse): `step(current,
   its step's parameters there, in integer units; `converts_as`: the model conversion balances thresholds with;
 - `chip(config)`: its form on Loihi, a `ChipNeuron` (Loihi's CUBA neuron, the one neuron netx, Lava and the bit-exact
   emulator run, with the decays that reproduce it, and how the chip's neuron differs from the trained one);
-- `nir(...)`: its NIR node.
+- `nir(config, if_node)`: its NIR node, as a `NirNeuron` (the NIR primitive and its per-step parameters;
+  toolchain.io.nir writes it);
+- `resets` / `zero_reset`: the resets SnnConfig.reset may choose (IF / LIF: "subtract", theirs, or "zero", the
+  reset of NIR's IF / LIF and of networks imported from snnTorch, Norse and SpikingJelly) and the same model
+  resetting to zero; `with_reset` picks the one a configuration runs.
 
 What a model lacks, `chip_form` and `nir_node` refuse in one line (NotSupportedError). Every neuron carries `dt`,
 the time steps since its last spike, for the STDB surrogate; a neuron that has not fired yet in this sample has
@@ -21,12 +25,12 @@ gradient, as in Rathi et al.'s code (last spike times start at -1000 there).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 
-from ..errors import NotSupportedError
+from ..errors import ConfigError, NotSupportedError
 from .kernels import FusedRun
 
 
@@ -59,6 +63,15 @@ class ChipNeuron:
 
 
 @dataclass(frozen=True)
+class NirNeuron:
+    """A model's NIR node as primitives: `kind` "if", "lif" or "cuba" (NIR's IF, LIF, CubaLIF), `args` its per-step
+    parameters (lif: leak; cuba: i_decay, v_decay), `equations` in words for the node's metadata."""
+    kind: str
+    equations: str
+    args: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class NeuronModel:
     name: str
     summary: str                                     # one line, for the CLI
@@ -71,14 +84,28 @@ class NeuronModel:
     deployed_params: Optional[Callable] = None       # (SnnConfig, vth, bias) -> params on that chain (integer units)
     converts_as: Optional[str] = None                # conversion balances thresholds with this model instead
     chip: Optional[Callable] = None                  # (SnnConfig) -> ChipNeuron
-    nir: Optional[Callable] = None                   # (nir module, shape, threshold, SnnConfig, dt) -> NIR node
+    nir: Optional[Callable] = None                   # (SnnConfig, if_node) -> NirNeuron
+    resets: Tuple[str, ...] = ()                     # the resets SnnConfig.reset may select (empty: its own only)
+    zero_reset: Optional["NeuronModel"] = None       # this model resetting to zero (SnnConfig.reset = "zero")
+
+    @property
+    def resettable(self) -> bool:
+        return bool(self.resets)
+
+    def with_reset(self, reset: str) -> "NeuronModel":
+        """The model a configuration with this reset runs (a model without a choice of reset ignores it)."""
+        if not self.resets:
+            return self
+        if reset not in self.resets:
+            raise ConfigError(f"neuron model '{self.name}' cannot reset by '{reset}'; valid: {', '.join(self.resets)}")
+        return self.zero_reset if reset == "zero" and self.reset != "zero" else self
 
     def chip_form(self, config) -> ChipNeuron:
         if self.chip is None:
             raise NotSupportedError(f"neuron model '{self.name}' has no Loihi fixed-point form: it cannot be exported")
         return self.chip(config)
 
-    def nir_node(self, nir, shape, threshold: float, config, dt: float):
+    def nir_node(self, config, if_node: str = "if") -> NirNeuron:
         if self.nir is None:
             raise NotSupportedError(f"neuron model '{self.name}' has no NIR node")
-        return self.nir(nir, shape, threshold, config, dt)
+        return self.nir(config, if_node)

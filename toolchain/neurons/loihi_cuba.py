@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
-import numpy as np
 import torch
 
 from ..quantization.fixed_point import DECAY_UNITY, STATE_MAX
-from .base import ChipNeuron, NeuronModel, NeuronState, next_dt
+from .base import ChipNeuron, NeuronModel, NeuronState, NirNeuron, next_dt
 from .kernels import FusedRun
 from .kernels import cuba as kernel
 
@@ -86,17 +85,10 @@ def _chip(config) -> ChipNeuron:
     return ChipNeuron(int(config.i_decay), int(config.v_decay))
 
 
-def _nir(nir, shape, theta: float, config, dt: float):
+def _nir(config, if_node: str) -> NirNeuron:
     """NIR's CubaLIF: I = (1 - i_decay/4096) I + a; v = (1 - v_decay/4096) v + I (current first, Loihi's order)."""
-    full = lambda v: np.full(shape, v, dtype=np.float32)       # noqa: E731
-    tau_syn = dt * DECAY_UNITY / config.i_decay
-    tau_mem = dt * DECAY_UNITY / config.v_decay if config.v_decay else np.inf
-    meta = {"neuron_model": config.neuron, "threshold": theta, "i_decay": int(config.i_decay),
-            "v_decay": int(config.v_decay),
-            "equations": "I = (1 - i_decay/4096) I + a; v = (1 - v_decay/4096) v + I; s = v > v_threshold; "
-                         "v = 0 where s"}
-    return nir.CubaLIF(tau_syn=full(tau_syn), tau_mem=full(tau_mem), r=full(tau_mem / dt), v_leak=full(0.0),
-                       v_threshold=full(theta), v_reset=full(0.0), w_in=full(tau_syn / dt), metadata=meta)
+    return NirNeuron("cuba", "I = (1 - i_decay/4096) I + a; v = (1 - v_decay/4096) v + I; s = v > v_threshold; "
+                             "v = 0 where s", {"i_decay": int(config.i_decay), "v_decay": int(config.v_decay)})
 
 
 FUSED = FusedRun(run=kernel.run_cuba, accepts=kernel.accepts)

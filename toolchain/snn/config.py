@@ -19,6 +19,8 @@ from ..neurons import NEURONS, NeuronModel
 from ..neurons.surrogates import Surrogate, get_surrogate
 from ..quantization.fixed_point import DECAY_UNITY
 
+RESETS = ("subtract", "zero")
+
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -40,6 +42,7 @@ class SnnConfig:
     v_decay: int = 0                    # loihi-cuba voltage decay (0: no leak)
     input_scale: Optional[float] = None  # graded input on the deployed network: integer input = round(x * scale);
                                          # None: not set (training runs round(x); export takes it from the data)
+    reset: str = "subtract"             # a model with a choice of reset (IF / LIF): "subtract" or "zero"
     VERSION: ClassVar[int] = 2
 
     def __post_init__(self):
@@ -47,6 +50,9 @@ class SnnConfig:
             raise ConfigError(f"neuron and coding must be names, got {self.neuron!r} and {self.coding!r}")
         model = NEURONS.get(self.neuron)
         CODINGS.get(self.coding)
+        if not isinstance(self.reset, str) or self.reset not in RESETS:
+            raise ConfigError(f"unknown reset {self.reset!r}; valid: {', '.join(RESETS)}")
+        model = model.with_reset(self.reset)
         self._check_thresholds()
         if not _number(self.leak) or not 0.0 < self.leak <= 1.0:
             raise ConfigError(f"leak must be in (0, 1], got {self.leak!r}")
@@ -78,7 +84,8 @@ class SnnConfig:
 
     @property
     def model(self) -> NeuronModel:
-        return NEURONS.get(self.neuron)
+        """The neuron model this configuration runs (its reset chosen by `reset` where the model has a choice)."""
+        return NEURONS.get(self.neuron).with_reset(self.reset)
 
     @property
     def input_coding(self) -> InputCoding:

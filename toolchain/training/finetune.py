@@ -23,8 +23,8 @@ from .loop import Run, TrainConfig, resolve_device, run_training, seed_everythin
 
 
 def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, timesteps: Optional[int] = None,
-             surrogate: Optional[dict] = None, neuron: Optional[str] = None, resume: bool = False,
-             progress: bool = True, log: Optional[Callable[[str], None]] = None) -> Checkpoint:
+             surrogate: Optional[dict] = None, neuron: Optional[str] = None, reset: Optional[str] = None,
+             resume: bool = False, progress: bool = True, log: Optional[Callable[[str], None]] = None) -> Checkpoint:
     """Fine-tune `snn` for cfg.epochs; writes `out_path` after every epoch and returns the checkpoint of the best
     epoch on validation (the starting network included)."""
     device = resolve_device(cfg.device)
@@ -38,6 +38,8 @@ def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, ti
         overrides["neuron"] = neuron
         if "leak" not in NEURONS.get(neuron).reads:       # a leak belongs to the neuron model it was set for
             overrides["leak"] = 1.0
+    if reset:
+        overrides["reset"] = reset
     coding = snn.snn.input_coding
     if NEURONS.get(neuron or snn.snn.neuron).trains_deployed and coding.graded:   # the chip's input scale, trained
         overrides["input_scale"] = coding.input_scale(data.train_x)
