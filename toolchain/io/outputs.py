@@ -30,10 +30,11 @@ def _existing_ancestor(path: str) -> str:
     return d
 
 
-def check_writable_dir(path: str, label: str) -> None:
-    """The directory `path` would be written into (or its nearest existing ancestor, where the write would create
-    the rest) is a directory this process can create files in (probed: permissions, a read-only mount)."""
-    d = _existing_ancestor(path)
+def check_writable_dir(path: str, label: str, directory: bool = False) -> None:
+    """The directory `path` would be written into (`path` itself where it is a `directory` output), or its nearest
+    existing ancestor where the write would create the rest, is a directory this process can create files in
+    (probed: permissions, a read-only mount)."""
+    d = _existing_ancestor(os.path.join(path, "x") if directory else path)
     if not os.path.isdir(d):
         raise OutputError(f"{label} {path}: {d} is not a directory")
     try:
@@ -63,7 +64,7 @@ def check_outputs(outputs: Iterable[Tuple[str, str]], inputs: Iterable[str] = ()
     inputs = [os.fspath(p) for p in inputs if p]
     for label, path in outputs:
         _check_kind(label, path, label in directories)
-        check_writable_dir(os.path.join(path, "x") if label in directories else path, label)
+        check_writable_dir(path, label, label in directories)
         for src in inputs:
             if os.path.exists(src) and same_file(path, src):
                 raise OutputError(f"{label} {path} is the input {src}; writing it would destroy the input: give "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import math
+from typing import Optional
 
 import torch
 
@@ -26,11 +27,13 @@ def check_loss(loss: torch.Tensor, epoch: int, batch: int, cfg) -> float:
     return value
 
 
-def check_weights(model: torch.nn.Module, epoch: int, cfg) -> None:
-    """TrainingDivergedError naming the first parameter that holds a NaN or an infinity."""
+def check_weights(model: torch.nn.Module, epoch: int, cfg, batch: Optional[int] = None) -> None:
+    """TrainingDivergedError naming the first parameter that holds a NaN or an infinity. Also called when a step
+    fails (a quantized forward pass refuses NaN weights before the loss could show them): the NaN is then the cause."""
+    where = f"epoch {epoch}" if batch is None else f"epoch {epoch}, batch {batch}"
     for name, p in model.named_parameters():
         if not bool(torch.isfinite(p).all()):
-            raise TrainingDivergedError(f"training diverged in epoch {epoch}: parameter '{name}' is no longer finite; "
+            raise TrainingDivergedError(f"training diverged in {where}: parameter '{name}' is no longer finite; "
                                         f"{_advice(cfg)}")
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .allocator import training_allocator
 from .guards import check_loss, check_weights, restore_training_state
 from ..io.checkpoint import Checkpoint, check_state_dict, load_checkpoint, save_checkpoint
-from ..errors import CheckpointError, ConfigError, TrainingWarning
+from ..errors import CheckpointError, ConfigError, ToolchainError, TrainingWarning
 from ..limits import MAX_SEED
 from .optim import make_adam
 from ..progress import progress_bar
@@ -308,7 +308,11 @@ def _epochs(model, data, cfg, opt, step_loss, evaluate, save, state, desc, progr
         total, count = 0.0, 0
         for batch, (x, y) in enumerate(bar, 1):
             opt.zero_grad(set_to_none=True)
-            loss = step_loss(x, y, epoch)
+            try:
+                loss = step_loss(x, y, epoch)
+            except ToolchainError:
+                check_weights(model, epoch + 1, cfg, batch)   # NaN weights are the cause, if there are any
+                raise
             value = check_loss(loss, epoch + 1, batch, cfg)     # a NaN stops the run before its update spreads it
             loss.backward()
             opt.step()
