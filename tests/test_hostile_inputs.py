@@ -312,6 +312,68 @@ def test_bad_onnx_graphs_are_refused(work, capsys, name):
     assert_refused(["import", "bad.onnx", "-o", "a.pt", "--json", "a.json"], capsys, work, expect)
 
 
+# -- NIR graphs ----------------------------------------------------------------------------------------------------
+def _nir_graph(weight=None, threshold=1.0, metadata=None):
+    """Input (64 values: the digits flattened) -> Affine -> IF -> Affine -> Output."""
+    import nir
+    weight = np.full((32, 64), 0.05, np.float32) if weight is None else weight
+    nodes = {"input": nir.Input(input_type=np.array([64])),
+             "fc1": nir.Affine(weight=weight, bias=np.zeros(32, np.float32)),
+             "if1": nir.IF(r=np.ones(32, np.float32), v_threshold=np.full(32, threshold, np.float32)),
+             "fc2": nir.Affine(weight=np.full((10, 32), 0.1, np.float32), bias=np.zeros(10, np.float32)),
+             "output": nir.Output(output_type=np.array([10]))}
+    edges = [("input", "fc1"), ("fc1", "if1"), ("if1", "fc2"), ("fc2", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"timesteps": 4} if metadata is None else metadata)
+
+
+def _nan_weight():
+    w = np.full((32, 64), 0.05, np.float32)
+    w[0, 0] = np.nan
+    return w
+
+
+NIR_MUTATIONS = {
+    "NaN weight": (dict(weight=_nan_weight()), "'layers.fc1.weight' holds NaN or infinite values"),
+    "threshold -1": (dict(threshold=-1.0), "v_threshold -1 must be > 0"),
+    "threshold NaN": (dict(threshold=float("nan")), "v_threshold is nan, not a finite number"),
+    "timesteps 10^7": (dict(metadata={"timesteps": 10 ** 7}), "timesteps must be an integer from 1 to 100,000"),
+    "timesteps a word": (dict(metadata={"timesteps": "many"}), "got 'many'"),
+    "no timesteps": (dict(metadata={}), "pass --timesteps"),
+    "unknown input_coding": (dict(metadata={"timesteps": 4, "input_coding": "morse"}), "unknown input coding 'morse'"),
+    "dt a word": (dict(metadata={"timesteps": 4, "dt": "abc"}), "dt must be a finite number > 0"),
+    "dt inf": (dict(metadata={"timesteps": 4, "dt": float("inf")}), "dt must be a finite number > 0"),
+}
+
+
+def test_a_good_nir_graph_imports(work, capsys):
+    import nir
+    nir.write(str(work / "good.nir"), _nir_graph())
+    assert main(["import", "good.nir", "-o", "a.pt", "--limit", "20"]) == 0
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("name", NIR_MUTATIONS)
+def test_bad_nir_graphs_are_refused(work, capsys, name):
+    import nir
+    kwargs, expect = NIR_MUTATIONS[name]
+    nir.write(str(work / "bad.nir"), _nir_graph(**kwargs))
+    assert_refused(["import", "bad.nir", "-o", "a.pt", "--json", "a.json", "--limit", "20"], capsys, work, expect)
+
+
+@pytest.mark.parametrize("argv,expect", [(["--dt", "inf"], "--dt: expected a finite number"),
+                                         (["--dt", "0"], "--dt: expected a number > 0"),
+                                         (["--timesteps", "0"], "--timesteps: expected a positive integer")])
+def test_bad_nir_import_arguments(work, capsys, argv, expect):
+    import nir
+    nir.write(str(work / "good.nir"), _nir_graph())
+    assert_refused(["import", "good.nir", "-o", "a.pt"] + argv, capsys, work, expect)
+
+
+def test_bad_nir_export_arguments(work, capsys):
+    for dt in ("nan", "-1e-3"):
+        assert_refused(["export", "snn.pt", "--format", "nir", "-o", "x.nir", "--dt", dt], capsys, work, "--dt:")
+
+
 # -- dataset files -------------------------------------------------------------------------------------------------
 def _mnist_dir(work, images: bytes, labels: bytes, gz: bool = False):
     d = work / "mnist"

@@ -199,10 +199,16 @@ _LIMITED = ("import resource, sys\nresource.setrlimit(resource.RLIMIT_FSIZE, (in
             "from toolchain.cli import main\nsys.exit(main(sys.argv[2:]))\n")
 
 
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("argv,limit", [(["export", "snn.pt", "-o", "old.out", "--force"], 20_000),
-                                        (["export", "snn.pt", "--format", "nir", "-o", "old.out", "--force"], 20_000),
-                                        (["export", "snn.pt", "--format", "onnx", "-o", "old.out", "--force"], 20_000),
-                                        (["convert", "ann.pt", "-o", "old.out", "--force", "--timesteps", "2"], 20_000),
+                                        pytest.param(["export", "snn.pt", "--format", "nir", "-o", "old.out", "--force"],
+                                                     20_000, marks=SLOW),
+                                        pytest.param(["export", "snn.pt", "--format", "onnx", "-o", "old.out", "--force"],
+                                                     20_000, marks=SLOW),
+                                        pytest.param(["convert", "ann.pt", "-o", "old.out", "--force", "--timesteps", "2"],
+                                                     20_000, marks=SLOW),
                                         (["fit", "net.net", "--json", "old.out", "--force"], 200)])
 def test_a_full_disk_is_one_line_with_the_old_file_intact(work, argv, limit):
     """A file-size limit (RLIMIT_FSIZE) makes every write past it fail as a full disk does."""
@@ -217,6 +223,7 @@ def test_a_full_disk_is_one_line_with_the_old_file_intact(work, argv, limit):
 
 
 # -- signals and start-up ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sigterm_during_training_exits_in_one_line_and_leaves_no_temporary_file(work):
     proc = _snntc(["train-ann", "-o", "t.pt", "--epochs", "200", "--limit", "50", "--no-progress"])
     deadline = time.time() + 120
@@ -240,6 +247,8 @@ def test_ctrl_c_while_starting_is_one_line(work):
     assert len(err.strip().splitlines()) == 1 and "interrupted" in err
 
 
+@pytest.mark.slow
+@pytest.mark.lava
 def test_lava_prints_none_of_its_import_noise_and_ctrl_c_promises_nothing(work):
     done = subprocess.run([PYTHON, "-m", "toolchain", "simulate", "net.net", "--samples", "1", "--backend", "lava",
                            "--no-progress"], env=_env(), capture_output=True, text=True, timeout=300)

@@ -7,7 +7,8 @@ import os
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..errors import DataError
 from ..ir import Residual, chain_shapes
-from .common import CliError, CommandIO, add_data_args, add_output_args, configure_threads, positive_int, write_json
+from .common import (CliError, CommandIO, add_data_args, add_output_args, configure_threads, positive_float,
+                     positive_int, write_json)
 
 
 def _layer_rows(layers, shape, sources, depth=0):
@@ -200,7 +201,7 @@ def add_nir_export_args(p) -> None:
     """The options of `snntc export --format nir` (they apply to that format only)."""
     from ..io.nir import DEFAULT_DT
     g = p.add_argument_group("NIR (--format nir)")
-    g.add_argument("--dt", type=float, default=DEFAULT_DT,
+    g.add_argument("--dt", type=positive_float, default=DEFAULT_DT,
                    help=f"seconds per time step (default {DEFAULT_DT:g}): NIR stores continuous-time constants "
                         "(tau = dt / (1 - leak), r = tau / dt ...), so a consumer must run the file with this same dt. "
                         "1e-4 is what SpikingJelly's import assumes by default and snnTorch's hard-codes (its LIF "
@@ -241,7 +242,7 @@ def register(sub) -> None:
     p.add_argument("--num-classes", type=positive_int, default=None,
                    help="expected number of classes (checked against the model's output; ONNX)")
     g = p.add_argument_group("NIR")
-    g.add_argument("--dt", type=float, default=None,
+    g.add_argument("--dt", type=positive_float, default=None,
                    help="seconds per time step the network was trained with (default: the file's 'dt' metadata, "
                         "else 1e-4, SpikingJelly's default; Norse's is 1e-3). NIR stores continuous-time constants: "
                         "a wrong dt gives other leaks and input gains, a different network")

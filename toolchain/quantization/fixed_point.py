@@ -98,7 +98,7 @@ class FxLayer:
                                     f"outside [1, 4096] and [0, 4095]")
         if self.bias is not None:
             b = _integers(np.asarray(self.bias), "biases", self.name)
-            if b.size and b.min() < BIAS_MIN or b.max() > BIAS_MAX:
+            if b.size and (b.min() < BIAS_MIN or b.max() > BIAS_MAX):
                 raise QuantizationError(f"layer '{self.name}': bias spans [{b.min()}, {b.max()}], "
                                         f"outside the 13-bit range [{BIAS_MIN}, {BIAS_MAX}]")
 
