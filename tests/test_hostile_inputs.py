@@ -63,6 +63,25 @@ def test_a_checkpoint_with_a_reduce_payload_runs_no_code(work, capsys):
         assert not marker.exists()
 
 
+def test_an_older_checkpoint_holding_numpy_objects_is_one_line_and_rewritten_once_if_trusted(work, capsys):
+    """What an older snntc wrote (numpy scalars in its metrics) is refused, naming the one command that rewrites
+    it; the rewritten file holds plain data and loads."""
+    import subprocess
+    import sys
+    payload = torch.load("snn.pt", weights_only=True)
+    payload["metrics"]["test_accuracy"] = np.float64(0.5)
+    torch.save(payload, "old.pt")
+    line = assert_refused(["evaluate", "old.pt"], capsys, work, "holds Python objects besides tensors and plain data")
+    assert "python -m toolchain.io.checkpoint old.pt NEW.pt" in line
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "toolchain.io.checkpoint", "old.pt", "new.pt"], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=root), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert torch.load("new.pt", weights_only=True)["metrics"]["test_accuracy"] == 0.5
+    assert main(["evaluate", "new.pt", "--no-progress"]) == 0
+    capsys.readouterr()
+
+
 def test_a_cifar_pickle_with_a_reduce_payload_runs_no_code(work, capsys):
     marker = work / "PWNED"
     d = work / "cifar" / "cifar-10-batches-py"
@@ -469,6 +488,7 @@ BAD_ARGUMENTS = [
     (["finetune", "snn.pt", "-o", "h.pt", "--surrogate", "magic"], "unknown surrogate 'magic'"),
     (["finetune", "snn.pt", "-o", "h.pt", "--timesteps", "0"], "--timesteps: expected a positive integer"),
     (["finetune", "snn.pt", "-o", "h.pt", "--neuron", "lif", "--lr", "-3"], "--lr: expected a number > 0"),
+    (["finetune", "snn.pt", "-o", "h.pt", "--reset", "zero"], "'loihi-cuba' neurons have no choice of reset"),
     (["convert", "ann.pt", "-o", "s.pt", "--leak", "0.5"], "leak 0.5 applies to lif neurons only"),
     (["convert", "ann.pt", "-o", "s.pt", "--leak", "nan"], "--leak: expected a finite number"),
     (["convert", "ann.pt", "-o", "s.pt", "--neuron", "lif", "--leak", "1.5"], "leak must be in (0, 1]"),

@@ -12,9 +12,9 @@ from ..neurons import NEURONS
 from ..data import load_dataset
 from ..progress import log_line
 from ..training.loop import TrainConfig, resolve_device
-from .common import (CommandIO, add_data_args, add_json_arg, add_output_args, add_train_args, configure_threads,
-                     int_list, nonnegative_float, positive_float, positive_int, recorded_dataset, seed_int, timesteps_int,
-                     write_json)
+from .common import (CliError, CommandIO, add_data_args, add_json_arg, add_output_args, add_train_args,
+                     configure_threads, int_list, nonnegative_float, positive_float, positive_int, recorded_dataset,
+                     seed_int, timesteps_int, write_json)
 
 
 TRAINING_IO = CommandIO(outputs=("output", "json"), resumable="output")
@@ -122,10 +122,18 @@ def cmd_convert(args) -> dict:
 
 
 # -- finetune ----------------------------------------------------------------------------------
+def _check_reset_applies(reset, neuron: str) -> None:
+    """--reset only where the neuron model has a choice of reset (a model without one would ignore it)."""
+    if reset and not NEURONS.get(neuron).resettable:
+        choosing = ", ".join(NEURONS.names(lambda m: m.resettable))
+        raise CliError(f"--reset {reset}: '{neuron}' neurons have no choice of reset (--reset applies to {choosing})")
+
+
 def cmd_finetune(args) -> dict:
     from ..training.finetune import finetune
     configure_threads()
     snn = load_checkpoint(args.snn, kind="snn")
+    _check_reset_applies(args.reset, args.neuron or snn.snn.neuron)
     data = data_for_checkpoint(snn, args)
     cfg = train_config(args)
     surrogate = {"name": args.surrogate, "alpha": args.alpha, "beta": args.beta, "width": args.width}

@@ -109,10 +109,10 @@ def check_state_dict(state: Any, net: Network, where: str) -> None:
 def plain_data(obj: Any, where: str = "checkpoint") -> Any:
     """`obj` as tensors and plain data only (what `torch.load(weights_only=True)` reads back): numpy values become
     Python numbers or tensors, sets and Counters lists and dicts; anything else raises CheckpointError."""
+    if isinstance(obj, np.generic):         # first: np.float64 is a float, but weights_only cannot read it back
+        return obj.item()
     if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.Size, torch.dtype)):
         return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(obj))
     if isinstance(obj, torch.device):
