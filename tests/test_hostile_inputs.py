@@ -516,7 +516,7 @@ def test_bad_arguments_are_one_line_before_any_work(work, capsys, argv, expect):
 # -- resource bounds -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
-    """A network with a 32,768-neuron layer: at 100,000 time steps each run below needs terabytes."""
+    """A network with a 32,768-neuron layer: at 100,000 time steps each run below needs hundreds of gigabytes."""
     return make_artifacts(tmp_path_factory.mktemp("big"), channels=512)
 
 
@@ -531,7 +531,7 @@ def test_runs_beyond_memory_are_refused_before_they_start(tmp_path, big, capsys,
         shutil.copy(path, tmp_path / os.path.basename(path))
     os.chdir(tmp_path)
     line = assert_refused(argv, capsys, tmp_path, "of memory")
-    assert "TB of memory" in line or "PB" in line
+    assert "TB of memory" in line or "GB of memory" in line
 
 
 def test_no_file_means_one_line_too(work, capsys):

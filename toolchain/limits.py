@@ -81,11 +81,12 @@ def largest(shapes: Iterable) -> int:
     return max((math.prod(int(s) for s in shape) for shape in shapes), default=0)
 
 
-def check_snn_run(net, batch: int, timesteps: int, what: str, device=None, bytes_per_value: int = 8) -> None:
-    """An SNN run layer by layer over all time steps holds at least the largest layer's currents or spikes for
-    every step and sample of a batch (and the input coded for every step)."""
-    neurons = max(largest(net.shapes), largest([net.input_shape]))
-    need = int(batch) * int(timesteps) * neurons * bytes_per_value
+def check_snn_run(net, batch: int, timesteps: int, what: str, device=None) -> None:
+    """An SNN run holds at least, for every step and sample of a batch, its input coded for every step (float32,
+    SnnModel.forward stacks it) and the largest layer's spikes in bytes (what the block-by-block path keeps for the
+    backward; the layer-by-layer path holds more): a lower bound, so that no run that fits is refused."""
+    neurons = largest(net.shapes)
+    need = int(batch) * int(timesteps) * (4 * largest([net.input_shape]) + neurons)
     check_memory(need, f"{what} at T={timesteps} on batches of {batch} (the largest layer: {neurons:,} neurons)",
                  "use fewer time steps or a smaller batch", device)
 
