@@ -247,6 +247,19 @@ def test_ctrl_c_while_starting_is_one_line(work):
     assert len(err.strip().splitlines()) == 1 and "interrupted" in err
 
 
+def test_a_broken_installation_is_one_line_at_start_up(work, tmp_path_factory):
+    """torch failing to import (a missing shared library) is one line pointing at make setup, exit 2."""
+    fake = tmp_path_factory.mktemp("fake") / "torch"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('libtorch_cpu.so: cannot open shared object file')\n")
+    env = dict(_env(), PYTHONPATH=str(fake.parent) + os.pathsep + ROOT)
+    done = subprocess.run([PYTHON, "-m", "toolchain", "evaluate", "snn.pt"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("snntc: error: cannot start: ImportError: libtorch_cpu.so") and "make setup" in lines[0]
+
+
 @pytest.mark.slow
 @pytest.mark.lava
 def test_lava_prints_none_of_its_import_noise_and_ctrl_c_promises_nothing(work):

@@ -25,8 +25,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = [a for a in argv if a != DEBUG_FLAG]
     try:
         from .app import run
-        return run(argv, debug)
     except KeyboardInterrupt:
+        if debug:
+            raise
+        print("snntc: interrupted while starting", file=sys.stderr)
+        return 130
+    except Exception as exc:            # a broken install (torch, numpy, lava): one line, the traceback on request
+        if debug:
+            raise
+        text = " ".join(str(exc).split())[:300]
+        print(f"snntc: error: cannot start: {type(exc).__name__}: {text} (the installation is incomplete or "
+              f"broken: make setup; SNNTC_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
+    try:
+        return run(argv, debug)
+    except KeyboardInterrupt:           # before run's own handler is in place (parsing, plugin loading)
         if debug:
             raise
         print("snntc: interrupted while starting", file=sys.stderr)
