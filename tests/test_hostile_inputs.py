@@ -191,6 +191,36 @@ def test_bad_netx_files_are_refused_before_any_simulation(work, capsys, name, co
     assert_refused([command[0], path] + command[1:] + ["--json", "out.json", "--no-progress"], capsys, work, expect)
 
 
+# -- simulation results (energy --from) -----------------------------------------------------------------------------
+def _first_layer(d):
+    return d["layers"][0]["name"]
+
+
+SIMULATION_MUTATIONS = {
+    "samples 0": (lambda d: d.update(samples=0), "samples and timesteps must be integers >= 1, got 0"),
+    "timesteps a word": (lambda d: d.update(timesteps="4"), "samples and timesteps must be integers >= 1"),
+    "negative counts": (lambda d: d["spike_count_maps"].update({_first_layer(d): [-1.0] * 4}),
+                        "must be finite numbers >= 0"),
+    "counts as text": (lambda d: d["spike_count_maps"].update(input="many"), "the spike counts of 'input'"),
+    "counts of another shape": (lambda d: d["spike_count_maps"].update(input=[1, 2, 3]),
+                                "was simulated on another network"),
+    "no layers": (lambda d: d.pop("layers"), "not a JSON written by 'snntc simulate --json'"),
+}
+
+
+@pytest.mark.parametrize("name", SIMULATION_MUTATIONS)
+def test_bad_simulation_results_are_refused_by_energy(work, capsys, name):
+    import json
+    assert main(["simulate", "net.net", "--samples", "2", "--backend", "emulator", "--no-progress",
+                 "--json", "sim.json"]) == 0
+    capsys.readouterr()
+    d = json.load(open("sim.json"))
+    SIMULATION_MUTATIONS[name][0](d)
+    json.dump(d, open("bad.json", "w"))
+    assert_refused(["energy", "net.net", "--from", "bad.json", "--json", "e.json"], capsys, work,
+                   SIMULATION_MUTATIONS[name][1])
+
+
 # -- checkpoints ---------------------------------------------------------------------------------------------------
 def _mutated_checkpoint(mutate, source="snn.pt") -> str:
     payload = torch.load(source, weights_only=True)

@@ -66,19 +66,30 @@ def result_to_json(net, result: SimulationResult) -> dict:
     return out
 
 
+def _counts(path: str, name: str, value) -> np.ndarray:
+    """A layer's spike counts from a simulation JSON: numbers, finite, >= 0 (CliError naming the layer)."""
+    counts = np.asarray(value)
+    if counts.dtype.kind not in "iuf" or not np.isfinite(counts).all() or (counts < 0).any():
+        raise CliError(f"{path}: the spike counts of '{name}' must be finite numbers >= 0")
+    return counts
+
+
 def result_from_json(path: str) -> SimulationResult:
     try:
         with open(path) as f:
             d = json.load(f)
         maps = d["spike_count_maps"]
-        return SimulationResult(backend=d["backend"], samples=d["samples"], timesteps=d["timesteps"],
-                                predictions=np.zeros(d["samples"], np.int64), labels=None,
+        samples, timesteps = d["samples"], d["timesteps"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (samples, timesteps)):
+            raise CliError(f"{path}: samples and timesteps must be integers >= 1, got {samples!r} and {timesteps!r}")
+        return SimulationResult(backend=str(d["backend"]), samples=samples, timesteps=timesteps,
+                                predictions=np.zeros(samples, np.int64), labels=None,
                                 layer_names=[l["name"] for l in d["layers"]],
-                                spike_counts=[np.asarray(maps[l["name"]]) for l in d["layers"]],
-                                input_spike_counts=np.asarray(maps["input"]))
+                                spike_counts=[_counts(path, l["name"], maps[l["name"]]) for l in d["layers"]],
+                                input_spike_counts=_counts(path, "input", maps["input"]))
     except FileNotFoundError:
         raise CliError(f"{path}: no such simulation JSON") from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, MemoryError) as exc:
         raise CliError(f"{path}: not a JSON written by 'snntc simulate --json' ({type(exc).__name__}: {exc})") from None
 
 
@@ -161,8 +172,11 @@ def cmd_energy(args) -> dict:
     net = read_netx(args.model, timesteps=args.timesteps)
     if args.from_json:
         result = result_from_json(args.from_json)
-        if [l.name for l in net.layers] != result.layer_names:
-            raise CliError(f"{args.from_json} was simulated on another network (layers {result.layer_names})")
+        shapes = [tuple(net.input_shape)] + [tuple(l.output_shape) for l in net.layers]
+        found = [result.input_spike_counts.shape] + [c.shape for c in result.spike_counts]
+        if [l.name for l in net.layers] != result.layer_names or shapes != found:
+            raise CliError(f"{args.from_json} was simulated on another network (layers {result.layer_names}, "
+                           f"shapes {found})")
     else:
         net, result = run_simulation(args)
     summary = {"command": "energy", "model": args.model, "target": args.energy_target,
