@@ -39,6 +39,16 @@ def timesteps_int(text: str) -> int:
     return value
 
 
+def augment_pixels(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels from 0 to 8, got {text!r}") from None
+    if not 0 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels from 0 to 8, got {value}")
+    return value
+
+
 def int_list(text: str) -> List[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -111,7 +121,7 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int, lr: float, optimizer
     g.add_argument("--schedule", default="cosine", choices=["cosine", "step", "none"], help="learning-rate schedule")
     g.add_argument("--batch-size", type=positive_int, default=batch, help=f"default {batch}")
     g.add_argument("--weight-decay", type=nonnegative_float, default=0.0)
-    g.add_argument("--augment", type=int, default=0, metavar="PIXELS",
+    g.add_argument("--augment", type=augment_pixels, default=0, metavar="PIXELS",
                    help="shift each training image by a random offset of up to PIXELS (default 0: no augmentation)")
     g.add_argument("--seed", type=seed_int, default=0, help="seed: same seed, same result on the same device")
     g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
