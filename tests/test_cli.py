@@ -30,7 +30,7 @@ def run_cli(args, capsys):
     (["train-ann", "--dataset", "cifar11", "-o", "{tmp}/a.pt"], "cifar11"),
     (["convert", "{tmp}/none.pt", "-o", "{tmp}/s.pt"], "no such checkpoint file"),
     (["evaluate", "{tmp}/junk.pt"], "not a readable checkpoint"),
-    (["convert", "{tmp}/junk.pt", "-o", "{tmp}/s.pt", "--scale", "-1"], "not a readable checkpoint"),
+    (["convert", "{tmp}/junk.pt", "-o", "{tmp}/s.pt", "--scale", "-1"], "--scale: expected a number > 0"),
     (["simulate", "{tmp}/junk.pt"], "HDF5"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):

@@ -96,7 +96,8 @@ def check_model(name, leak, surrogate, monkeypatch, dtype=torch.float64, T=6, ba
         monkeypatch.setattr(spiking_stack, "LINEAR_BLOCK_VALUES", 1)
     torch.manual_seed(0)
     net = build_model(name, (1, 8, 8), 10)
-    cfg = SnnConfig(thresholds={s.name: 0.5 for s in net.spiking_layers}, leak=leak, coding="poisson", timesteps=T,
+    cfg = SnnConfig(thresholds={s.name: 0.5 for s in net.spiking_layers}, neuron="if" if leak == 1.0 else "lif",
+                    leak=leak, coding="poisson", timesteps=T,
                     surrogate={"name": surrogate, **SURROGATE_ARGS.get(surrogate, {})})
     model = SnnModel(net, cfg).to(dtype).train()
     x = torch.rand(batch, 1, 8, 8, dtype=dtype) * 1.5 - 0.25

@@ -173,7 +173,7 @@ def test_bad_surrogate_is_a_one_line_error(tmp_path, capsys):
     assert "unknown surrogate 'sigmoid-ish'; valid: stdb, linear, fast-sigmoid, arctan, rectangular" in err
     assert not out.exists()
     code = main(["train-snn", "--surrogate", "rectangular", "--width", "0", "-o", str(out)] + QUICK)
-    assert code == 2 and "width must be > 0" in capsys.readouterr().err and not out.exists()
+    assert code == 2 and "--width: expected a number > 0" in capsys.readouterr().err and not out.exists()
 
 
 def test_train_snn_resumes_after_an_interruption(tmp_path, capsys, monkeypatch):

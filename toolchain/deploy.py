@@ -19,6 +19,7 @@ from .io.checkpoint import Checkpoint
 from .data.datasets import RECORDED_KEYS
 from .coding import CODINGS, chip_input
 from .errors import ConfigError, DeploymentWarning, HardwareFitError, HardwareFitWarning, SimulationError
+from .limits import check_fixed_point_run
 from .quantization.fixed_point import STATE_MAX, FxNetwork, SimulationResult
 from .io.files import refuse_overwrite
 from .io.netx import read_netx, write_netx
@@ -94,7 +95,7 @@ def simulate(net_or_path, x: np.ndarray, labels: Optional[np.ndarray] = None, ti
     source = net_or_path if isinstance(net_or_path, (str, os.PathLike)) and not timesteps else None
     result = run_chip_input(net, inputs, labels, source=source, backend=backend, fixed_point=fixed_point,
                             target=target, device=device, progress=progress)
-    return net, result
+    return result
 
 
 def run_chip_input(net: FxNetwork, inputs: np.ndarray, labels: Optional[np.ndarray] = None, source=None,
@@ -106,6 +107,7 @@ def run_chip_input(net: FxNetwork, inputs: np.ndarray, labels: Optional[np.ndarr
                           else "lava")
     simulator = SIMULATORS.get(backend)
     simulator.check(fixed_point, target)
+    check_fixed_point_run(net, len(inputs), net.timesteps, f"simulating on {backend}")
     try:
         result = simulator.run(net, inputs, labels, source=source, fixed_point=fixed_point, hardware=target,
                                device=device, progress=progress)

@@ -41,6 +41,22 @@ class ExportError(ToolchainError):
     """Writing an export file failed."""
 
 
+class OutputError(ToolchainError):
+    """An output path cannot be used (a directory, an input, another output, unwritable, existing without --force,
+    locked by another run) or writing it failed (disk full); the message names the path. An existing file is
+    left as it was."""
+
+
+class ResourceError(ToolchainError):
+    """The work asked for needs more memory (or time steps, samples, neurons) than this machine can give; raised
+    before the work starts, with the estimate and what to reduce."""
+
+
+class TrainingDivergedError(ToolchainError):
+    """A loss or a weight became NaN or infinite during training; the message names the epoch and the likely cause.
+    The checkpoint of the last good epoch is kept."""
+
+
 class NetxError(ToolchainError):
     """A netx file is unreadable, truncated, or uses an unsupported layer."""
 

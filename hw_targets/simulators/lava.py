@@ -31,6 +31,7 @@ import contextlib
 import io
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -77,9 +78,31 @@ class LavaTiming:
         return self.steps_s / self.steps if self.steps else float("nan")
 
 
+# what importing lava-dl prints on every run (torch's cpp_extension on stderr, slayer's optional dataset on stdout)
+IMPORT_NOISE = ("No CUDA runtime is found", "Prophesee Dataset Toolbox could not be found",
+                "Only Prophesee DVS demo will not run properly", "prophesee-automotive-dataset-toolbox")
+
+
+def import_netx():
+    """lava.lib.dl.netx.hdf5, imported with the lines lava-dl and torch print at import time filtered out (other
+    lines pass). Every use of lava-dl in the toolchain goes through here."""
+    if "lava.lib.dl.netx.hdf5" not in sys.modules:
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                import lava.lib.dl.netx.hdf5  # noqa: F401
+        finally:
+            for stream, text in ((sys.stdout, out.getvalue()), (sys.stderr, err.getvalue())):
+                kept = [line for line in text.splitlines() if not any(n in line for n in IMPORT_NOISE)]
+                if any(line.strip() for line in kept):
+                    print("\n".join(kept), file=stream)
+    return sys.modules["lava.lib.dl.netx.hdf5"]
+
+
 def _netx_block_models() -> dict:
     """netx's hierarchical processes only have fixed_pt-tagged (sub-process) models; to run
     their leaf processes in floating point they must be mapped explicitly."""
+    import_netx()
     from lava.lib.dl.netx.blocks import models as bm
     from lava.lib.dl.netx.blocks import process as bp
     from lava.lib.dl.netx.hdf5 import Network, PyNetworkModel
@@ -174,7 +197,7 @@ def run_lava_raw(net_or_path, inputs, fixed_point: bool = True, target: str = "s
 def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, record_steps,
          record_voltages, segment_samples) -> LavaRun:
     cfg = _run_cfg(fixed_point, target)
-    from lava.lib.dl.netx.hdf5 import Network
+    Network = import_netx().Network
     from lava.proc.io import sink
     from lava.proc.io.source import RingBuffer as Source
 

@@ -1,137 +1,57 @@
 """`snntc`: the command line. Each command parses its arguments, calls one pipeline stage, prints
 a readable summary and, with --json FILE, writes the summary as JSON.
 
-User errors (ToolchainError) print one line on stderr and exit with status 2; nothing is written.
+Errors are one line on stderr with exit status 2 and nothing written (SNNTC_DEBUG=1 or --debug shows the
+traceback); Ctrl-C exits 130 with one line. This module imports nothing heavy, so that an interrupt or an error
+while torch and Lava load is reported like any other (toolchain.cli.app holds the commands).
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import importlib
 import os
 import sys
-import warnings
 from typing import List, Optional
 
-from ..errors import ToolchainError
-from . import launch
-from .catalog import COMMANDS, modules
-from .common import CliError
+DEBUG_FLAG = "--debug"
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line on stderr (exit 2), pointing at --help."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def build_parser(commands: Optional[List[str]] = None) -> argparse.ArgumentParser:
-    """The parser of every command (default), or of `commands` only, the others listed by name and one-line help
-    (`toolchain.cli.catalog`) without importing their modules: `snntc --help` and an unknown command load no torch
-    and no Lava."""
-    parser = OneLineParser(
-        prog="snntc",
-        description="Neuromorphic deployment toolchain: train an ANN, convert it to a spiking network, fine-tune it "
-                    "with STDB or train it directly, quantize it to Loihi fixed point, export a Lava-DL netx file, "
-                    "simulate it in Lava and estimate its energy.",
-        epilog="Typical flow: snntc train-ann -o ann.pt; snntc convert ann.pt -o snn.pt (an SNN of T=5 time steps: "
-               "--timesteps); snntc finetune snn.pt -o hybrid.pt (fine-tuned at the SNN's T); "
-               "snntc sweep hybrid.pt --timesteps 1,2,4,8 (accuracy, spikes, energy per T; the T to deploy); "
-               "snntc export hybrid.pt -o model.net; snntc simulate model.net. "
-               "Or all of it on the bundled digits: snntc demo.")
-    from .. import __version__
-    parser.add_argument("--version", action="version", version=f"snntc {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    wanted = modules() if commands is None else {COMMANDS[c].module for c in commands if c in COMMANDS}
-    for name in modules():
-        if name in wanted:
-            importlib.import_module(f"{__name__}.{name}").register(sub)
-    for name, command in COMMANDS.items():           # the rest by name only, in the catalog's order
-        if name not in sub.choices:
-            sub.add_parser(name, help=command.help, add_help=False)
-    sub._choices_actions.sort(key=lambda a: list(COMMANDS).index(a.dest) if a.dest in COMMANDS else len(COMMANDS))
-    return parser
-
-
-def named_command(argv: List[str]) -> Optional[str]:
-    """The command a command line names: its first word that is not an option (the top level has no option that
-    takes a value)."""
-    return next((a for a in argv if not a.startswith("-")), None)
-
-
-@contextlib.contextmanager
-def one_line_warnings(command: str):
-    """The toolchain's warnings (a Python user gets them from `warnings`) as one line each on stderr."""
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"snntc {command}: warning: {message}", file=sys.stderr, flush=True)
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        yield
+def debug_requested(argv: List[str]) -> bool:
+    return DEBUG_FLAG in argv or os.environ.get("SNNTC_DEBUG", "") not in ("", "0")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser([named_command(argv)] if named_command(argv) else [])
+    """Run one command; returns its exit status (0, 2 for an error, 130 for an interrupt)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != DEBUG_FLAG]
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:              # --help (0) or an argument error (2, one line already printed)
-        return exc.code if isinstance(exc.code, int) else 2
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    if getattr(args, "nproc", 1) > 1 and not launch.launched():
-        return launch.launch(args.command, list(sys.argv[1:] if argv is None else argv), args.nproc)
-    try:
-        with one_line_warnings(args.command), _one_process_speaks(args):
-            args.func(args)
-        return 0
-    except (ToolchainError, CliError) as exc:
-        return _error(args.command, str(exc))
+        from .app import run
     except KeyboardInterrupt:
-        print(f"snntc {args.command}: interrupted (checkpoints written so far are kept; --resume continues)", file=sys.stderr)
+        if debug:
+            raise
+        print("snntc: interrupted while starting", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        os._exit(0)
-    except Exception as exc:
-        from ..training import distributed
-        if distributed.launched() and distributed.lost_peer(exc):
-            rank, size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-            return _error(args.command, f"process {rank} of {size} lost the others of the run "
-                                        f"({distributed.first_line(exc)}); the run stopped (the checkpoint written "
-                                        f"after the last finished epoch is kept: --resume continues)", lost=True)
-        raise
-    finally:
-        if launch.launched():                  # torch is imported only where a run is data-parallel
-            from ..training import distributed
-            distributed.shutdown()
+    except Exception as exc:            # a broken install (torch, numpy, lava): one line, the traceback on request
+        if debug:
+            raise
+        text = " ".join(str(exc).split())[:300]
+        print(f"snntc: error: cannot start: {type(exc).__name__}: {text} (the installation is incomplete or "
+              f"broken: make setup; SNNTC_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
+    try:
+        return run(argv, debug)
+    except KeyboardInterrupt:           # before run's own handler is in place (parsing, plugin loading)
+        if debug:
+            raise
+        print("snntc: interrupted while starting", file=sys.stderr)
+        return 130
 
 
-def _error(command: str, message: str, lost: bool = False) -> int:
-    """One line on stderr (exit 2); under --nproc handed to the launcher, which prints the one that matters; under
-    torchrun rank 0 prints a user error (every process meets the same one) and each process says it lost the others."""
-    line = f"snntc {command}: error: {message}"
-    if not launch.report(line, lost) and (lost or int(os.environ.get("RANK", 0) or 0) == 0):
-        print(line, file=sys.stderr)
-    return 2
+def build_parser(commands: Optional[List[str]] = None):
+    """The parser of every command, or of `commands` only (toolchain.cli.app.build_parser)."""
+    from .app import build_parser as build
+    return build(commands)
 
 
-@contextlib.contextmanager
-def _one_process_speaks(args):
-    """Under torchrun: join the run's processes (a command that does not run data-parallel refuses); the processes
-    other than rank 0 print nothing (rank 0 prints the summaries, progress and warnings)."""
-    if not launch.launched():
-        yield
-        return
-    from ..training import distributed
-    if not hasattr(args, "nproc"):
-        raise CliError(f"'{args.command}' runs in one process; start it without torchrun (data-parallel: train-ann, "
-                       f"convert, finetune, train-snn)")
-    launch.die_with_parent()
-    distributed.init(args.dist_timeout)
-    if distributed.is_main():
-        yield
-        return
-    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+def one_line_warnings(command: str):
+    from .app import one_line_warnings as warnings_as_lines
+    return warnings_as_lines(command)

@@ -1,20 +1,30 @@
 """snntc demo: the whole pipeline on the bundled digits, with defaults."""
 from __future__ import annotations
 
+import os
 import time
 
 from ..coding import CODINGS
-from ..demo.presets import PRESETS, demo_config, run_demo
-from .common import configure_threads, positive_int, write_json
+from ..demo.presets import PRESETS, demo_artifacts, demo_config, run_demo
+from .common import CommandIO, add_json_arg, configure_threads, positive_int, seed_int, timesteps_int, write_json
 from .catalog import command_help
+
+
+def config_from_args(args):
+    return demo_config(args.dataset, hybrid_timesteps=args.timesteps, finetune_epochs=args.finetune_epochs,
+                       ann_epochs=args.ann_epochs, deploy=False if args.no_lava else None,
+                       deploy_epochs=args.deploy_epochs, lava_samples=args.lava_samples, seed=args.seed,
+                       limit=args.limit, coding=args.coding)
+
+
+def artifacts(args) -> dict:
+    """The files the demo will write in --out, each an output checked before it starts."""
+    return [("an artifact of --out", os.path.join(args.out, name)) for name in demo_artifacts(config_from_args(args))]
 
 
 def cmd_demo(args) -> dict:
     configure_threads()
-    cfg = demo_config(args.dataset, hybrid_timesteps=args.timesteps, finetune_epochs=args.finetune_epochs,
-                      ann_epochs=args.ann_epochs, deploy=False if args.no_lava else None,
-                      deploy_epochs=args.deploy_epochs, lava_samples=args.lava_samples, seed=args.seed,
-                      limit=args.limit, coding=args.coding)
+    cfg = config_from_args(args)
     start = time.time()
     summary = run_demo(cfg, args.out, progress=not args.no_progress)
     summary["wall_time_s"] = time.time() - start
@@ -35,9 +45,10 @@ def register(sub) -> None:
                                    f"few samples in Lava and estimate energy. Presets: {presets}.")
     p.add_argument("--dataset", default="digits", choices=list(PRESETS),
                    help="digits (8x8, default, about a minute) or mnist5k (5,000 real 28x28 MNIST digits)")
-    p.add_argument("--out", default="runs/demo", help="directory for the artifacts (default runs/demo)")
-    p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
-    p.add_argument("--timesteps", type=positive_int, default=None, help="time steps of the hybrid SNN (default 5)")
+    p.add_argument("--out", default="runs/demo", help="directory for the artifacts (default runs/demo; artifacts of an "
+                                                       "earlier run there are overwritten only with --force)")
+    add_json_arg(p)
+    p.add_argument("--timesteps", type=timesteps_int, default=None, help="time steps of the hybrid SNN (default 5)")
     p.add_argument("--ann-epochs", type=positive_int, default=None, help="ANN epochs (default: the preset's)")
     p.add_argument("--finetune-epochs", type=positive_int, default=None, help="cap on every fine-tuning's epochs")
     p.add_argument("--deploy-epochs", type=positive_int, default=None,
@@ -46,6 +57,6 @@ def register(sub) -> None:
     p.add_argument("--no-lava", action="store_true", help="stop after the front end (no export, Lava or energy)")
     p.add_argument("--limit", type=positive_int, default=None, help="use at most this many samples of each split (quick runs)")
     p.add_argument("--coding", default=None, choices=CODINGS.names(), help=CODINGS.help(default="direct"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, io=CommandIO(outputs=("out", "json"), directories=("out",), artifacts=artifacts))

@@ -8,11 +8,12 @@ import os
 import numpy as np
 
 from ..io.checkpoint import load_checkpoint
+from ..limits import check_fixed_point_run
 from ..quantization.fixed_point import INPUT_FEEDS, VOLTAGE_READOUT, VOLTAGE_READOUT_NOTE, SimulationResult
 from ..targets import SIMULATORS, TARGETS
-from ..errors import ConfigError
 from .commands_formats import add_nir_export_args
-from .common import CliError, check_output, configure_threads, positive_int, recorded_dataset, write_json
+from .common import (CliError, CommandIO, add_json_arg, configure_threads, positive_int, recorded_dataset, seed_int,
+                     timesteps_int, write_json)
 from .catalog import command_help
 
 
@@ -31,7 +32,6 @@ def layer_table(net) -> str:
 # -- export ------------------------------------------------------------------------------------
 def cmd_export(args) -> dict:
     from ..deploy import export_snn
-    check_output(args.output, args)
     if args.format != "netx":
         from .commands_formats import export_other_format
         return export_other_format(args)
@@ -87,19 +87,30 @@ def result_to_json(net, result: SimulationResult) -> dict:
     return out
 
 
+def _counts(path: str, name: str, value) -> np.ndarray:
+    """A layer's spike counts from a simulation JSON: numbers, finite, >= 0 (CliError naming the layer)."""
+    counts = np.asarray(value)
+    if counts.dtype.kind not in "iuf" or not np.isfinite(counts).all() or (counts < 0).any():
+        raise CliError(f"{path}: the spike counts of '{name}' must be finite numbers >= 0")
+    return counts
+
+
 def result_from_json(path: str) -> SimulationResult:
     try:
         with open(path) as f:
             d = json.load(f)
         maps = d["spike_count_maps"]
-        return SimulationResult(backend=d["backend"], samples=d["samples"], timesteps=d["timesteps"],
-                                predictions=np.zeros(d["samples"], np.int64), labels=None,
+        samples, timesteps = d["samples"], d["timesteps"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (samples, timesteps)):
+            raise CliError(f"{path}: samples and timesteps must be integers >= 1, got {samples!r} and {timesteps!r}")
+        return SimulationResult(backend=str(d["backend"]), samples=samples, timesteps=timesteps,
+                                predictions=np.zeros(samples, np.int64), labels=None,
                                 layer_names=[l["name"] for l in d["layers"]],
-                                spike_counts=[np.asarray(maps[l["name"]]) for l in d["layers"]],
-                                input_spike_counts=np.asarray(maps["input"]))
+                                spike_counts=[_counts(path, l["name"], maps[l["name"]]) for l in d["layers"]],
+                                input_spike_counts=_counts(path, "input", maps["input"]))
     except FileNotFoundError:
         raise CliError(f"{path}: no such simulation JSON") from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, MemoryError) as exc:
         raise CliError(f"{path}: not a JSON written by 'snntc simulate --json' ({type(exc).__name__}: {exc})") from None
 
 
@@ -179,6 +190,7 @@ def cmd_simulate(args) -> dict:
 def cmd_verify(args) -> dict:
     configure_threads()
     net, inputs, _, source = fed_inputs(args)
+    check_fixed_point_run(net, len(inputs), net.timesteps, "verifying", record=True)
     report = SIMULATORS.get("lava").compare(net, inputs, progress=not args.no_progress, source=source)
     print(report.summary())
     print(f"Lava {report.lava_time_s:.2f} s, emulator {report.emulator_time_s:.3f} s")
@@ -212,8 +224,11 @@ def cmd_energy(args) -> dict:
     net = read_netx(args.model, timesteps=args.timesteps, input_shape=args.input_shape)
     if args.from_json:
         result = result_from_json(args.from_json)
-        if [l.name for l in net.layers] != result.layer_names:
-            raise CliError(f"{args.from_json} was simulated on another network (layers {result.layer_names})")
+        shapes = [tuple(net.input_shape)] + [tuple(l.output_shape) for l in net.layers]
+        found = [result.input_spike_counts.shape] + [c.shape for c in result.spike_counts]
+        if [l.name for l in net.layers] != result.layer_names or shapes != found:
+            raise CliError(f"{args.from_json} was simulated on another network (layers {result.layer_names}, "
+                           f"shapes {found})")
     else:
         net, result = run_simulation(args)
     summary = {"command": "energy", "model": args.model, "target": args.energy_target,
@@ -242,6 +257,9 @@ def shape_arg(text: str):
     return shape
 
 
+SIMULATION_IO = CommandIO(inputs=("model", "inputs", "labels"), outputs=("json", "plot"))
+
+
 def _sim_args(p, samples_default=200, hardware_target=True):
     from .. import inputs as user
     from ..coding import CODINGS
@@ -267,7 +285,7 @@ def _sim_args(p, samples_default=200, hardware_target=True):
                    help="a file whose input layer has a neuron: the chip input goes into that neuron's a_in step by "
                         "step (spikes, default) or each sample is its bias (bias: every step of a sample the same, "
                         "e.g. --coding direct), as lava-dl feeds such networks")
-    p.add_argument("--timesteps", type=positive_int, default=None, help="time steps (default: the file's)")
+    p.add_argument("--timesteps", type=timesteps_int, default=None, help="time steps (default: the file's)")
     p.add_argument("--backend", default=None, choices=SIMULATORS.names(),
                    help=SIMULATORS.help() + " (default: Lava up to 32 samples, the emulator above)")
     p.add_argument("--float", action="store_true", help="Lava's floating-point models instead of fixed point")
@@ -275,11 +293,11 @@ def _sim_args(p, samples_default=200, hardware_target=True):
         hardware = list(dict.fromkeys(h for s in SIMULATORS.entries() for h in s.hardware))
         p.add_argument("--target", default="sim", choices=hardware,
                        help="where to run: sim (this machine's CPU) or a chip (loihi2 needs lava-loihi)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Poisson input")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the Poisson input")
     p.add_argument("--dataset", default=None, help="dataset (default: the one recorded in the file)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
+    add_json_arg(p)
 
 
 def register(sub) -> None:
@@ -291,14 +309,13 @@ def register(sub) -> None:
     p.add_argument("model", help="SNN checkpoint")
     p.add_argument("-o", "--output", required=True, help="output file (model.net)")
     p.add_argument("--format", default="netx", choices=["netx", "nir", "onnx"], help="netx (default), nir, onnx")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--allow-misfit", action="store_true",
                    help="write a netx file even if the network does not fit Loihi 2 (by default export then exits "
                         "with status 2, naming the layer and the limit, and writes nothing)")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
+    add_json_arg(p)
     add_nir_export_args(p)
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=cmd_export, io=CommandIO(inputs=("model",), outputs=("output", "json")))
 
     p = sub.add_parser("simulate", help=command_help("simulate"),
                        description="Feed coded test samples through the network and print accuracy, spikes per layer "
@@ -307,13 +324,13 @@ def register(sub) -> None:
     p.add_argument("--energy", action="store_true", help="also print the energy table")
     p.add_argument("--energy-target", default="loihi", choices=TARGETS.names(), help=TARGETS.help(default="loihi"))
     p.add_argument("--plot", metavar="PNG", help="with --energy: plot energy per layer")
-    p.set_defaults(func=cmd_simulate)
+    p.set_defaults(func=cmd_simulate, io=SIMULATION_IO)
 
     p = sub.add_parser("verify", help=command_help("verify"),
                        description="Run both backends on the same coded samples, recording every layer's spikes and "
                                    "voltages at every step; report zero mismatches or the first one.")
     _sim_args(p, samples_default=4)
-    p.set_defaults(func=cmd_verify)
+    p.set_defaults(func=cmd_verify, io=CommandIO(inputs=("model", "inputs", "labels")))
 
     p = sub.add_parser("energy", help=command_help("energy"),
                        description="Count spikes, synaptic operations (each input spike times its real fan-out) and "
@@ -325,7 +342,7 @@ def register(sub) -> None:
     p.set_defaults(sim_target="sim")
     p.add_argument("--from", dest="from_json", metavar="SIMULATION.json", help="use a 'snntc simulate --json' result")
     p.add_argument("--plot", metavar="PNG", help="bar chart of energy per layer, SNN beside ANN")
-    p.set_defaults(func=cmd_energy)
+    p.set_defaults(func=cmd_energy, io=CommandIO(inputs=("model", "from_json", "inputs", "labels"), outputs=("json", "plot")))
 
     p = sub.add_parser("fit", help=command_help("fit"),
                        description="Cores per layer from neurons, synaptic memory and fan-in per core; chips needed. "
@@ -334,8 +351,8 @@ def register(sub) -> None:
     fitting = TARGETS.names(lambda t: t.fit is not None)
     p.add_argument("--limits", default="loihi2", choices=fitting,
                    help=f"the hardware whose limits (its limits.json) to check against: {', '.join(fitting)} (default loihi2)")
-    p.add_argument("--json", metavar="FILE")
-    p.set_defaults(func=cmd_fit)
+    add_json_arg(p)
+    p.set_defaults(func=cmd_fit, io=CommandIO(inputs=("model",)))
 
     from . import commands_demo
     commands_demo.register(sub)

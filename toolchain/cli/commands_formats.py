@@ -7,8 +7,8 @@ import os
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..errors import DataError
 from ..ir import Residual, chain_shapes
-from .common import (CliError, add_data_args, add_output_args, check_output, configure_threads, positive_int,
-                     write_json)
+from .common import (CliError, CommandIO, add_data_args, add_output_args, configure_threads, positive_float,
+                     positive_int, write_json)
 from .catalog import command_help
 
 
@@ -90,7 +90,6 @@ def cmd_import(args) -> dict:
     from ..io.onnx import import_onnx
     from .commands_train import data_from_args
     configure_threads()
-    check_output(args.output, args)
     if args.model.endswith(".nir") or is_nir_file(args.model):
         return _import_nir(args)
     ckpt = import_onnx(args.model, num_classes=args.num_classes)
@@ -180,8 +179,7 @@ def _export_nir(args) -> dict:
 
 
 def export_other_format(args) -> dict:
-    """`snntc export MODEL --format nir|onnx -o FILE` (the output was checked by cmd_export)."""
-    check_output(args.output, args)
+    """`snntc export MODEL --format nir|onnx -o FILE` (the outputs were checked before the command ran)."""
     if args.format == "nir":
         summary = _export_nir(args)
     elif args.format == "onnx":
@@ -204,7 +202,7 @@ def add_nir_export_args(p) -> None:
     """The options of `snntc export --format nir` (they apply to that format only)."""
     from ..io.nir import DEFAULT_DT
     g = p.add_argument_group("NIR (--format nir)")
-    g.add_argument("--dt", type=float, default=DEFAULT_DT,
+    g.add_argument("--dt", type=positive_float, default=DEFAULT_DT,
                    help=f"seconds per time step (default {DEFAULT_DT:g}): NIR stores continuous-time constants "
                         "(tau = dt / (1 - leak), r = tau / dt ...), so a consumer must run the file with this same dt. "
                         "1e-4 is what SpikingJelly's import assumes by default and snnTorch's hard-codes (its LIF "
@@ -245,7 +243,7 @@ def register(sub) -> None:
     p.add_argument("--num-classes", type=positive_int, default=None,
                    help="expected number of classes (checked against the model's output; ONNX)")
     g = p.add_argument_group("NIR")
-    g.add_argument("--dt", type=float, default=None,
+    g.add_argument("--dt", type=positive_float, default=None,
                    help="seconds per time step the network was trained with (default: the file's 'dt' metadata, "
                         "else 1e-4, SpikingJelly's default; Norse's is 1e-3). NIR stores continuous-time constants: "
                         "a wrong dt gives other leaks and input gains, a different network")
@@ -255,4 +253,4 @@ def register(sub) -> None:
                    help="input coding (default: the file's metadata, else direct: the image every step)")
     add_data_args(p)
     add_output_args(p, help_text="output ANN checkpoint")
-    p.set_defaults(func=cmd_import)
+    p.set_defaults(func=cmd_import, io=CommandIO(inputs=("model",), outputs=("output", "json")))

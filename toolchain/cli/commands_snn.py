@@ -14,21 +14,16 @@ from ..training.direct import direct_neurons
 from ..training.loop import resolve_device
 from .commands_train import data_from_args, describe_result, train_config, training_summary
 from ..training import distributed
-from .common import (CliError, add_data_args, add_output_args, add_parallel_args, add_train_args, check_output,
-                     configure_threads, positive_int, write_json)
+from ..snn.config import SnnConfig
+from .common import (CommandIO, add_data_args, add_output_args, add_parallel_args, add_train_args,
+                     configure_threads, nonnegative_float, positive_float, timesteps_int, write_json)
 from .catalog import command_help
 
 
 def cmd_train_snn(args) -> dict:
     from ..training.direct import DEFAULT_SURROGATE, plot_gradients, train_snn
     configure_threads()
-    check_output(args.output, args)
-    if args.plot:
-        check_output(args.plot, argparse.Namespace(force=True))
-    if not args.threshold > 0:
-        raise CliError(f"--threshold must be > 0, got {args.threshold}")
-    if "leak" not in NEURONS.get(args.neuron).reads and args.leak != 1.0:
-        raise CliError(f"--leak applies to --neuron {' or '.join(NEURONS.names(lambda m: 'leak' in m.reads))} only")
+    SnnConfig(neuron=args.neuron, leak=args.leak, coding=args.coding, timesteps=args.timesteps)   # before any work
     name = args.surrogate or DEFAULT_SURROGATE["name"]
     defaults = DEFAULT_SURROGATE if name == DEFAULT_SURROGATE["name"] else {}
     surrogate = get_surrogate(name, alpha=args.alpha if args.alpha is not None else defaults.get("alpha"),
@@ -75,25 +70,25 @@ def register(sub) -> None:
                                    "export) is written after every epoch, so --resume continues an interrupted run; "
                                    "per-layer weight-gradient norms are recorded in its history.")
     p.add_argument("--model", default="vgg-small", choices=MODELS.names(), metavar="MODEL", help=model_help())
-    p.add_argument("--timesteps", type=positive_int, default=8, help="time steps (default 8)")
+    p.add_argument("--timesteps", type=timesteps_int, default=8, help="time steps (default 8)")
     p.add_argument("--surrogate", default="rectangular",
                    help=f"surrogate gradient: {', '.join(SURROGATES)} (default rectangular: the box "
                         f"height * 1[|v / threshold - 1| < width / 2], width 1 and height 0.5 unless given)")
-    p.add_argument("--width", type=float, default=None, help="surrogate width (in units of the threshold)")
-    p.add_argument("--alpha", type=float, default=None,
+    p.add_argument("--width", type=positive_float, default=None, help="surrogate width (in units of the threshold)")
+    p.add_argument("--alpha", type=nonnegative_float, default=None,
                    help="surrogate height (too high or too wide: gradients explode with depth; too low or too "
                         "narrow: they vanish; see benchmarks/snn_gradients.py)")
-    p.add_argument("--beta", type=float, default=None, help="STDB decay per time step (stdb surrogate only)")
+    p.add_argument("--beta", type=nonnegative_float, default=None, help="STDB decay per time step (stdb surrogate only)")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
                    help="batch norm on every spiking layer's input current (default on); folded at export")
-    p.add_argument("--threshold", type=float, default=1.0, help="fixed threshold of every spiking layer (default 1.0)")
+    p.add_argument("--threshold", type=positive_float, default=1.0, help="fixed threshold of every spiking layer (default 1.0)")
     p.add_argument("--neuron", default="if", choices=direct_neurons(),
                    help=NEURONS.help(lambda m: m.name in direct_neurons(), default="if"))
-    p.add_argument("--leak", type=float, default=1.0, help="membrane leak for lif (1.0 = integrate-and-fire)")
+    p.add_argument("--leak", type=positive_float, default=1.0, help="membrane leak for lif (1.0 = integrate-and-fire)")
     p.add_argument("--coding", default="direct", choices=CODINGS.names(), help=CODINGS.help(default="direct"))
     p.add_argument("--plot", metavar="PNG", default=None, help="plot the per-layer gradient norms to this PNG")
     add_data_args(p)
     add_train_args(p, epochs=15, lr=3e-3)
     add_output_args(p)
     add_parallel_args(p)
-    p.set_defaults(func=cmd_train_snn)
+    p.set_defaults(func=cmd_train_snn, io=CommandIO(outputs=("output", "json", "plot"), resumable="output"))

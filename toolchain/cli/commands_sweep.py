@@ -1,7 +1,7 @@
 """Command: sweep (accuracy, spikes and energy per T on a subset of the test split, and the T to deploy)."""
 from __future__ import annotations
 
-from .common import CliError, check_output, configure_threads, int_list, positive_int, write_json
+from .common import CliError, CommandIO, add_json_arg, configure_threads, int_list, positive_int, write_json
 from .catalog import command_help
 
 DEFAULT_STEPS = "1,2,4,8,16,32,64,128"
@@ -25,10 +25,6 @@ def cmd_sweep(args) -> dict:
     from ..training.loop import resolve_device
     from .commands_train import data_for_checkpoint
     configure_threads()
-    if args.plot:
-        check_output(args.plot, args)
-    if args.json:
-        check_output(args.json, args)
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.model, kind="snn")
     data = data_for_checkpoint(ckpt, args)
@@ -77,6 +73,5 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the Poisson input")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")
-    p.add_argument("--force", action="store_true", help="overwrite an existing plot or JSON file")
-    p.add_argument("--json", metavar="FILE", help="write the sweep as JSON")
-    p.set_defaults(func=cmd_sweep)
+    add_json_arg(p, "write the sweep as JSON")
+    p.set_defaults(func=cmd_sweep, io=CommandIO(inputs=("model",), outputs=("json", "plot")))

@@ -14,9 +14,13 @@ from ..progress import log_line
 from ..training.convert import DEFAULT_TIMESTEPS
 from ..training.loop import TrainConfig, resolve_device
 from ..training import distributed
-from .common import (add_data_args, add_output_args, add_parallel_args, add_train_args, check_output, configure_threads,
-                     int_list, positive_int, recorded_dataset, write_json)
+from .common import (CliError, CommandIO, add_data_args, add_json_arg, add_output_args, add_parallel_args,
+                     add_train_args, configure_threads, int_list, nonnegative_float, positive_float, positive_int,
+                     recorded_dataset, seed_int, timesteps_int, write_json)
 from .catalog import command_help
+
+
+TRAINING_IO = CommandIO(outputs=("output", "json"), resumable="output")
 
 
 def data_from_args(args):
@@ -56,7 +60,6 @@ def describe_result(ckpt) -> str:
 def cmd_train_ann(args) -> dict:
     from ..training.ann import train_ann
     configure_threads()
-    check_output(args.output, args)
     cfg = train_config(args)
     resolve_device(cfg.device)
     data = data_from_args(args)
@@ -100,7 +103,6 @@ def cmd_convert(args) -> dict:
     from ..training.convert import convert
     from ..training.evaluate import evaluate_snn, load_snn
     configure_threads()
-    check_output(args.output, args)
     ann = load_checkpoint(args.ann, kind="ann")
     data = data_for_checkpoint(ann, args)
     device = resolve_device(args.device)
@@ -127,11 +129,18 @@ def cmd_convert(args) -> dict:
 
 
 # -- finetune ----------------------------------------------------------------------------------
+def _check_reset_applies(reset, neuron: str) -> None:
+    """--reset only where the neuron model has a choice of reset (a model without one would ignore it)."""
+    if reset and not NEURONS.get(neuron).resettable:
+        choosing = ", ".join(NEURONS.names(lambda m: m.resettable))
+        raise CliError(f"--reset {reset}: '{neuron}' neurons have no choice of reset (--reset applies to {choosing})")
+
+
 def cmd_finetune(args) -> dict:
     from ..training.finetune import finetune
     configure_threads()
-    check_output(args.output, args)
     snn = load_checkpoint(args.snn, kind="snn")
+    _check_reset_applies(args.reset, args.neuron or snn.snn.neuron)
     data = data_for_checkpoint(snn, args)
     cfg = train_config(args)
     surrogate = {"name": args.surrogate, "alpha": args.alpha, "beta": args.beta, "width": args.width}
@@ -223,16 +232,16 @@ def register(sub) -> None:
     add_train_args(p, epochs=30, lr=3e-3)
     add_output_args(p)
     add_parallel_args(p)
-    p.set_defaults(func=cmd_train_ann)
+    p.set_defaults(func=cmd_train_ann, io=TRAINING_IO)
 
     p = sub.add_parser("models", help=command_help("models"),
                        description="Every network `--model` accepts: the input it suits, its parameters and synaptic "
                                    "layers, and whether its deployed form (pooling folded, 8-bit weights) fits "
                                    "Loihi 2 and on how many cores, measured at its own input size or at --input-shape.")
-    p.add_argument("--input-shape", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
+    p.add_argument("--input-shape", type=positive_int, nargs=3, metavar=("C", "H", "W"), default=None,
                    help="measure every model at this input (default: each at the input it suits)")
     p.add_argument("--classes", type=positive_int, default=10, help="output classes (default 10)")
-    p.add_argument("--json", metavar="FILE", help="write the table as JSON")
+    add_json_arg(p, "write the table as JSON")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("convert", help=command_help("convert"),
@@ -240,27 +249,27 @@ def register(sub) -> None:
                                    "threshold from the input current it receives (Rathi et al. 2020), or from the "
                                    "ANN's activations (--method activation, Rueckauer et al. 2017).")
     p.add_argument("ann", help="ANN checkpoint (from train-ann or import)")
-    p.add_argument("--timesteps", type=positive_int, default=DEFAULT_TIMESTEPS,
+    p.add_argument("--timesteps", type=timesteps_int, default=DEFAULT_TIMESTEPS,
                    help=f"time steps of the SNN: the T that finetune, evaluate and export then use (default "
                         f"{DEFAULT_TIMESTEPS}, the hybrid method's few steps; evaluate --timesteps or sweep measures "
                         f"others)")
-    p.add_argument("--calibration-steps", type=positive_int, default=None, metavar="STEPS",
+    p.add_argument("--calibration-steps", type=timesteps_int, default=None, metavar="STEPS",
                    help="time steps of the calibration run that sets the thresholds (default: --timesteps; more "
                         "steps see larger currents, hence higher thresholds, suited to running the converted SNN "
                         "long, e.g. 100 with --scale 1.0, without fine-tuning)")
     p.add_argument("--method", default="spike", choices=["spike", "activation"], help="threshold source (default spike)")
-    p.add_argument("--scale", type=float, default=0.7, help="threshold scaling factor (paper default 0.7)")
-    p.add_argument("--percentile", type=float, default=100.0, help="percentile of currents (100 = max)")
+    p.add_argument("--scale", type=positive_float, default=0.7, help="threshold scaling factor (paper default 0.7)")
+    p.add_argument("--percentile", type=positive_float, default=100.0, help="percentile of currents (100 = max)")
     p.add_argument("--calibration-samples", type=positive_int, default=256, help="training images for calibration")
     p.add_argument("--coding", default="poisson", choices=CODINGS.names(), help=CODINGS.help(default="poisson"))
     p.add_argument("--neuron", default="if", choices=NEURONS.names(), help=NEURONS.help(default="if"))
-    p.add_argument("--leak", type=float, default=1.0, help="membrane leak for lif (1.0 = integrate-and-fire)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--leak", type=positive_float, default=1.0, help="membrane leak for lif (1.0 = integrate-and-fire)")
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")
     add_output_args(p)
     add_parallel_args(p)
-    p.set_defaults(func=cmd_convert)
+    p.set_defaults(func=cmd_convert, io=CommandIO(inputs=("ann",), outputs=("output", "json")))
 
     p = sub.add_parser("finetune", help=command_help("finetune"),
                        description="Back-propagate through the T time steps with a surrogate gradient: the linear "
@@ -269,12 +278,12 @@ def register(sub) -> None:
                                    "has not fired). "
                                    "With --neuron loihi-cuba the network trains under Loihi's dynamics and quantization.")
     p.add_argument("snn", help="SNN checkpoint (from convert)")
-    p.add_argument("--timesteps", type=positive_int, default=None,
+    p.add_argument("--timesteps", type=timesteps_int, default=None,
                    help="time steps (default: the checkpoint's, i.e. convert's --timesteps)")
     p.add_argument("--surrogate", default="linear", help="linear (default), stdb, fast-sigmoid, arctan, rectangular")
-    p.add_argument("--alpha", type=float, default=None, help="surrogate height (STDB default 0.3)")
-    p.add_argument("--beta", type=float, default=None, help="STDB decay per time step (default 0.01)")
-    p.add_argument("--width", type=float, default=None, help="surrogate width (non-STDB surrogates)")
+    p.add_argument("--alpha", type=nonnegative_float, default=None, help="surrogate height (STDB default 0.3)")
+    p.add_argument("--beta", type=nonnegative_float, default=None, help="STDB decay per time step (default 0.01)")
+    p.add_argument("--width", type=positive_float, default=None, help="surrogate width (non-STDB surrogates)")
     p.add_argument("--neuron", default=None, choices=NEURONS.names(), help="switch the neuron model: " + NEURONS.help())
     p.add_argument("--reset", default=None, choices=["subtract", "zero"],
                    help="if/lif: switch the reset (default: the checkpoint's; converted networks subtract). zero: the "
@@ -285,7 +294,7 @@ def register(sub) -> None:
     add_train_args(p, epochs=3, lr=3e-4, batch=32)
     add_output_args(p)
     add_parallel_args(p)
-    p.set_defaults(func=cmd_finetune)
+    p.set_defaults(func=cmd_finetune, io=CommandIO(inputs=("snn",), outputs=("output", "json"), resumable="output"))
 
     p = sub.add_parser("evaluate", help=command_help("evaluate"),
                        description="Test accuracy of an ANN checkpoint, or of an SNN checkpoint at each of a list of "
@@ -295,9 +304,9 @@ def register(sub) -> None:
     p.add_argument("--timesteps", type=int_list, default=None, help="comma-separated, e.g. 5,10,20")
     p.add_argument("--samples", type=positive_int, default=None,
                    help="the first N test samples (default: all); snntc sweep adds confidence intervals")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Poisson input")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the Poisson input")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
-    p.set_defaults(func=cmd_evaluate)
+    add_json_arg(p, "write the results as JSON")
+    p.set_defaults(func=cmd_evaluate, io=CommandIO(inputs=("model",)))

@@ -18,7 +18,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import math
 import pickle
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
@@ -26,6 +28,10 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ..errors import DataError
+from ..limits import MAX_SEED
+
+MAX_IDX_BYTES = 1 << 30          # MNIST's largest file is 47 MB; a header or a gzip claiming more is not one
+MAX_IMAGE_PIXELS = 1 << 26       # 8192 x 8192: far beyond the 32x32 the images are resized to
 
 
 @dataclass
@@ -152,11 +158,14 @@ def _read_idx(path: Path, magic: int, tag: str) -> np.ndarray:
     try:
         if path.suffix == ".gz":
             with gzip.open(path) as f:
-                data = f.read()
+                data = f.read(MAX_IDX_BYTES + 1)
         else:
             data = path.read_bytes()
-    except (OSError, EOFError) as e:
-        raise DataError(f"{tag}: cannot read {path}: {e}") from None
+    except (OSError, EOFError, zlib.error) as e:          # gzip.BadGzipFile is an OSError
+        raise DataError(f"{tag}: cannot read {path}: {'corrupt gzip data: ' if path.suffix == '.gz' else ''}"
+                        f"{e}") from None
+    if len(data) > MAX_IDX_BYTES:
+        raise DataError(f"{tag}: {path} is larger than {MAX_IDX_BYTES >> 20} MB uncompressed; not an MNIST idx file")
     ndim = magic & 0xFF
     if len(data) < 4 + 4 * ndim:
         raise DataError(f"{tag}: {path} is truncated: {len(data)} bytes, shorter than its idx header")
@@ -165,8 +174,8 @@ def _read_idx(path: Path, magic: int, tag: str) -> np.ndarray:
         raise DataError(f"{tag}: {path} is not an idx file of this kind: magic 0x{found:08x}, expected 0x{magic:08x}")
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
     payload = len(data) - 4 - 4 * ndim
-    if payload != int(np.prod(dims)):
-        raise DataError(f"{tag}: {path} payload is {payload} bytes, its header {dims} says {int(np.prod(dims))} "
+    if payload != math.prod(dims):
+        raise DataError(f"{tag}: {path} payload is {payload} bytes, its header {dims} says {math.prod(dims)} "
                         f"(truncated or corrupt file)")
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
@@ -234,9 +243,22 @@ def _key(d: dict, key: str, path: Path, tag: str):
     raise DataError(f"{tag}: {path} has no key b'{key}' (keys: {sorted(map(str, d))})")
 
 
+def _labels(values, path: Path, key: str, tag: str) -> np.ndarray:
+    """A flat list or array of integer class labels; DataError naming the key otherwise (floats would be
+    truncated to other classes, nested lists blamed on the data)."""
+    try:
+        y = np.asarray(values)
+    except ValueError:
+        y = np.asarray([None])
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        kind = f"{y.ndim}-d {y.dtype}" if y.dtype != object else "mixed or nested values"
+        raise DataError(f"{tag}: {path} b'{key}' holds {kind}; expected a flat list of integer class labels")
+    return y.astype(np.int64)
+
+
 def _cifar_batch(path: Path, label_key: str, num_classes: int, tag: str):
     d = _unpickle(path, tag)
-    y = np.asarray(_key(d, label_key, path, tag), dtype=np.int64).reshape(-1)
+    y = _labels(_key(d, label_key, path, tag), path, label_key, tag)
     x = np.asarray(_key(d, "data", path, tag))
     if x.dtype != np.uint8 or x.ndim != 2 or x.shape != (len(y), 3072):
         raise DataError(f"{tag}: {path} b'data' is {x.dtype} {x.shape}, expected uint8 ({len(y)}, 3072)")
@@ -281,6 +303,10 @@ def _load_image(path: Path, size: int) -> np.ndarray:
     from PIL import Image
     try:
         with Image.open(path) as img:
+            if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+                raise DataError(f"imagefolder: {path} declares {img.size[0]}x{img.size[1]} pixels, more than "
+                                f"{MAX_IMAGE_PIXELS:,}; not an image of a classification set (or a decompression "
+                                f"bomb)")
             img = img.convert("RGB")
             w, h = img.size
             scale = size / min(w, h)
@@ -289,7 +315,7 @@ def _load_image(path: Path, size: int) -> np.ndarray:
             left, top = (nw - size) // 2, (nh - size) // 2
             img = img.crop((left, top, left + size, top + size))
             return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
-    except (OSError, ValueError, SyntaxError) as e:     # PIL's errors for unreadable/truncated files
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:   # PIL's errors for bad files
         raise DataError(f"imagefolder: cannot read image {path}: {e}") from None
 
 
@@ -353,9 +379,11 @@ _EXTRA_KWARGS = {"imagefolder": {"size"}}
 NORMALIZATIONS = ("standard", "unit")
 
 
-def _check_args(key: str, name: str, test_fraction, val_fraction, limit, normalize, kwargs) -> None:
+def _check_args(key: str, name: str, seed, test_fraction, val_fraction, limit, normalize, kwargs) -> None:
     if key not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise DataError(f"{key}: the data seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0.0 < test_fraction < 1.0:
         raise DataError(f"{key}: test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
@@ -425,7 +453,7 @@ def load_dataset(name: str, root: Optional[str] = None, seed: int = 0, test_frac
     key = str(name).strip().lower().replace("_", "-")
     key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100",
            "mnist-5k": "mnist5k"}.get(key, key)
-    _check_args(key, name, test_fraction, val_fraction, limit, normalize, kwargs)
+    _check_args(key, name, seed, test_fraction, val_fraction, limit, normalize, kwargs)
     raw = DATASETS[key](root, seed, float(test_fraction), **kwargs)
     if len(raw.train_y) == 0 or len(raw.test_y) == 0:
         raise DataError(f"{key}: empty split under {root} ({len(raw.train_y)} train, {len(raw.test_y)} test samples)")

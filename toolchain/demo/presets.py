@@ -68,6 +68,12 @@ def demo_config(dataset: str = "digits", **overrides) -> DemoConfig:
     return replace(PRESETS[dataset], **{k: v for k, v in overrides.items() if v is not None})
 
 
+def demo_artifacts(cfg: DemoConfig) -> List[str]:
+    """The names of the files the demo writes in its output directory."""
+    front = ["ann.pt", "converted.pt"] + [f"hybrid_{r.surrogate}.pt" for r in cfg.recipes] + ["accuracy_vs_timesteps.png"]
+    return front + (["loihi.pt", "model.net", "energy_loihi.png"] if cfg.deploy else [])
+
+
 def steps_ratio(converted: Dict[int, float], hybrid_accuracy: float, hybrid_timesteps: int):
     """Time steps the converted-only SNN needs to reach the hybrid's accuracy, over the hybrid's.
     None when it never does within the evaluated steps (the ratio is then above max(T) / hybrid T)."""

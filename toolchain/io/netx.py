@@ -26,7 +26,9 @@ block's shortcut, toolchain.ir.relays}), ``metadata`` (JSON of FxNetwork.metadat
 """
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import warnings
 
@@ -36,18 +38,17 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from .. import __version__
-from ..errors import DeploymentWarning, ExportError, NetxError, ToolchainError
-from .files import atomic_write
+from ..errors import DeploymentWarning, ExportError, NetxError, QuantizationError, ToolchainError
+from ..limits import MAX_TIMESTEPS
+from .files import atomic_write_bytes
 from ..ir import conv_out_size
-from ..quantization.fixed_point import FxLayer, FxNetwork
+from ..quantization.fixed_point import READOUTS, FxLayer, FxNetwork
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 DEFAULT_TIMESTEPS = 16           # used by read_netx when neither the caller nor the file says
 SUPPORTED_NEURONS = ("CUBA", "LOIHI")   # netx maps both to Lava's LIF
-# netx's default neuron for a dense layer without a 'neuron' group (non-leaky integrator that
-# practically never spikes): {'iDecay': 0, 'vDecay': 4096, 'vThMant': 1 << 18 - 1 (= 1 << 17)}
-NETX_DEFAULT_NEURON = {"iDecay": 0, "vDecay": 4096, "vThMant": 1 << 17}
+MAX_INPUT_BITS = 24              # graded spikes carry at most 24 bits on Loihi 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,28 +220,33 @@ def _write_attrs(f, net: FxNetwork, extra_metadata: Optional[dict]) -> None:
     a["extra_metadata"] = _json(dict(extra_metadata or {}), "extra_metadata")
 
 
+def _netx_bytes(net: FxNetwork, extra_metadata: Optional[dict]) -> bytes:
+    """The file, built in memory: the disk then sees one plain write, whose failure (a full disk) is one line
+    instead of HDF5's error stack."""
+    import h5py
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        _write_layers(f, net)
+        _write_attrs(f, net, extra_metadata)
+    return buffer.getvalue()
+
+
 def write_netx(net: FxNetwork, path: PathLike, extra_metadata: Optional[dict] = None) -> Path:
     """Write ``net`` as a Lava-DL netx HDF5 file at ``path`` (atomically) and return the path.
 
     The file is written to a temporary file in the target directory and moved into place with
     ``os.replace``; on any failure the temporary file is removed, no file is created and an
-    existing file at ``path`` is left untouched. Raises ExportError.
+    existing file at ``path`` is left untouched. Raises ExportError (OutputError when the disk is full).
     """
-    import h5py
-
     path = Path(path)
     if not net.layers:
         raise ExportError("cannot export a network without layers")
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise ExportError(f"cannot write {path}: directory {directory} does not exist")
-    def write(tmp):
-        with h5py.File(tmp, "w") as f:
-            _write_layers(f, net)
-            _write_attrs(f, net, extra_metadata)
-
     try:
-        atomic_write(path, write)
+        data = _netx_bytes(net, extra_metadata)
+        atomic_write_bytes(path, data)
     except ToolchainError:
         raise
     except Exception as e:
@@ -269,31 +275,44 @@ def _str(ds) -> str:
     return str(value)
 
 
-def _arr(group, key) -> np.ndarray:
-    return np.asarray(group[key][()])
+def _arr(group, key, where: str = "") -> np.ndarray:
+    """A numeric dataset; NetxError naming it if it is not numbers or not finite (NaN would become INT64_MIN)."""
+    value = np.asarray(group[key][()])
+    if value.dtype.kind not in "iufb":
+        raise NetxError(f"{where}: '{key}' holds {value.dtype} values, not numbers")
+    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+        raise NetxError(f"{where}: '{key}' holds NaN or infinite values")
+    return value
 
 
-def _int(group, key) -> int:
-    v = np.asarray(group[key][()]).reshape(-1)
+def _int(group, key, where: str = "") -> int:
+    v = _arr(group, key, where).reshape(-1)
+    if v.size != 1 or v[0] != np.round(v[0]):
+        raise NetxError(f"{where}: '{key}' must be one integer, got {v[:4].tolist()}")
     return int(v[0])
 
 
-def _pair(group, key, default: int) -> Tuple[int, int]:
-    """netx's expand(): a scalar s -> (s, s); an array stored (y, x)."""
+def _ints(group, key, where: str, low: int) -> Tuple[int, ...]:
+    """An integer vector (a shape, a kernel size), every entry >= low."""
+    v = _arr(group, key, where).reshape(-1)
+    if v.size == 0 or np.any(v != np.round(v)) or np.any(v < low) or np.any(v > 2 ** 31):
+        raise NetxError(f"{where}: '{key}' must be integers >= {low}, got {v[:8].tolist()}")
+    return tuple(int(x) for x in v)
+
+
+def _pair(group, key, default: int, where: str = "", low: int = 0) -> Tuple[int, int]:
+    """netx's expand(): a scalar s -> (s, s); an array stored (y, x). Each entry >= low."""
     if key not in group:
         return (default, default)
-    v = np.asarray(group[key][()])
-    if v.ndim == 0:
-        return (int(v), int(v))
-    v = v.reshape(-1)
-    if v.size == 1:
-        return (int(v[0]), int(v[0]))
-    return (int(v[0]), int(v[1]))
+    v = _ints(group, key, where, low)
+    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
 
 
 def _read_neuron(group, where: str) -> Dict[str, int]:
     if "neuron" not in group:
-        return dict(NETX_DEFAULT_NEURON)
+        raise NetxError(f"{where}: the layer has no 'neuron'; netx would give it its default neuron (iDecay 0, "
+                        f"vDecay 4096, vThMant 2**17), which is outside Loihi's fixed-point ranges: give it a CUBA "
+                        f"neuron")
     n = group["neuron"]
     if "type" not in n:
         raise NetxError(f"{where}: neuron has no 'type'")
@@ -314,20 +333,20 @@ def _read_neuron(group, where: str) -> Dict[str, int]:
     for key in ("iDecay", "vDecay", "vThMant"):
         if key not in n:
             raise NetxError(f"{where}: CUBA neuron has no '{key}'")
-        out[key] = _int(n, key)
+        out[key] = _int(n, key, f"{where}: neuron")
     return out
 
 
 def _bias(group, out_shape: Tuple[int, ...], kind: str, where: str) -> Optional[np.ndarray]:
     if "bias" not in group:
         return None
-    b = _arr(group, "bias").astype(int)
+    b = _arr(group, "bias", where).astype(np.int64)
     n_out = int(out_shape[0])
     if kind == "conv":
         lava_shape = tuple(out_shape[::-1])
         if list(b.shape) == list(lava_shape):           # neuron-wise, netx's (W, H, C) order
             return b.transpose(2, 1, 0).copy()
-        if b.ndim >= 1 and b.shape[0] == n_out:          # channel-wise
+        if b.ndim >= 1 and b.shape[0] == n_out and b.size == n_out:          # channel-wise
             return b.reshape(n_out)
         raise NetxError(f"{where}: bias of shape {b.shape} fits neither {n_out} channels nor "
                         f"the neurons {lava_shape}")
@@ -382,13 +401,13 @@ def _attr_str(attrs, key, default):
     return str(v)
 
 
-def _attr_json(attrs, key, default):
+def _attr_json(attrs, key, default, path=""):
     if key not in attrs:
         return default
     try:
         return json.loads(_attr_str(attrs, key, ""))
     except ValueError:
-        raise NetxError(f"attribute '{key}' is not valid JSON") from None
+        raise NetxError(f"{path}: attribute '{key}' is not valid JSON") from None
 
 
 def _sample_length(f, path: Path) -> int:
@@ -443,6 +462,92 @@ def read_netx(path: PathLike, timesteps: Optional[int] = None,
         raise NetxError(f"{path} is corrupt or truncated: {msg}") from None
 
 
+def _read_dense(g, where: str, i: int, cur_shape, flatten_next: bool, neuron: dict) -> FxLayer:
+    n_out = math.prod(_ints(g, "shape", where, 1))
+    w = _arr(g, "weight", where).astype(np.int64)       # netx: astype(int) (truncation)
+    if w.ndim == 1:
+        if w.size % n_out:
+            raise NetxError(f"{where}: dense weight has {w.size} values, not a multiple of {n_out} output neurons")
+        w = w.reshape(n_out, -1)
+    if w.ndim != 2 or w.shape[0] != n_out or w.shape[1] == 0:
+        raise NetxError(f"{where}: dense weight shape {w.shape} does not match {n_out} output neurons")
+    cur_shape = cur_shape if cur_shape is not None else (int(w.shape[1]),)
+    if len(cur_shape) != 1 and not flatten_next:
+        raise NetxError(f"{where}: a dense layer after the {len(cur_shape)}-D output {cur_shape} needs a 'flatten' "
+                        f"layer before it (netx cannot connect them otherwise)")
+    n_in = math.prod(cur_shape)
+    if w.shape[1] != n_in:
+        raise NetxError(f"{where}: dense weight count {w.size} does not match "
+                        f"{n_out} x {n_in} (outputs x inputs of {cur_shape})")
+    return FxLayer(name=f"layer{i}", kind="dense", weight=w, input_shape=cur_shape, output_shape=(n_out,),
+                   vth=neuron["vThMant"], i_decay=neuron["iDecay"], v_decay=neuron["vDecay"],
+                   flatten_before=flatten_next)
+
+
+def _read_conv(g, where: str, i: int, cur_shape, neuron: dict) -> FxLayer:
+    if cur_shape is None:
+        raise NetxError(f"{where}: the input shape cannot be inferred (no input layer "
+                        f"before the first conv); pass input_shape=(C, H, W)")
+    if len(cur_shape) != 3:
+        raise NetxError(f"{where}: conv after a {len(cur_shape)}-D output {cur_shape}")
+    w = _arr(g, "weight", where).astype(np.int64)
+    if w.ndim == 5 and w.shape[4] == 1:
+        w = w[..., 0]
+    if w.ndim != 4 or 0 in w.shape:
+        raise NetxError(f"{where}: conv weight must be (out, in/groups, kh, kw), got {w.shape}")
+    groups = _int(g, "groups", where) if "groups" in g else 1
+    out_shape = _ints(g, "shape", where, 1)
+    c = cur_shape[0]
+    if groups < 1 or c % groups or w.shape[0] % groups or w.shape[1] != c // groups:
+        raise NetxError(f"{where}: conv weight {w.shape} does not fit {c} input channels "
+                        f"in {groups} groups")
+    layer = FxLayer(name=f"layer{i}", kind="conv", weight=w, input_shape=cur_shape,
+                    output_shape=out_shape, vth=neuron["vThMant"],
+                    i_decay=neuron["iDecay"], v_decay=neuron["vDecay"],
+                    stride=_pair(g, "stride", 1, where, low=1), padding=_pair(g, "padding", 0, where),
+                    dilation=_pair(g, "dilation", 1, where, low=1), groups=groups)
+    computed = (int(w.shape[0]),) + _conv_out_hw(layer, cur_shape[1], cur_shape[2])
+    if len(out_shape) != 3 or computed != out_shape or min(computed) < 1:
+        raise NetxError(f"{where}: stored shape {out_shape} does not match the conv "
+                        f"output {computed}")
+    return layer
+
+
+def _read_layer(g, where: str, i: int, cur_shape, flatten_next: bool, ltype: str) -> FxLayer:
+    if ltype in _NETX_CANNOT_RUN:
+        raise NetxError(f"{where}: {_NETX_CANNOT_RUN[ltype]} layers are not supported: "
+                        f"netx cannot run '{ltype}' (its loader raises NotImplementedError)")
+    if ltype == "dense_comp":
+        raise NetxError(f"{where}: complex-valued dense layers (dense_comp) are not supported: they need "
+                        f"Lava's complex-valued neurons, which the emulator does not model")
+    if ltype not in ("dense", "conv", "dense_rec"):
+        raise NetxError(f"{where}: unknown layer type '{ltype}'; netx cannot run it")
+    if "weight" not in g or "shape" not in g:
+        raise NetxError(f"{where}: missing 'weight' or 'shape'")
+    if "delay" in g and ltype == "conv":
+        warnings.warn(f"{where}: netx ignores a conv layer's synaptic delays (its Conv block has none); so do "
+                      f"the emulator and Lava", DeploymentWarning, stacklevel=4)
+    neuron = _read_neuron(g, where)
+    if ltype in ("dense", "dense_rec"):
+        layer = _read_dense(g, where, i, cur_shape, flatten_next, neuron)
+        n_out = layer.output_shape[0]
+        if ltype == "dense_rec":
+            layer.weight_rec = _recurrent_weight(g, n_out, where)
+        if "delay" in g:
+            if ltype == "dense_rec":
+                raise NetxError(f"{where}: a recurrent dense layer with synaptic delays is not supported "
+                                f"(netx gives both of its synapses the feed-forward delays)")
+            layer.delay = _delays(g, layer.weight.shape, where)
+    else:
+        layer = _read_conv(g, where, i, cur_shape, neuron)
+    layer.bias = _bias(g, layer.output_shape, ltype, where)
+    try:
+        layer.validate()                       # Loihi's ranges: what the chip (and the emulator) can hold
+    except QuantizationError as e:
+        raise NetxError(f"{where}: {e}") from None
+    return layer
+
+
 def _read(f, path: Path, timesteps: Optional[int],
           given_input_shape: Optional[Tuple[int, ...]]) -> FxNetwork:
     if "layer" not in f or not hasattr(f["layer"], "keys"):
@@ -455,9 +560,6 @@ def _read(f, path: Path, timesteps: Optional[int],
         if str(i) not in lg:
             raise NetxError(f"{path}: layers must be numbered 0..{n - 1}; layer {i} is missing")
 
-    attrs = f.attrs
-    infos = _attr_json(attrs, "layers", None)
-
     input_shape: Optional[Tuple[int, ...]] = None
     if given_input_shape is not None:
         input_shape = tuple(int(s) for s in given_input_shape)
@@ -466,7 +568,7 @@ def _read(f, path: Path, timesteps: Optional[int],
     layers: List[FxLayer] = []
     for i in range(n):
         g = lg[str(i)]
-        if "type" not in g:
+        if not hasattr(g, "keys") or "type" not in g:
             raise NetxError(f"{path}: layer {i} has no 'type'")
         ltype = _str(g["type"])
         where = f"{path}: layer {i} ({ltype})"
@@ -475,7 +577,9 @@ def _read(f, path: Path, timesteps: Optional[int],
                 raise NetxError(f"{where}: input layer has no 'shape'")
             if layers:
                 raise NetxError(f"{where}: an input layer must come before the other layers")
-            input_shape = tuple(int(s) for s in _arr(g, "shape").reshape(-1))
+            input_shape = _ints(g, "shape", where, 1)
+            if len(input_shape) not in (1, 3):
+                raise NetxError(f"{where}: input shape {input_shape} is neither (C, H, W) nor (F,)")
             cur_shape = input_shape
             if "neuron" in g:
                 # netx builds a neuron without a synapse (its Input block): lava-dl feeds it through the neuron's
@@ -488,107 +592,107 @@ def _read(f, path: Path, timesteps: Optional[int],
         if ltype == "flatten":
             flatten_next = True
             continue
-        if ltype in _NETX_CANNOT_RUN:
-            raise NetxError(f"{where}: {_NETX_CANNOT_RUN[ltype]} layers are not supported: "
-                            f"netx cannot run '{ltype}' (its loader raises NotImplementedError)")
-        if ltype == "dense_comp":
-            raise NetxError(f"{where}: complex-valued dense layers (dense_comp) are not supported: they need "
-                            f"Lava's complex-valued neurons, which the emulator does not model")
-        if ltype not in ("dense", "conv", "dense_rec"):
-            raise NetxError(f"{where}: unknown layer type '{ltype}'; netx cannot run it")
-        if "weight" not in g or "shape" not in g:
-            raise NetxError(f"{where}: missing 'weight' or 'shape'")
-        if "delay" in g and ltype == "conv":
-            warnings.warn(f"{where}: netx ignores a conv layer's synaptic delays (its Conv block has none); so do "
-                          f"the emulator and Lava", DeploymentWarning, stacklevel=3)
-        neuron = _read_neuron(g, where)
-        w = _arr(g, "weight").astype(int)       # netx: astype(int) (truncation)
-        if ltype in ("dense", "dense_rec"):
-            n_out = int(np.prod(_arr(g, "shape")))
-            if w.ndim == 1:
-                if n_out == 0 or w.size % n_out:
-                    raise NetxError(f"{where}: dense weight has {w.size} values, not a multiple "
-                                    f"of {n_out} output neurons")
-                w = w.reshape(n_out, -1)
-            if w.ndim != 2 or w.shape[0] != n_out:
-                raise NetxError(f"{where}: dense weight shape {w.shape} does not match "
-                                f"{n_out} output neurons")
-            if cur_shape is None:
-                cur_shape = (int(w.shape[1]),)
-                input_shape = cur_shape
-            n_in = int(np.prod(cur_shape))
-            if w.shape[1] != n_in:
-                raise NetxError(f"{where}: dense weight count {w.size} does not match "
-                                f"{n_out} x {n_in} (outputs x inputs of {cur_shape})")
-            out_shape: Tuple[int, ...] = (n_out,)
-            layer = FxLayer(name=f"layer{i}", kind="dense", weight=w, input_shape=cur_shape,
-                            output_shape=out_shape, vth=neuron["vThMant"],
-                            i_decay=neuron["iDecay"], v_decay=neuron["vDecay"],
-                            flatten_before=flatten_next)
-            if ltype == "dense_rec":
-                layer.weight_rec = _recurrent_weight(g, n_out, where)
-            if "delay" in g:
-                if ltype == "dense_rec":
-                    raise NetxError(f"{where}: a recurrent dense layer with synaptic delays is not supported "
-                                    f"(netx gives both of its synapses the feed-forward delays)")
-                layer.delay = _delays(g, w.shape, where)
-        else:
-            if cur_shape is None:
-                raise NetxError(f"{where}: the input shape cannot be inferred (no input layer "
-                                f"before the first conv); pass input_shape=(C, H, W) (snntc: --input-shape C,H,W)")
-            if len(cur_shape) != 3:
-                raise NetxError(f"{where}: conv after a {len(cur_shape)}-D output {cur_shape}")
-            if w.ndim == 5 and w.shape[4] == 1:
-                w = w[..., 0]
-            if w.ndim != 4:
-                raise NetxError(f"{where}: conv weight must be (out, in/groups, kh, kw), got {w.shape}")
-            groups = _int(g, "groups") if "groups" in g else 1
-            out_shape = tuple(int(s) for s in _arr(g, "shape").reshape(-1))
-            c = cur_shape[0]
-            if groups < 1 or c % groups or w.shape[0] % groups or w.shape[1] != c // groups:
-                raise NetxError(f"{where}: conv weight {w.shape} does not fit {c} input channels "
-                                f"in {groups} groups")
-            layer = FxLayer(name=f"layer{i}", kind="conv", weight=w, input_shape=cur_shape,
-                            output_shape=out_shape, vth=neuron["vThMant"],
-                            i_decay=neuron["iDecay"], v_decay=neuron["vDecay"],
-                            stride=_pair(g, "stride", 1), padding=_pair(g, "padding", 0),
-                            dilation=_pair(g, "dilation", 1), groups=groups)
-            computed = (int(w.shape[0]),) + _conv_out_hw(layer, cur_shape[1], cur_shape[2])
-            if len(out_shape) != 3 or computed != out_shape:
-                raise NetxError(f"{where}: stored shape {out_shape} does not match the conv "
-                                f"output {computed}")
-        layer.bias = _bias(g, out_shape, ltype, where)
+        layer = _read_layer(g, where, i, cur_shape, flatten_next, ltype)
+        if cur_shape is None:
+            input_shape = layer.input_shape
         flatten_next = False
         layers.append(layer)
-        cur_shape = out_shape
+        cur_shape = layer.output_shape
 
     if not layers:
         raise NetxError(f"{path}: no dense or conv layer")
-    if infos is not None and len(infos) == len(layers):
-        for layer, info in zip(layers, infos):
-            layer.name = str(info.get("name", layer.name))
-            layer.scale = float(info.get("scale", 1.0))
-            layer.source = str(info.get("source", ""))
-            layer.is_output = bool(info.get("is_output", False))
-            layer.relays_in, layer.relays_out = int(info.get("relays_in", 0)), int(info.get("relays_out", 0))
-    else:
-        layers[-1].is_output = True
+    _apply_layer_infos(layers, _attr_json(f.attrs, "layers", None, path), path)
+    if timesteps is None and "timesteps" not in f.attrs:
+        timesteps = _sample_length(f, path)         # slayer's simulation/tSample, else DEFAULT_TIMESTEPS
+    return _network(f.attrs, path, tuple(input_shape), layers, timesteps)
 
-    metadata = dict(_attr_json(attrs, "metadata", {}) or {})
-    metadata.update(_attr_json(attrs, "extra_metadata", {}) or {})
+
+def _apply_layer_infos(layers: List[FxLayer], infos, path: Path) -> None:
+    """The toolchain's per-layer attributes (names, scales, sources, the output layer); without them the last layer
+    is the output."""
+    if infos is None or not isinstance(infos, list) or len(infos) != len(layers):
+        if infos is not None and not isinstance(infos, list):
+            raise NetxError(f"{path}: attribute 'layers' is a JSON {type(infos).__name__}, expected a list of "
+                            f"{{name, scale, source, is_output}}")
+        layers[-1].is_output = True
+        return
+    for layer, info in zip(layers, infos):
+        if not isinstance(info, dict):
+            raise NetxError(f"{path}: attribute 'layers' holds {info!r}, expected {{name, scale, source, is_output}}")
+        name, scale = info.get("name", layer.name), info.get("scale", 1.0)
+        if not isinstance(name, str) or not _finite_number(scale) or not isinstance(info.get("is_output", False), bool):
+            raise NetxError(f"{path}: attribute 'layers': entry {info!r} needs a name (string), a finite scale and "
+                            f"is_output true/false")
+        layer.name, layer.scale = name, float(scale)
+        layer.source, layer.is_output = str(info.get("source", "")), info.get("is_output", False)
+        relays = (info.get("relays_in", 0), info.get("relays_out", 0))
+        if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in relays):
+            raise NetxError(f"{path}: attribute 'layers': entry {info!r} has relay counts that are not "
+                            f"non-negative integers")
+        layer.relays_in, layer.relays_out = relays
+    if sum(layer.is_output for layer in layers) != 1 or not layers[-1].is_output:
+        raise NetxError(f"{path}: attribute 'layers' must mark the last layer, and only it, as the output")
+
+
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _attr_number(attrs, key: str, default, path: Path, integer: bool = False, low=None, high=None):
+    """A numeric root attribute in [low, high] (an integer if `integer`); NetxError naming it otherwise."""
+    if key not in attrs:
+        return default
+    v = np.asarray(attrs[key]).reshape(-1)
+    ok = v.size == 1 and v.dtype.kind in "iuf" and _finite_number(v[0]) and (not integer or v[0] == np.round(v[0]))
+    if ok and ((low is not None and v[0] < low) or (high is not None and v[0] > high)):
+        ok = False
+    if not ok:
+        kind = "an integer" if integer else "a finite number"
+        raise NetxError(f"{path}: attribute '{key}' is {v[:4].tolist()}; expected {kind} from {low} to {high}")
+    return int(v[0]) if integer else float(v[0])
+
+
+def _attr_choice(attrs, key: str, default: str, known, path: Path) -> str:
+    value = _attr_str(attrs, key, default)
+    if value not in known:
+        raise NetxError(f"{path}: attribute '{key}' is '{value}'; known: {', '.join(known)}")
+    return value
+
+
+def _attr_floats(attrs, key: str, channels: int, path: Path, positive: bool = False) -> Tuple[float, ...]:
+    v = np.asarray(attrs.get(key, ())).reshape(-1)
+    if v.size == 0:
+        return ()
+    if v.dtype.kind not in "iuf" or not np.all(np.isfinite(v)) or (positive and np.any(v <= 0)) or \
+            v.size not in (1, channels):
+        raise NetxError(f"{path}: attribute '{key}' is {v[:8].tolist()}; expected {'positive ' if positive else ''}"
+                        f"finite numbers, one per input channel ({channels})")
+    return tuple(float(x) for x in v)
+
+
+def _network(attrs, path: Path, input_shape, layers: List[FxLayer], timesteps: Optional[int]) -> FxNetwork:
+    from ..coding import CODINGS
+    metadata = _attr_json(attrs, "metadata", {}, path) or {}
+    extra = _attr_json(attrs, "extra_metadata", {}, path) or {}
+    if not isinstance(metadata, dict) or not isinstance(extra, dict):
+        raise NetxError(f"{path}: attributes 'metadata' and 'extra_metadata' must be JSON objects")
+    metadata = {**metadata, **extra}
     if timesteps is None:
-        timesteps = int(attrs["timesteps"]) if "timesteps" in attrs else _sample_length(f, path)
-    num_classes = int(attrs["num_classes"]) if "num_classes" in attrs else layers[-1].neurons
+        timesteps = _attr_number(attrs, "timesteps", DEFAULT_TIMESTEPS, path, True, 1, MAX_TIMESTEPS)
+    elif not 1 <= int(timesteps) <= MAX_TIMESTEPS:
+        raise NetxError(f"{path}: {timesteps} time steps asked for; expected 1 to {MAX_TIMESTEPS:,}")
+    outputs = layers[-1].neurons
+    channels = input_shape[0] if len(input_shape) == 3 else 1
     return FxNetwork(
         input_shape=tuple(input_shape),
         layers=layers,
-        num_classes=num_classes,
+        num_classes=_attr_number(attrs, "num_classes", outputs, path, True, 1, outputs),
         timesteps=int(timesteps),
-        input_coding=_attr_str(attrs, "input_coding", "poisson"),
-        input_bits=int(attrs["input_bits"]) if "input_bits" in attrs else 0,
-        input_scale=float(attrs["input_scale"]) if "input_scale" in attrs else 1.0,
-        readout=_attr_str(attrs, "readout", "spikes"),
-        mean=tuple(float(x) for x in np.asarray(attrs.get("mean", ())).reshape(-1)),
-        std=tuple(float(x) for x in np.asarray(attrs.get("std", ())).reshape(-1)),
+        input_coding=_attr_choice(attrs, "input_coding", "poisson", CODINGS.names(), path),
+        input_bits=_attr_number(attrs, "input_bits", 0, path, True, 0, MAX_INPUT_BITS),
+        input_scale=_attr_number(attrs, "input_scale", 1.0, path, low=1e-30, high=1e30),
+        readout=_attr_choice(attrs, "readout", "spikes", READOUTS, path),
+        mean=_attr_floats(attrs, "mean", channels, path),
+        std=_attr_floats(attrs, "std", channels, path, positive=True),
         metadata=metadata,
     )

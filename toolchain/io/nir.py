@@ -64,6 +64,7 @@ with a current decay. Otherwise (metadata "fixed_point") each node of the float 
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ from ..ir import AvgPool2d, Conv2d, Flatten, Linear, Residual, Spike, iter_layer
 from ..ir.passes import fold_batch_norms
 from ..quantization.fixed_point import DECAY_UNITY
 from .checkpoint import Checkpoint
-from .files import atomic_write
+from .files import atomic_write_bytes
 
 MIN_NIR_VERSION = "1.0.6"
 DEFAULT_DT = 1e-4
@@ -497,10 +498,10 @@ def export_nir(snn_ckpt: Checkpoint, path: str, train_x: Optional[np.ndarray] = 
     graph = build_nir(snn_ckpt, train_x, options)
     if reset_effect:
         graph.metadata["reset_to_zero_effect"] = _plain(reset_effect)
+    buffer = io.BytesIO()          # serialized in memory: a full disk is then one plain write's one-line error
     try:
-        atomic_write(path, lambda tmp: nir.write(tmp, graph))
-    except OSError as exc:
-        raise ExportError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        nir.write(buffer, graph)
     except (TypeError, ValueError) as exc:
         raise ExportError(f"{path}: NIR could not serialize the graph ({type(exc).__name__}: {exc})") from None
+    atomic_write_bytes(path, buffer.getvalue())
     return graph

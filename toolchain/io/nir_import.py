@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint
-from ..errors import ImportModelError, ModelError
+from ..errors import ConfigError, ImportModelError, ModelError
 from ..quantization.fixed_point import DECAY_UNITY
 from ..ir import AvgPool2d, Conv2d, Flatten, Linear, Network, Spike
 
@@ -346,9 +346,7 @@ def import_nir(path: str, dt: Optional[float] = None, timesteps: Optional[int] =
     graph, read_note = read_graph(path)
     meta = _metadata(graph)
     file_dt = meta.get("dt")
-    dt = float(dt if dt is not None else file_dt if file_dt is not None else DEFAULT_DT)
-    if not dt > 0:
-        raise ImportModelError(f"dt must be > 0, got {dt}")
+    dt = _positive(dt if dt is not None else file_dt if file_dt is not None else DEFAULT_DT, "dt", path)
     order = chain_of(graph, path)
     b = _Builder(path, dt)
     b.shape, note = _input_shape(order[0][1], dataset_shape)
@@ -361,8 +359,20 @@ def import_nir(path: str, dt: Optional[float] = None, timesteps: Optional[int] =
     state = _state_dict(net, config, b.params, path)
     info = {"source": str(path), "format": "nir", "producer": str(meta.get("producer") or "unknown"), "dt": dt,
             "layer_sources": b.sources, "notes": b.notes, "warnings": []}
-    return Checkpoint("snn", net, state, {}, snn=config, training={"import": info},
-                      metrics={"test_accuracy": None})
+    ckpt = Checkpoint("snn", net, state, {}, snn=config, training={"import": info}, metrics={"test_accuracy": None})
+    ckpt.validate(path)             # finite weights (a NaN in a file would otherwise evaluate to chance)
+    return ckpt
+
+
+def _positive(value, what: str, path: str) -> float:
+    """A finite number > 0 (dt), from the arguments or the file's metadata; ImportModelError otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise ImportModelError(f"{path}: {what} must be a finite number > 0 (seconds per time step), got {value!r}")
+    return number
 
 
 def _build_layers(b: _Builder, order, path: str) -> None:
@@ -417,14 +427,20 @@ def _config(b: _Builder, neuron: NeuronSpec, meta: dict, timesteps: Optional[int
             recorded = json.loads(meta["snn_config"])
         except (TypeError, ValueError):
             recorded = {}
-    T = int(timesteps or meta.get("timesteps") or recorded.get("timesteps") or 0)
-    if T < 1:
+    if not isinstance(recorded, dict):
+        recorded = {}
+    T = timesteps or meta.get("timesteps") or recorded.get("timesteps") or 0
+    T = int(T) if isinstance(T, np.integer) or (isinstance(T, float) and T.is_integer()) else T   # HDF5's numbers
+    if not T:
         raise ImportModelError(f"{b.path}: the file does not say how many time steps the network runs: pass "
                                f"--timesteps")
     coding = coding or meta.get("input_coding") or recorded.get("coding") or "direct"
     base = {k: v for k, v in recorded.items() if k in ("surrogate", "input_scale")}
-    if recorded.get("version", 1) < 2 and base.get("input_scale") == 1.0:     # written before 'unset' was None
+    if recorded.get("version", 1) == 1 and base.get("input_scale") == 1.0:     # written before 'unset' was None
         base["input_scale"] = None
-    return SnnConfig(thresholds={name: s.threshold for name, s in b.specs.items()}, neuron=neuron.kind,
-                     leak=neuron.leak, coding=coding, timesteps=T, i_decay=neuron.i_decay, v_decay=neuron.v_decay,
-                     reset=neuron.reset if neuron.kind != "loihi-cuba" else "subtract", **base)
+    try:                            # the file's metadata checked like any configuration (T, coding, scale ...)
+        return SnnConfig(thresholds={name: s.threshold for name, s in b.specs.items()}, neuron=neuron.kind,
+                         leak=neuron.leak, coding=coding, timesteps=T, i_decay=neuron.i_decay, v_decay=neuron.v_decay,
+                         reset=neuron.reset if neuron.kind != "loihi-cuba" else "subtract", **base)
+    except (ConfigError, TypeError) as exc:
+        raise ImportModelError(f"{b.path}: its metadata: {exc}") from None

@@ -85,6 +85,40 @@ _STATIC_OPS = {"Constant", "Identity", "Shape", "Gather", "Unsqueeze", "Squeeze"
 _BATCH = 1          # the batch size Shape() reports during shape arithmetic
 
 
+MIN_OPSET = 9          # BatchNormalization without 'spatial', Flatten/Reshape/Gemm as the importer reads them
+
+
+def _opset(model, source: str) -> int:
+    """The model's standard-operator opset; ImportModelError outside what the importer (and onnx) know."""
+    import onnx
+    versions = [int(d.version) for d in model.opset_import if d.domain in ("", "ai.onnx")]
+    newest = onnx.defs.onnx_opset_version()
+    if not versions or not MIN_OPSET <= versions[0] <= newest:
+        found = versions[0] if versions else "none"
+        raise ImportModelError(f"{source}: ONNX opset {found}; supported: {MIN_OPSET} to {newest} (re-export the "
+                               f"model, e.g. torch.onnx.export(..., opset_version=17))")
+    return versions[0]
+
+
+def _initializer(tensor, numpy_helper, source: str) -> np.ndarray:
+    """An initializer's values, stored in the file itself and finite (NaN weights would give a silent wrong
+    answer); external data (another file's bytes) is refused."""
+    from onnx import TensorProto
+    if tensor.data_location == TensorProto.EXTERNAL or tensor.external_data:
+        raise ImportModelError(f"{source}: initializer '{tensor.name}' keeps its data in another file; only "
+                               f"self-contained models are read (save it with onnx.save(model, path, "
+                               f"save_as_external_data=False))")
+    try:
+        value = numpy_helper.to_array(tensor)
+    except (ValueError, TypeError) as exc:
+        raise ImportModelError(f"{source}: initializer '{tensor.name}' is unreadable ({exc})") from None
+    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+        raise ImportModelError(f"{source}: initializer '{tensor.name}' holds NaN or infinite values")
+    if value.dtype.kind not in "iufb":
+        raise ImportModelError(f"{source}: initializer '{tensor.name}' is {value.dtype}, not numbers")
+    return value
+
+
 def _node_name(node, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
@@ -98,13 +132,8 @@ class _Importer:
         g = model.graph
         self.graph = g
         self.nodes = list(g.node)           # one Python object per node (protobuf wrappers are not stable)
-        self.consts: Dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-        for domain in model.opset_import:
-            if domain.domain in ("", "ai.onnx"):
-                self.opset = int(domain.version)
-                break
-        else:
-            self.opset = 0
+        self.opset = _opset(model, source)
+        self.consts: Dict[str, np.ndarray] = {t.name: _initializer(t, numpy_helper, source) for t in g.initializer}
         # graph input: the one input that is not an initializer
         inputs = [i for i in g.input if i.name not in self.consts]
         if len(inputs) != 1:
@@ -185,7 +214,10 @@ class _Importer:
         if producer is None:
             raise self.err(node, f"input '{name}' must be a constant (a weight), but it is computed from the "
                                  f"network's input") if node is not None else ImportModelError(f"'{name}' is not constant")
-        self._eval_static(producer)
+        try:
+            self._eval_static(producer)
+        except (ValueError, IndexError, TypeError, KeyError, ZeroDivisionError) as exc:
+            raise self.err(producer, f"cannot be evaluated ({type(exc).__name__}: {str(exc)[:100]})") from None
         return self.consts[name]
 
     def _eval_static(self, node) -> None:
@@ -600,7 +632,7 @@ def _load(path):
     if not os.path.isfile(source):
         raise ImportModelError(f"{source}: no such ONNX file")
     try:
-        model = onnx.load(source)
+        model = onnx.load(source, load_external_data=False)     # never read another file a model points at
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning-like errors, ...
         raise ImportModelError(f"{source}: not an ONNX model ({type(exc).__name__}: {str(exc)[:80]})") from None
     if model.ir_version < 1 or not model.graph.node or not model.graph.input:
@@ -642,10 +674,15 @@ def import_onnx(path, num_classes: Optional[int] = None, name: Optional[str] = N
     with torch.no_grad():
         for layer_name, p in imp.params.items():
             mod = ann.layers[layer_name]
-            mod.weight.copy_(torch.as_tensor(p["weight"], dtype=torch.float32).reshape(mod.weight.shape))
-            if p["bias"] is not None:
-                mod.bias.copy_(torch.as_tensor(p["bias"], dtype=torch.float32))
+            try:
+                mod.weight.copy_(torch.as_tensor(p["weight"], dtype=torch.float32).reshape(mod.weight.shape))
+                if p["bias"] is not None:
+                    mod.bias.copy_(torch.as_tensor(p["bias"], dtype=torch.float32))
+            except RuntimeError as exc:
+                raise ImportModelError(f"{source}: the weights of node '{imp.sources.get(layer_name, layer_name)}' do "
+                                       f"not fit its layer ({str(exc)[:100]})") from None
     state = {k: v.detach().clone() for k, v in ann.state_dict().items()}
+    _check_finite(state, imp, source)
     problems = []
     try:
         from ..ir.lowering import lower
@@ -659,6 +696,16 @@ def import_onnx(path, num_classes: Optional[int] = None, name: Optional[str] = N
             "producer": f"{model.producer_name} {model.producer_version}".strip(),
             "layer_sources": dict(imp.sources), "notes": imp.notes, "warnings": problems}
     return Checkpoint("ann", net, state, {}, training={"import": info}, metrics={"test_accuracy": None})
+
+
+def _check_finite(state: dict, imp: "_Importer", source: str) -> None:
+    """Every imported weight is finite: NaN weights (from an initializer, a Constant or folded arithmetic) would
+    convert, train and export to a network that answers at random."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            layer = key.split(".")[1] if key.count(".") >= 2 else key
+            raise ImportModelError(f"{source}: the weights of node '{imp.sources.get(layer, layer)}' hold NaN or "
+                                   f"infinite values")
 
 
 def export_onnx(ckpt: Checkpoint, path: str, opset: int = 17) -> None:

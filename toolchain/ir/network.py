@@ -20,6 +20,19 @@ def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dil
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def _check_fields(layer, positive: Tuple[str, ...] = (), non_negative: Tuple[str, ...] = ()) -> None:
+    """A layer's name is a string and its sizes integers in range (ModelError naming the layer and the field)."""
+    if not isinstance(layer.name, str) or not layer.name:
+        raise ModelError(f"a {type(layer).__name__} layer has the name {layer.name!r}; names must be non-empty strings")
+    for names, low in ((positive, 1), (non_negative, 0)):
+        for f in names:
+            v = getattr(layer, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ModelError(f"layer '{layer.name}': {f} is {v!r}; it must be an integer >= {low}")
+    if hasattr(layer, "bias") and not isinstance(layer.bias, bool):
+        raise ModelError(f"layer '{layer.name}': bias is {layer.bias!r}; it must be true or false")
+
+
 @dataclass(frozen=True)
 class Conv2d:
     name: str
@@ -29,6 +42,9 @@ class Conv2d:
     stride: int = 1
     padding: int = 1
     bias: bool = False
+
+    def __post_init__(self):
+        _check_fields(self, ("in_channels", "out_channels", "kernel_size", "stride"), ("padding",))
 
     def out_shape(self, shape: Shape) -> Shape:
         if len(shape) != 3 or shape[0] != self.in_channels:
@@ -47,6 +63,9 @@ class Linear:
     out_features: int
     bias: bool = False
 
+    def __post_init__(self):
+        _check_fields(self, ("in_features", "out_features"))
+
     def out_shape(self, shape: Shape) -> Shape:
         if len(shape) != 1 or shape[0] != self.in_features:
             raise ShapeError(f"layer '{self.name}': expects ({self.in_features},), gets {shape}")
@@ -58,6 +77,9 @@ class AvgPool2d:
     name: str
     kernel_size: int = 2
 
+    def __post_init__(self):
+        _check_fields(self, ("kernel_size",))
+
     def out_shape(self, shape: Shape) -> Shape:
         k = self.kernel_size
         if len(shape) != 3 or shape[1] % k or shape[2] % k:
@@ -68,6 +90,9 @@ class AvgPool2d:
 @dataclass(frozen=True)
 class Flatten:
     name: str
+
+    def __post_init__(self):
+        _check_fields(self)
 
     def out_shape(self, shape: Shape) -> Shape:
         n = 1
@@ -81,9 +106,12 @@ class Dropout:
     name: str
     p: float = 0.2
 
+    def __post_init__(self):
+        _check_fields(self)
+        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)) or not 0.0 <= self.p < 1.0:
+            raise ModelError(f"layer '{self.name}': dropout p={self.p!r} is outside [0, 1)")
+
     def out_shape(self, shape: Shape) -> Shape:
-        if not 0.0 <= self.p < 1.0:
-            raise ShapeError(f"layer '{self.name}': dropout p={self.p} is outside [0, 1)")
         return shape
 
 
@@ -93,6 +121,9 @@ class BatchNorm2d:
     batch, time and positions). Folded into the conv's weights and bias for export."""
     name: str
     num_features: int
+
+    def __post_init__(self):
+        _check_fields(self, ("num_features",))
 
     def out_shape(self, shape: Shape) -> Shape:
         if len(shape) != 3 or shape[0] != self.num_features:
@@ -108,6 +139,9 @@ class BatchNorm1d:
     name: str
     num_features: int
 
+    def __post_init__(self):
+        _check_fields(self, ("num_features",))
+
     def out_shape(self, shape: Shape) -> Shape:
         if len(shape) != 1 or shape[0] != self.num_features:
             raise ShapeError(f"layer '{self.name}': expects ({self.num_features},), gets {shape}")
@@ -118,6 +152,9 @@ class BatchNorm1d:
 class Spike:
     """ReLU in the ANN; a spiking neuron (threshold, leak, reset) in the SNN."""
     name: str
+
+    def __post_init__(self):
+        _check_fields(self)
 
     def out_shape(self, shape: Shape) -> Shape:
         return shape
@@ -164,6 +201,8 @@ class Network:
     shapes: Tuple[Shape, ...] = field(default=(), compare=False)
 
     def __post_init__(self):
+        if not self.layers:
+            raise ModelError(f"network '{self.name}' has no layers")
         names = [l.name for l in iter_layers(self.layers)]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -191,10 +230,15 @@ class Network:
     @staticmethod
     def from_dict(d: dict) -> "Network":
         try:
-            return Network(layers=tuple(layer_from_dict(l) for l in d["layers"]), input_shape=tuple(d["input_shape"]),
-                           num_classes=int(d["num_classes"]), name=d.get("name", "network"))
+            shape = tuple(d["input_shape"])
+            if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+                raise ModelError(f"input_shape {list(shape)} must be positive integers")
+            if isinstance(d["num_classes"], bool) or not isinstance(d["num_classes"], int) or d["num_classes"] < 1:
+                raise ModelError(f"num_classes {d['num_classes']!r} must be a positive integer")
+            return Network(layers=tuple(layer_from_dict(l) for l in d["layers"]), input_shape=shape,
+                           num_classes=d["num_classes"], name=str(d.get("name", "network")))
         except (KeyError, TypeError) as exc:
-            raise ModelError(f"malformed network description: {exc}") from None
+            raise ModelError(f"malformed network description: {type(exc).__name__} {exc}") from None
 
 
 def iter_layers(layers: Sequence[Layer]) -> Iterator[Layer]:
@@ -215,6 +259,8 @@ def layer_to_dict(layer: Layer) -> dict:
 
 
 def layer_from_dict(d: dict) -> Layer:
+    if not isinstance(d, dict):
+        raise ModelError(f"a layer is described by {type(d).__name__} {d!r}, not a dict")
     d = dict(d)
     kind = d.pop("type", None)
     if kind not in LAYER_TYPES:

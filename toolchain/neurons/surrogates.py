@@ -115,12 +115,17 @@ def surrogate_dict(surrogate) -> dict:
 def get_surrogate(name: str = "stdb", alpha: Optional[float] = None, beta: Optional[float] = None,
                   width: Optional[float] = None) -> Surrogate:
     """The surrogate called `name`; unset parameters take that surrogate's defaults."""
-    key = (name or "stdb").lower()
+    key = (name or "stdb").lower() if isinstance(name, str) or name is None else name
     if key not in SURROGATES:
         raise ConfigError(f"unknown surrogate {name!r}; valid: {', '.join(SURROGATES)}")
     _, a, b, w, _ = SURROGATES[key]
-    surrogate = Surrogate(key, a if alpha is None else float(alpha), b if beta is None else float(beta),
-                          w if width is None else float(width))
-    if surrogate.width <= 0 or surrogate.alpha < 0:
-        raise ConfigError(f"surrogate {key}: width must be > 0 and alpha >= 0 (got width {surrogate.width}, alpha {surrogate.alpha})")
+    try:
+        surrogate = Surrogate(key, a if alpha is None else float(alpha), b if beta is None else float(beta),
+                              w if width is None else float(width))
+    except (TypeError, ValueError):
+        raise ConfigError(f"surrogate {key}: alpha, beta and width must be numbers (got {alpha!r}, {beta!r}, "
+                          f"{width!r})") from None
+    if not (0 < surrogate.width < math.inf and 0 <= surrogate.alpha < math.inf and 0 <= surrogate.beta < math.inf):
+        raise ConfigError(f"surrogate {key}: width must be a finite number > 0, alpha and beta finite numbers >= 0 "
+                          f"(got width {surrogate.width}, alpha {surrogate.alpha}, beta {surrogate.beta})")
     return surrogate

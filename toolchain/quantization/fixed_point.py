@@ -49,6 +49,17 @@ INPUT_FEEDS = ("spikes", "bias")       # how an input layer with a neuron receiv
 VOLTAGE_READOUT = "voltage readout"    # what a layer read by its voltage shows where spikes would be
 VOLTAGE_READOUT_NOTE = ("voltage readout: the output layer is read by its neurons' voltage at the last step (the "
                         "class is the highest), so it is built not to spike")
+READOUTS = ("voltage", "spikes")
+
+
+def _integers(values: np.ndarray, what: str, name: str) -> np.ndarray:
+    """Values that must be finite integers (NaN would become INT64_MIN on the chip's integer path)."""
+    if values.dtype.kind == "f" and not (np.all(np.isfinite(values)) and np.all(values == np.round(values))):
+        bad = "NaN or infinite" if not np.all(np.isfinite(values)) else "non-integer"
+        raise QuantizationError(f"layer '{name}': {what} hold {bad} values; Loihi's are integers")
+    if values.dtype.kind not in "iufb":
+        raise QuantizationError(f"layer '{name}': {what} are {values.dtype}, not integers")
+    return values
 
 
 @dataclass
@@ -86,7 +97,10 @@ class FxLayer:
         return self.neurons // int(self.output_shape[0]) * self.relays_out if self.relays_out else 0
 
     def validate(self) -> None:
-        w = np.asarray(self.weight)
+        w = _integers(np.asarray(self.weight), "weights", self.name)
+        for what, v in (("threshold", self.vth), ("current decay", self.i_decay), ("voltage decay", self.v_decay)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise QuantizationError(f"layer '{self.name}': the {what} is {v!r}, not an integer")
         if w.size and (w.min() < WEIGHT_MIN or w.max() > WEIGHT_MAX):
             raise QuantizationError(f"layer '{self.name}': weights span [{w.min()}, {w.max()}], "
                                     f"outside Loihi's [{WEIGHT_MIN}, {WEIGHT_MAX}]")
@@ -96,8 +110,8 @@ class FxLayer:
             raise QuantizationError(f"layer '{self.name}': decays (current {self.i_decay}, voltage {self.v_decay}) "
                                     f"outside [1, 4096] and [0, 4095]")
         if self.bias is not None:
-            b = np.asarray(self.bias)
-            if b.min() < BIAS_MIN or b.max() > BIAS_MAX:
+            b = _integers(np.asarray(self.bias), "biases", self.name)
+            if b.size and (b.min() < BIAS_MIN or b.max() > BIAS_MAX):
                 raise QuantizationError(f"layer '{self.name}': bias spans [{b.min()}, {b.max()}], "
                                         f"outside the 13-bit range [{BIAS_MIN}, {BIAS_MAX}]")
 
@@ -126,7 +140,7 @@ class FxNetwork:
     def validate(self) -> None:
         for layer in self.layers:
             layer.validate()
-        if self.readout not in ("voltage", "spikes"):
+        if self.readout not in READOUTS:
             raise QuantizationError(f"readout must be 'voltage' or 'spikes', not {self.readout!r}")
         if self.input_feed not in INPUT_FEEDS:
             raise QuantizationError(f"input_feed must be one of {', '.join(INPUT_FEEDS)}, not {self.input_feed!r}")

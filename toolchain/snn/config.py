@@ -8,16 +8,26 @@ through the same `from_dict`; they stored input_scale 1.0 for "not set", which r
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar, Dict, Optional, Union
 
 from ..coding import CODINGS, InputCoding
 from ..errors import ConfigError
+from ..limits import MAX_TIMESTEPS
 from ..neurons import NEURONS, NeuronModel
 from ..neurons.surrogates import Surrogate, get_surrogate
 from ..quantization.fixed_point import DECAY_UNITY
 
 RESETS = ("subtract", "zero")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -36,19 +46,41 @@ class SnnConfig:
     VERSION: ClassVar[int] = 2
 
     def __post_init__(self):
-        NEURONS.get(self.neuron)
+        if not isinstance(self.neuron, str) or not isinstance(self.coding, str):
+            raise ConfigError(f"neuron and coding must be names, got {self.neuron!r} and {self.coding!r}")
+        model = NEURONS.get(self.neuron)
         CODINGS.get(self.coding)
-        if self.reset not in RESETS:
+        if not isinstance(self.reset, str) or self.reset not in RESETS:
             raise ConfigError(f"unknown reset {self.reset!r}; valid: {', '.join(RESETS)}")
-        NEURONS.get(self.neuron).with_reset(self.reset)
-        if not 0.0 < self.leak <= 1.0:
-            raise ConfigError(f"leak must be in (0, 1], got {self.leak}")
-        if self.timesteps < 1:
-            raise ConfigError(f"timesteps must be >= 1, got {self.timesteps}")
-        if not 1 <= self.i_decay <= DECAY_UNITY or not 0 <= self.v_decay < DECAY_UNITY:
-            raise ConfigError(f"decays must be 1..4096 (current) and 0..4095 (voltage), got {self.i_decay}, {self.v_decay}")
-        if self.input_scale is not None and not self.input_scale > 0:
-            raise ConfigError(f"input_scale must be > 0, got {self.input_scale}")
+        model = model.with_reset(self.reset)
+        self._check_thresholds()
+        if not _number(self.leak) or not 0.0 < self.leak <= 1.0:
+            raise ConfigError(f"leak must be in (0, 1], got {self.leak!r}")
+        if self.leak != 1.0 and "leak" not in model.reads:
+            leaky = " or ".join(NEURONS.names(lambda m: "leak" in m.reads))
+            raise ConfigError(f"leak {self.leak} applies to {leaky} neurons only; '{self.neuron}' neurons have none "
+                              f"(leave it at 1.0, or use a neuron with a leak)")
+        if not _integer(self.timesteps) or not 1 <= self.timesteps <= MAX_TIMESTEPS:
+            raise ConfigError(f"timesteps must be an integer from 1 to {MAX_TIMESTEPS:,}, got {self.timesteps!r}")
+        if not (_integer(self.i_decay) and _integer(self.v_decay)) or not 1 <= self.i_decay <= DECAY_UNITY or \
+                not 0 <= self.v_decay < DECAY_UNITY:
+            raise ConfigError(f"decays must be integers 1..4096 (current) and 0..4095 (voltage), got {self.i_decay!r}, "
+                              f"{self.v_decay!r}")
+        if self.input_scale is not None and not (_number(self.input_scale) and 0 < self.input_scale < math.inf):
+            raise ConfigError(f"input_scale must be a finite number > 0, got {self.input_scale!r}")
+        if not isinstance(self.surrogate, dict):
+            raise ConfigError(f"surrogate must be a dict of name, alpha, beta, width, got {self.surrogate!r}")
+        try:
+            get_surrogate(**self.surrogate)
+        except TypeError as exc:
+            raise ConfigError(f"surrogate {self.surrogate!r}: {exc}") from None
+
+    def _check_thresholds(self) -> None:
+        if not isinstance(self.thresholds, dict):
+            raise ConfigError(f"thresholds must be a dict of spiking layer -> threshold, got {type(self.thresholds).__name__}")
+        for name, value in self.thresholds.items():
+            if not _number(value) or not 0 < value < math.inf:
+                raise ConfigError(f"threshold of layer '{name}' is {value!r}; thresholds must be finite numbers > 0")
 
     @property
     def model(self) -> NeuronModel:
@@ -70,8 +102,12 @@ class SnnConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "SnnConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"SNN configuration: expected a dict, got {type(d).__name__}")
         d = dict(d)
         version = d.pop("version", 1)
+        if not _integer(version) or version > SnnConfig.VERSION:
+            raise ConfigError(f"SNN configuration version {version!r}: written by a newer snntc, or not by snntc")
         if version < 2 and d.get("input_scale") == 1.0:
             d["input_scale"] = None
         unknown = sorted(set(d) - {f.name for f in fields(SnnConfig)})

@@ -34,6 +34,7 @@ from ..coding import InputEncoder
 from ..errors import ConfigError
 from ..ir import SYNAPTIC, Network, Residual, Spike
 from ..ir.passes import fold_batch_norms
+from ..limits import check_snn_run
 from ..neurons import NEURONS
 from ..snn import SnnConfig, SnnModel
 from ..ir.torch_net import AnnModel
@@ -221,6 +222,7 @@ def convert(ann: Checkpoint, data: Dataset, timesteps: int = DEFAULT_TIMESTEPS, 
                           f"use at least one per process")
     rows = idx if shard is None else idx[shard.start:shard.stop]
     x = torch.as_tensor(data.train_x[rows.numpy()]).to(device)
+    check_snn_run(net, len(x), calibration_steps, "calibrating the thresholds", device)
     with sharding.shard_of_batch(shard):
         if method == "spike":
             thresholds = _spike_thresholds(model, scaler, x, calibration_steps, scale, percentile, seed)
@@ -228,7 +230,11 @@ def convert(ann: Checkpoint, data: Dataset, timesteps: int = DEFAULT_TIMESTEPS, 
             thresholds = _activation_thresholds(net, state, scaler, x, scale, percentile)
     if scaler.pending:
         raise ConfigError(f"layers {', '.join(p.layer for p in scaler.pending)} were never reached in calibration")
-    config.thresholds, config.neuron = thresholds, neuron
+    dead = [name for name, v in thresholds.items() if not 0 < v < math.inf]
+    if dead:
+        raise ConfigError(f"spiking layer '{dead[0]}' got a threshold of {thresholds[dead[0]]} in calibration (no "
+                          f"positive, finite input current: dead or diverged weights before it); retrain the ANN")
+    config = replace(config, thresholds=thresholds, neuron=neuron)
     conversion = {"method": method, "scale": scale, "percentile": percentile, "calibration_samples": int(len(idx)),
                   "calibration_timesteps": calibration_steps, "seed": seed}
     snn = Checkpoint("snn", net, {k: v.detach().cpu() for k, v in model.state_dict().items()}, dict(ann.dataset),

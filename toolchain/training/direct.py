@@ -43,6 +43,7 @@ from ..errors import CheckpointError, ConfigError
 from .evaluate import evaluate_snn
 from ..ir import SYNAPTIC, Network, iter_layers
 from ..ir.models import build_model
+from ..limits import check_snn_run
 from ..neurons import NEURONS
 from ..snn import SnnConfig, SnnModel
 from ..neurons.surrogates import Surrogate, get_surrogate, surrogate_dict
@@ -127,6 +128,7 @@ def train_snn(data: Dataset, model_name: str, cfg: TrainConfig, out_path: Option
     net = build_model(model_name, data.input_shape, data.num_classes, batch_norm=batch_norm, **(model_args or {}))
     config = snn_config_for(net, timesteps, spike_fn, threshold, neuron, leak, coding)
     model = SnnModel(net, config).to(device)
+    check_snn_run(net, min(cfg.batch_size, len(data.train_x)), config.timesteps, "training the SNN", device)
     info = dataset_info(data, **(data_args or {}))
     direct = {"model": model_name, "batch_norm": bool(batch_norm), "threshold": float(threshold),
               "layers": synaptic_layer_names(net)}

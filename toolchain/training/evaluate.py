@@ -10,6 +10,7 @@ import torch
 from ..coding import InputEncoder
 from ..io.checkpoint import Checkpoint
 from ..progress import progress_bar
+from ..limits import check_snn_run
 from ..snn import SnnModel
 from .. import sharding
 from . import distributed
@@ -31,6 +32,8 @@ def evaluate_snn(model: SnnModel, x: np.ndarray, y: np.ndarray, timesteps: Itera
     are summed: call it on every process."""
     model.eval()
     device = next(model.parameters()).device
+    timesteps = [int(T) for T in timesteps]
+    check_snn_run(model.net, min(batch_size, max(len(x), 1)), max(timesteps), "evaluating the SNN", device)
     results = {}
     for T in timesteps:
         encoder = InputEncoder(model.config.coding, seed=seed)

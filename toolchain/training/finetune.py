@@ -16,6 +16,7 @@ from ..io.checkpoint import Checkpoint
 from ..data import Dataset
 from ..coding import InputEncoder
 from ..errors import CheckpointError
+from ..limits import check_snn_run
 from ..neurons import NEURONS
 from ..neurons.surrogates import surrogate_dict
 from .evaluate import evaluate_snn, load_snn
@@ -39,6 +40,8 @@ def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: Optiona
         overrides["surrogate"] = surrogate_dict(surrogate)
     if neuron:
         overrides["neuron"] = neuron
+        if "leak" not in NEURONS.get(neuron).reads:       # a leak belongs to the neuron model it was set for
+            overrides["leak"] = 1.0
     if reset:
         overrides["reset"] = reset
     coding = snn.snn.input_coding
@@ -47,6 +50,7 @@ def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: Optiona
     model = load_snn(snn, device, **overrides)
     config = model.config
     T = config.timesteps
+    check_snn_run(model.net, min(cfg.batch_size, len(data.train_x)), T, "fine-tuning", device)
 
     def check_resume(prev):
         if prev.kind != "snn" or prev.network.to_dict() != snn.network.to_dict():

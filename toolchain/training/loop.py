@@ -27,9 +27,11 @@ import torch.nn.functional as F
 from .. import sharding
 from . import distributed
 from .allocator import training_allocator
-from ..io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .guards import check_loss, check_weights, restore_training_state
+from ..io.checkpoint import Checkpoint, check_state_dict, load_checkpoint, save_checkpoint
 from ..io.files import refuse_overwrite
-from ..errors import CheckpointError, ConfigError, TrainingWarning
+from ..errors import CheckpointError, ConfigError, ToolchainError, TrainingWarning
+from ..limits import MAX_SEED
 from .optim import make_adam
 from ..progress import progress_bar
 
@@ -60,16 +62,25 @@ class TrainConfig:
                               f"(got {self.epochs}, {self.batch_size}, {self.lr})")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)) or not 0 <= self.augment <= 8:
             raise ConfigError(f"weight decay must be >= 0 and augment 0..8 pixels (got {self.weight_decay}, {self.augment})")
+        if not (0 <= self.momentum < 1) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"momentum must be in [0, 1) and the seed in 0..{MAX_SEED} (got {self.momentum}, {self.seed})")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' (CUDA if present), 'cpu', 'cuda' or 'cuda:N' of a GPU that is present; ConfigError otherwise."""
+    name = str(name)
     if name == "auto":
         return distributed.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise ConfigError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available here")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return distributed.local_device(torch.device(name))
 
 
@@ -282,6 +293,8 @@ def _resumed(cfg: TrainConfig, out_path: str, run: Run) -> Tuple[TrainState, dic
         raise CheckpointError(f"{out_path}: was trained with other settings ({', '.join(f'{k} {before[k]!r}' for k in diff)}); "
                               f"resume with the same ones")
     state = TrainState.from_dict(prev.training["state"])
+    if state.last_weights is not None:
+        check_state_dict(state.last_weights, prev.network, f"{out_path}: its last epoch's weights")
     if state.best_epoch is None:          # written before best-epoch tracking: its weights are its last epoch's
         state.best_epoch = state.history[-1]["epoch"] if state.history else 0
         state.best_val = state.history[-1].get("val_accuracy") if state.history else None
@@ -345,10 +358,7 @@ def _epochs(model, data, cfg, opt, step_loss, evaluate, save, state, desc, progr
     sched = make_scheduler(opt, cfg)
     seed_everything(cfg.seed)
     if state.optimizer is not None:
-        opt.load_state_dict(state.optimizer)
-        sched.load_state_dict(state.scheduler)
-        if state.rng is not None:
-            torch.set_rng_state(state.rng)
+        restore_training_state(opt, sched, state)
     for epoch in range(state.epoch, cfg.epochs):
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)
@@ -356,21 +366,27 @@ def _epochs(model, data, cfg, opt, step_loss, evaluate, save, state, desc, progr
         bar = progress_bar(shards(data.train_x, data.train_y, cfg.batch_size, device, gen, cfg.augment),
                            progress, total=steps, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         total, count = 0.0, 0
-        for x, y, shard in bar:
+        for batch, (x, y, shard) in enumerate(bar, 1):
             opt.zero_grad(set_to_none=True)
-            with sharding.shard_of_batch(shard):
-                loss = step_loss(x, y, epoch)
+            try:
+                with sharding.shard_of_batch(shard):
+                    loss = step_loss(x, y, epoch)
+            except ToolchainError:
+                check_weights(model, epoch + 1, cfg, batch)   # NaN weights are the cause, if there are any
+                raise
+            value = check_loss(loss, epoch + 1, batch, cfg)     # a NaN stops the run before its update spreads it
             share = distributed.loss_share(shard)
             (loss if share is None else loss * share).backward()
             if sync is not None:
                 sync.wait()
             opt.step()
             if shard is None or shard.real:
-                total, count = total + float(loss) * len(x), count + len(x)
+                total, count = total + value * len(x), count + len(x)
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
         if sync is not None:
             total, count = distributed.all_sum([total, count])
         sched.step()
+        check_weights(model, epoch + 1, cfg)
         model.eval()
         metrics = {"epoch": epoch + 1, "loss": total / max(count, 1), "lr": opt.param_groups[0]["lr"], **evaluate()}
         if record:
