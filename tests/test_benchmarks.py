@@ -51,3 +51,26 @@ def test_hybrid_method_benchmark_reports_steps_ratios(tmp_path):
     assert set(r["converted"]) == {"1", "2", "3", "4", "5", "6", "8", "10"} == set(r["converted_long_calibration"])
     assert r["hybrid_timesteps"] == 5 and 0 <= r["hybrid_accuracy"] <= 1
     assert "steps ratio" in proc.stdout
+
+
+@pytest.mark.lava
+def test_emulator_vs_lava_reports_steady_states_and_refuses_in_one_line(tmp_path):
+    """Lava's compile, steady state and read-back apart, the emulator's preparation and steady state, their ratio;
+    a file that cannot be read is one line, never a traceback."""
+    bad = tmp_path / "bad.net"
+    bad.write_bytes(b"not hdf5")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "emulator_vs_lava.py"), str(bad),
+                           "--samples", "2,4", "--timesteps", "3", "--lava-samples", "2", "--repeats", "1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in proc.stdout + proc.stderr and proc.returncode == 1, proc.stderr[-2000:]
+    res = json.loads(out.read_text())["results"]
+    demo = [r for r in res if r["network"].startswith("demo")]
+    assert [r["samples"] for r in demo] == [2, 4]
+    for r in demo:
+        assert r["identical"] is True and r["ratio_steady"] > 0
+        assert r["lava"]["samples"] == 2 and r["lava"]["steady_steps"] == 2 * 3 + 5 - 1
+        assert min(r["lava"][k] for k in ("build_s", "compile_s", "readback_s", "steady_ms_per_step")) > 0
+        assert r["emulator"]["samples"] == r["samples"] and r["emulator"]["prepare_s"] > 0
+    assert any(r["network"] == "bad.net" and "not an HDF5 file" in r["error"] for r in res)
+    assert "bad.net" in proc.stdout and "cannot be read" in proc.stdout

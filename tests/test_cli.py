@@ -139,9 +139,17 @@ def test_simulate_rejects_inputs_of_the_wrong_shape(tmp_path, capsys):
     assert "inputs have shape (1, 8, 8), the network expects (6,)" in err and not (tmp_path / "s.json").exists()
 
 
+def _tiny_inputs(tmp_path, n=8):
+    import numpy as np
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(1).normal(size=(n, 1, 8, 8)).astype(np.float32))
+    return str(path)
+
+
 def test_loihi2_target_says_it_is_not_available(tmp_path, capsys):
     path = _export_tiny(tmp_path)
-    code, _, err = run_cli(["simulate", str(path), "--dataset", "digits", "--samples", "2", "--target", "loihi2"], capsys)
+    code, _, err = run_cli(["simulate", str(path), "--inputs", _tiny_inputs(tmp_path), "--samples", "2",
+                            "--target", "loihi2"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Loihi 2 hardware is not available here" in err
 
 
@@ -170,7 +178,7 @@ def test_export_does_not_overwrite_without_force(tmp_path, capsys):
 def test_energy_from_a_simulation_json_and_plot(tmp_path, capsys):
     path = _export_tiny(tmp_path)
     sim = tmp_path / "sim.json"
-    code, out, _ = run_cli(["simulate", str(path), "--dataset", "digits", "--samples", "8", "--backend", "emulator",
+    code, out, _ = run_cli(["simulate", str(path), "--inputs", _tiny_inputs(tmp_path), "--backend", "emulator",
                             "--json", str(sim), "--energy", "--energy-target", "loihi"], capsys)
     assert code == 0 and "synaptic ops" in out
     code, out, _ = run_cli(["energy", str(path), "--from", str(sim), "--target", "loihi2", "--plot",

@@ -272,13 +272,15 @@ def test_dense_weight_count_mismatch(tmp_path):
         read_netx(path)
 
 
-def test_input_layer_with_neuron_is_rejected(tmp_path):
+def test_input_layer_with_an_incomplete_neuron_names_what_is_missing(tmp_path):
+    """An input layer with a neuron is a layer of its own (tests/test_netx_kinds.py runs it against Lava); one
+    whose neuron lacks a parameter is refused, naming it."""
     path = write_netx(make_dense_net(), tmp_path / "i.net")
     with h5py.File(path, "a") as f:
         f["layer/0"].create_dataset("neuron/type", data="CUBA")
     with pytest.raises(NetxError) as e:
         read_netx(path)
-    assert "bias" in one_line(e)
+    assert "layer 0 (input): CUBA neuron has no 'iDecay'" in one_line(e)
 
 
 def test_foreign_file_defaults(tmp_path):

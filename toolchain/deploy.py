@@ -57,7 +57,9 @@ def encode_for_chip(net: FxNetwork, x: np.ndarray, seed: int = 0, timesteps: Opt
     x = np.asarray(x, dtype=np.float32)
     expected = tuple(net.input_shape)
     if x.shape[1:] != expected:
-        raise ConfigError(f"inputs have shape {x.shape[1:]}, the network expects {expected}")
+        if int(np.prod(x.shape[1:])) != int(np.prod(expected)):
+            raise ConfigError(f"inputs have shape {x.shape[1:]}, the network expects {expected}")
+        x = x.reshape((len(x),) + expected)        # the same values in the network's shape: (1, 28, 28) -> (784,)
     coding = CODINGS.get(net.input_coding)
     return chip_input(coding, x, net.input_scale if coding.graded else None, T, seed=seed)
 
@@ -69,12 +71,23 @@ def simulate(net_or_path, x: np.ndarray, labels: Optional[np.ndarray] = None, ti
     net = read_netx(net_or_path, timesteps=timesteps) if isinstance(net_or_path, (str, os.PathLike)) else net_or_path
     if timesteps:
         net.timesteps = int(timesteps)
-    backend = backend or ("emulator" if len(x) > EMULATOR_DEFAULT_ABOVE and target == "sim" and fixed_point else "lava")
-    simulator = SIMULATORS.get(backend)
-    simulator.check(fixed_point, target)
     inputs = encode_for_chip(net, x, seed=seed, timesteps=net.timesteps)
     # the user's own file goes to the stock loader, unless the time steps were changed
     source = net_or_path if isinstance(net_or_path, (str, os.PathLike)) and not timesteps else None
+    result = run_chip_input(net, inputs, labels, source=source, backend=backend, fixed_point=fixed_point,
+                            target=target, device=device, progress=progress)
+    return net, result
+
+
+def run_chip_input(net: FxNetwork, inputs: np.ndarray, labels: Optional[np.ndarray] = None, source=None,
+                   backend: Optional[str] = None, fixed_point: bool = True, target: str = "sim",
+                   device: Optional[str] = None, progress: bool = True) -> SimulationResult:
+    """Run chip input (N, T, *input_shape) integers through `net` on a backend (Lava builds it from `source`, the
+    netx file it came from, when given: the stock loader on the user's own file)."""
+    backend = backend or ("emulator" if len(inputs) > EMULATOR_DEFAULT_ABOVE and target == "sim" and fixed_point
+                          else "lava")
+    simulator = SIMULATORS.get(backend)
+    simulator.check(fixed_point, target)
     try:
         result = simulator.run(net, inputs, labels, source=source, fixed_point=fixed_point, hardware=target,
                                device=device, progress=progress)
@@ -86,8 +99,8 @@ def simulate(net_or_path, x: np.ndarray, labels: Optional[np.ndarray] = None, ti
     if saturated:
         warnings.warn(f"{saturated} of {result.samples} samples drove an output voltage to the 24-bit limit; the "
                       f"readout saturates (fine-tune with --neuron loihi-cuba, which trains with this limit)",
-                      DeploymentWarning, stacklevel=2)
-    return net, result
+                      DeploymentWarning, stacklevel=3)
+    return result
 
 
 def saturated_outputs(net: FxNetwork, result: SimulationResult) -> int:

@@ -13,12 +13,12 @@ def run_emulator(net, inputs, labels=None, source=None, fixed_point=True, hardwa
 def run_lava(net, inputs, labels=None, source=None, fixed_point=True, hardware="sim", device=None, progress=True):
     from .lava import run_lava as run
     return run(source if source is not None else net, inputs, labels, fixed_point=fixed_point, target=hardware,
-               progress=progress)
+               progress=progress, net=net if source is not None else None)
 
 
-def verify_against_emulator(net, inputs, progress=False):
+def verify_against_emulator(net, inputs, progress=False, source=None):
     from .verify import verify
-    return verify(net, inputs, progress=progress)
+    return verify(net, inputs, progress=progress, source=source)
 
 
 EMULATOR = Simulator(name="emulator", summary="bit-exact batched emulator of Lava's fixed-point models (torch)",

@@ -91,23 +91,31 @@ def _netx_optimize_weight_bits():
 _OPTIMIZE_WEIGHT_BITS = None
 
 
-def dense_effective_weights(weight: np.ndarray):
-    """(W_eff (out, in) int64, weight_exp) exactly as netx + PyDenseModelBitAcc prepare them."""
+def dense_effective_weights(weight: np.ndarray, weight_rec: Optional[np.ndarray] = None):
+    """(W_eff (out, in) int64, weight_exp) exactly as netx + PyDenseModelBitAcc prepare them; with `weight_rec`
+    (a dense_rec layer), (W_eff, W_rec_eff, weight_exp): netx optimizes the two side by side (one exponent, one
+    bit width) and each Dense process then clips and truncates its own matrix."""
     from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
     optimize_weight_bits = _netx_optimize_weight_bits()
 
     w = np.asarray(weight).astype(int)
-    if w.size and np.all(w == 0):
+    both = w if weight_rec is None else np.hstack((w, np.asarray(weight_rec).astype(int)))
+    if both.size and np.all(both == 0):
         # netx's optimize_weight_bits divides by the max weight: an all-zero dense cannot load
         raise SimulationError("an all-zero dense weight matrix cannot be loaded by netx "
                               "(optimize_weight_bits divides by zero)")
     with contextlib.redirect_stdout(io.StringIO()), np.errstate(divide="ignore", invalid="ignore"):
-        w1, num_weight_bits, weight_exp, _ = optimize_weight_bits(w)   # netx prints warnings
+        w1, num_weight_bits, weight_exp, _ = optimize_weight_bits(both)   # netx prints warnings
     w1 = np.asarray(w1).astype(np.int32)                 # Dense's weights Var is int32
-    sign_mode = determine_sign_mode(w1)                  # netx does not pass its sign mode
-    w2 = clip_weights(w1, sign_mode, num_bits=8)
-    w2 = truncate_weights(w2, sign_mode, num_weight_bits)
-    return np.asarray(w2, dtype=np.int64), int(weight_exp)
+
+    def effective(m):
+        sign_mode = determine_sign_mode(m)               # netx does not pass its sign mode
+        m = clip_weights(m, sign_mode, num_bits=8)
+        return np.asarray(truncate_weights(m, sign_mode, num_weight_bits), dtype=np.int64)
+
+    if weight_rec is None:
+        return effective(w1), int(weight_exp)
+    return effective(w1[:, :w.shape[1]]), effective(w1[:, w.shape[1]:]), int(weight_exp)
 
 
 @dataclass
@@ -125,6 +133,8 @@ class _Prepared:
     out_shape: tuple
     in_shape: tuple
     w_abs_sum: int                  # max over outputs of sum |w| (bound on |accum| per unit input)
+    weight_rec: Optional[torch.Tensor] = None   # dense_rec: (out, out) float64, the effective recurrent weights
+    delays: Optional[list] = None               # synaptic delays: [(d, (in, out) float64 weights with delay d)]
 
 
 def prepare(net: FxNetwork, device: Union[str, torch.device, None] = None) -> List[_Prepared]:
@@ -133,10 +143,24 @@ def prepare(net: FxNetwork, device: Union[str, torch.device, None] = None) -> Li
     out = []
     for i, layer in enumerate(net.layers):
         w = np.asarray(layer.weight)
+        weight_rec = delays = None
         if layer.kind == "dense":
-            w_eff, wexp = dense_effective_weights(w.reshape(int(np.prod(layer.output_shape)), -1))
+            w2 = w.reshape(int(np.prod(layer.output_shape)), -1)
+            if layer.weight_rec is not None:
+                w_eff, w_rec, wexp = dense_effective_weights(w2, layer.weight_rec)
+                weight_rec = torch.as_tensor(w_rec.T.astype(np.float64), device=device).contiguous()
+            else:
+                w_eff, wexp = dense_effective_weights(w2)
             wt = torch.as_tensor(w_eff.T.astype(np.float64), device=device).contiguous()
             w_abs_sum = int(np.abs(w_eff).sum(axis=1).max()) if w_eff.size else 0
+            if layer.delay is not None:
+                dl = np.asarray(layer.delay).reshape(w_eff.shape)
+                delays = [(int(d), torch.as_tensor(np.where(dl == d, w_eff, 0).T.astype(np.float64),
+                                                   device=device).contiguous()) for d in np.unique(dl)]
+        elif layer.kind == "input":
+            # netx's Input block: a neuron without a synapse; a_in is the chip input itself (or zero, when the input
+            # is fed as the neuron's bias)
+            wt, wexp, w_abs_sum = torch.zeros(0, dtype=torch.float64, device=device), 0, 1
         elif layer.kind == "conv":
             # Lava's conv weights Var is int32; weight_exp is ignored by PyConvModelFixed
             w32 = (np.asarray(w).astype(np.int64) + _I32) % 2 ** 32 - _I32
@@ -160,7 +184,7 @@ def prepare(net: FxNetwork, device: Union[str, torch.device, None] = None) -> Li
                              vth=int(layer.vth) << 6, du=int(layer.i_decay), dv=int(layer.v_decay),
                              out_shape=tuple(int(s) for s in layer.output_shape),
                              in_shape=tuple(int(s) for s in layer.input_shape),
-                             w_abs_sum=w_abs_sum))
+                             w_abs_sum=w_abs_sum, weight_rec=weight_rec, delays=delays))
     return out
 
 
@@ -258,6 +282,10 @@ def emulate(net: FxNetwork, inputs, device=None, record_voltages: bool = False,
     """Run ``net`` on ``inputs`` (B, T, *input_shape), integer-valued: binary spikes when
     ``net.input_bits == 0`` (any non-zero value is a spike, as Lava's astype(bool)), graded
     (signed) spikes otherwise. Every sample starts from zero state."""
+    if any(l.weight_rec is not None or l.delay is not None for l in net.layers):
+        from .stream import emulate_stream            # state crosses the samples' windows: the global time line
+        return emulate_stream(net, inputs, device=device, record_voltages=record_voltages,
+                              record_spikes=record_spikes)
     t_start = time.perf_counter()
     x_all = _as_tensor(inputs)
     if x_all.dim() < 2:
@@ -290,7 +318,10 @@ def emulate(net: FxNetwork, inputs, device=None, record_voltages: bool = False,
             xi = torch.round(xb.to(torch.float64)).to(torch.int64) if xb.is_floating_point() \
                 else xb.to(torch.int64)
             in_counts += (xi != 0).sum(dim=(0, 1)).cpu()
-            if net.input_bits > 0:
+            if net.input_neuron:
+                x_max = int(xi.abs().max()) if xi.numel() else 0
+                s_prev = xi.to(torch.float64)          # the input neuron's a_in receives the values themselves
+            elif net.input_bits > 0:
                 xi = wrap_int32(xi)                                 # RingBuffer's int32 channel
                 x_max = int(xi.abs().max()) if xi.numel() else 0
                 s_prev = xi.to(torch.float64)
@@ -299,6 +330,9 @@ def emulate(net: FxNetwork, inputs, device=None, record_voltages: bool = False,
                 s_prev = (xi != 0).to(torch.float64)
             del xi, xb
             for k, p in enumerate(prepared):
+                if p.kind == "input" and net.input_feed == "bias":
+                    p = _bias_fed(p, s_prev)
+                    x_max = 0
                 a = _synapse_batched(p, s_prev, b, T)               # (b, T, *out) int64
                 bound = synaptic_bound(p, x_max if k == 0 else 1)
                 s_out, v_hist, u_hist, v_last = _neuron(p, a, record_voltages,
@@ -325,8 +359,24 @@ def emulate(net: FxNetwork, inputs, device=None, record_voltages: bool = False,
         device=str(device))
 
 
+def _bias_fed(p: _Prepared, s_prev: torch.Tensor) -> _Prepared:
+    """The input neuron fed through its bias: each sample's value (the same at every step) is its bias_mant
+    (int16, exponent 6), and its a_in receives nothing."""
+    from dataclasses import replace
+    first = s_prev[:, :1]
+    if bool((s_prev != first).any()):
+        raise SimulationError("an input fed as the input neuron's bias takes one value per sample: every step of a "
+                              "sample must be the same")
+    bias = torch.as_tensor(wrap_int16(first[:, 0].to(torch.int64).cpu().numpy()) << 6, device=s_prev.device)
+    return replace(p, bias=bias, kind="input-bias")
+
+
 def _synapse_batched(p: _Prepared, s_prev: torch.Tensor, b: int, T: int) -> torch.Tensor:
     """Synapse over all (batch, time) at once, chunked in time to bound memory."""
+    if p.kind == "input":
+        return torch.round(s_prev).to(torch.int64).reshape((b, T) + p.out_shape)
+    if p.kind == "input-bias":
+        return torch.zeros((b, T) + p.out_shape, dtype=torch.int64, device=s_prev.device)
     per_step = b * max(int(np.prod(p.in_shape)), int(np.prod(p.out_shape))) * 8 * 2
     tc = max(1, min(T, _SYNAPSE_BYTES // max(per_step, 1)))
     outs = []
@@ -341,6 +391,8 @@ def _synapse_batched(p: _Prepared, s_prev: torch.Tensor, b: int, T: int) -> torc
 def synaptic_bound(p: _Prepared, x_max: int) -> int:
     """An upper bound of |a| (what the neuron receives) for inputs with |s| <= x_max."""
     acc = p.w_abs_sum * int(x_max)
+    if p.kind in ("input", "input-bias"):
+        return min(acc, _I32)
     if p.kind == "conv":
         return min(acc, _M24)                       # >= 2**23 wraps into [-2**23, 2**23)
     if p.graded_in and acc >= _I32:

@@ -20,7 +20,8 @@ running it alone from zero state, synapse buffers included. Steps outside all wi
 (t <= k, and t > N*T + k) are discarded. The readout voltage of sample n is the output layer's
 v after the last step of its window (t = n*T + L + T), read with ``lava.proc.io.sink.Read``.
 
-Cost: one compile and N*T + L steps in total, run in segments of ``segment_samples`` samples
+Cost: one compile and N*T + L steps in total, in one run whose recordings are read back in bulk at the end
+when every layer's spikes over all steps fit RECORDING_BYTES, else in segments of ``segment_samples`` samples
 (the source's data Var is replaced between segments; spikes are collected by
 ``lava.proc.io.sink.RingBuffer`` sinks sized to one segment).
 """
@@ -57,6 +58,23 @@ class LavaRun:
     spikes: Optional[List[np.ndarray]] = None     # per layer (N, T, *shape) bool
     voltages: Optional[List[np.ndarray]] = None   # per layer (N, T, *shape) int64
     wall_time_s: float = 0.0
+    timing: Optional["LavaTiming"] = None
+
+
+@dataclass
+class LavaTiming:
+    """Where a Lava run's time goes (seconds): building the netx processes, the first step (Lava compiles the
+    network and starts its runtime on the first ``run``), the other steps, and reading the recordings back."""
+    build_s: float = 0.0
+    compile_s: float = 0.0          # the first run call: compile + start + one step
+    steps_s: float = 0.0            # every later run call
+    steps: int = 0                  # steps in those calls
+    readback_s: float = 0.0         # sink/Read data.get() and their bookkeeping
+
+    @property
+    def per_step_s(self) -> float:
+        """Steady state: seconds per step after the first."""
+        return self.steps_s / self.steps if self.steps else float("nan")
 
 
 def _netx_block_models() -> dict:
@@ -119,9 +137,9 @@ def _from_lava(d: np.ndarray) -> np.ndarray:
         if d.ndim > 2 else np.asarray(d).T
 
 
-def _resolve(net_or_path, input_shape=None):
-    """(FxNetwork, netx path, temp dir or None). A path is run as is (read_netx only supplies
-    the shapes and coding); an FxNetwork is written to a temporary netx file."""
+def _resolve(net_or_path, input_shape=None, net: Optional[FxNetwork] = None):
+    """(FxNetwork, netx path, temp dir or None). A path is run as is (read_netx, or ``net`` when
+    given, supplies the shapes and coding); an FxNetwork is written to a temporary netx file."""
     if isinstance(net_or_path, FxNetwork):
         tmpdir = tempfile.mkdtemp(prefix="snntc_lava_")
         path = Path(tmpdir) / "network.net"
@@ -132,19 +150,19 @@ def _resolve(net_or_path, input_shape=None):
             raise
         return net_or_path, path, tmpdir
     path = Path(net_or_path)
-    return read_netx(path, input_shape=input_shape), path, None
+    return (net if net is not None else read_netx(path, input_shape=input_shape)), path, None
 
 
 def run_lava_raw(net_or_path, inputs, fixed_point: bool = True, target: str = "sim",
                  progress: bool = True, record_steps: bool = False,
-                 record_voltages: bool = False, segment_samples: int = 64,
-                 input_shape=None) -> LavaRun:
+                 record_voltages: bool = False, segment_samples: Optional[int] = None,
+                 input_shape=None, net: Optional[FxNetwork] = None) -> LavaRun:
     """Run the samples ``inputs`` (N, T, *input_shape) through Lava; see the module docstring.
 
     record_steps: also return every layer's spikes per window step; record_voltages: also every
     layer's v per step (one ``sink.Read`` per layer over the whole run; meant for small runs).
     """
-    net, path, tmpdir = _resolve(net_or_path, input_shape)
+    net, path, tmpdir = _resolve(net_or_path, input_shape, net)
     try:
         return _run(net, path, inputs, fixed_point, target, progress, record_steps,
                     record_voltages, segment_samples)
@@ -157,7 +175,6 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
          record_voltages, segment_samples) -> LavaRun:
     cfg = _run_cfg(fixed_point, target)
     from lava.lib.dl.netx.hdf5 import Network
-    from lava.magma.core.run_conditions import RunSteps
     from lava.proc.io import sink
     from lava.proc.io.source import RingBuffer as Source
 
@@ -181,6 +198,7 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
     in_events = (x != 0).sum(axis=(0, 1))
 
     t_start = time.perf_counter()
+    timing = LavaTiming()
     with contextlib.redirect_stdout(io.StringIO()), \
             np.errstate(divide="ignore", invalid="ignore"):     # netx prints/warns on its own
         try:
@@ -198,28 +216,46 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
     if not fixed_point:
         _to_float_units(lnet, net)
     total = N * T + L
-    seg_samples = max(1, min(int(segment_samples), N))
-    seg = min(total, seg_samples * T)
+    seg = _segment_steps(net, N, T, total, segment_samples, record_steps)
     in_chw = len(lnet.inp.shape) == 3                      # conv first: Lava wants (W, H, C)
     x_steps = x.reshape((N * T,) + tuple(net.input_shape))
     if not in_chw:
         x_steps = x_steps.reshape(N * T, -1)
 
+    # an input layer with a neuron (netx's Input block) is fed as lava-dl feeds it: spikes into the neuron's a_in
+    # (one step later than a synapse would pass them on, so that its window is layer 1's), or each sample as its
+    # bias (bias_mant, set before the sample's window; no source)
+    shift = 1 if net.input_neuron else 0
+    bias_feed = net.input_neuron and net.input_feed == "bias"
+    if bias_feed:
+        segments = _bias_schedule(N, T, L)
+        seg = T
+    else:
+        segments = [min(seg, total - t0) for t0 in range(0, total, seg)]
+
     def segment_data(t0: int) -> np.ndarray:
         """Input for global steps t0+1 .. t0+seg (zeros after the last sample)."""
         buf = np.zeros((seg,) + x_steps.shape[1:], dtype=np.int32)
-        hi = min(t0 + seg, N * T)
-        if hi > t0:
-            buf[:hi - t0] = x_steps[t0:hi]
+        lo, hi = max(t0 - shift, 0), min(t0 + seg - shift, N * T)
+        if hi > lo:
+            buf[lo + shift - t0:hi + shift - t0] = x_steps[lo:hi]
         return _to_lava(buf, in_chw)
 
-    src = Source(data=segment_data(0))
-    src.s_out.connect(lnet.inp)
-    sinks = []
-    for layer in lnet.layers:
-        s = sink.RingBuffer(shape=layer.out.shape, buffer=seg)
-        layer.out.connect(s.a_in)
-        sinks.append(s)
+    src = None
+    if not bias_feed:
+        src = Source(data=segment_data(0))
+        src.s_out.connect(lnet.in_layer.neuron.a_in if net.input_neuron else lnet.inp)
+    sinks, counters = [], []
+    for k, layer in enumerate(lnet.layers, start=1):
+        if record_steps:
+            s = sink.RingBuffer(shape=layer.out.shape, buffer=seg)
+            layer.out.connect(s.a_in)
+            sinks.append(s)
+        else:           # counts only: one value per neuron (and per sample at the output) to read back
+            from .lava_counting import WindowSpikeCounter
+            c = WindowSpikeCounter(shape=layer.out.shape, first=k + 1, samples=N, timesteps=T, per_sample=(k == L))
+            layer.out.connect(c.a_in)
+            counters.append(c)
     n_pre = (L - 1) // T + 1          # reads of the output v before the first window ends
     v_reader = sink.Read(buffer=n_pre + N, interval=T, offset=(L - 1) % T)
     v_reader.connect_var(lnet.layers[-1].neuron.v)
@@ -246,16 +282,19 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
         from toolchain.progress import tqdm
         bar = tqdm(total=N, unit="sample", desc="lava", leave=False)
     done = 0
+    timing.build_s = time.perf_counter() - t_start
     try:
         t0 = 0
-        while t0 < total:
-            steps = min(seg, total - t0)
-            if t0 > 0:
+        for steps in segments:
+            if t0 > 0 and src is not None:
                 src.data.set(segment_data(t0))
-            lnet.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+            if bias_feed:
+                _set_input_bias(lnet, x, t0, T, N, in_chw)
+            _timed_run(lnet, steps, cfg, timing, first=(t0 == 0))
+            t_read = time.perf_counter()
             t = np.arange(t0 + 1, t0 + steps + 1)
             for k, s in enumerate(sinks, start=1):
-                d = _from_lava(s.data.get())[:steps]
+                d = _from_lava(s.data.get())[(t - 1) % seg]
                 ok, n, tau = window(t, k)
                 if not ok.any():
                     continue
@@ -265,11 +304,18 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
                     np.add.at(out_counts, n[ok], dk.astype(np.int64))
                 if spikes is not None:
                     spikes[k - 1][n[ok], tau[ok]] = dk
+            timing.readback_s += time.perf_counter() - t_read
             t0 += steps
             now = int(np.clip((t0 - L) // T, 0, N))
             if bar is not None and now > done:
                 bar.update(now - done)
             done = now
+        t_read = time.perf_counter()
+        if counters:                      # Lava's (W, H, C) -> (C, H, W)
+            for k, c in enumerate(counters, start=1):
+                counts[k - 1] = np.asarray(c.counts.get()).T.astype(np.int64).reshape(shapes[k - 1])
+            per = np.asarray(counters[-1].sample_counts.get())
+            out_counts = np.stack([p.T for p in per]).astype(np.int64).reshape((N,) + shapes[-1])
         v_data = _from_lava(v_reader.data.get())
         v_end = v_data[n_pre:n_pre + N]
         v_end = v_end.astype(np.int64) if fixed_point else v_end.astype(np.float64)
@@ -283,6 +329,7 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
                 vk = np.zeros((N, T) + shapes[k - 1], dtype=np.int64)
                 vk[n[ok], tau[ok]] = d[ok]
                 voltages.append(vk)
+        timing.readback_s += time.perf_counter() - t_read
     finally:
         if bar is not None:
             bar.close()
@@ -292,16 +339,86 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
             pass
     return LavaRun(layer_names=[l.name for l in net.layers], timesteps=T, spike_counts=counts,
                    output_counts=out_counts, v_end=v_end, input_event_counts=in_events,
-                   spikes=spikes, voltages=voltages, wall_time_s=time.perf_counter() - t_start)
+                   spikes=spikes, voltages=voltages, wall_time_s=time.perf_counter() - t_start, timing=timing)
+
+
+RECORDING_BYTES = 256 * 2 ** 20     # the sinks' buffers of one run (Lava holds them as int32)
+
+
+def _segment_steps(net: FxNetwork, N: int, T: int, total: int, segment_samples: Optional[int],
+                   record_steps: bool = True) -> int:
+    """Steps per run call: all of them (one run, one bulk read-back) when the source's input and the recordings
+    (every layer's spikes, when recorded step by step) over the whole run fit RECORDING_BYTES and no segment size
+    is asked for, else whole samples per segment."""
+    recorded = sum(int(np.prod(l.output_shape)) for l in net.layers) if record_steps else 0
+    per_step = 4 * (int(np.prod(net.input_shape)) + recorded)
+    if segment_samples is None:
+        if per_step * total <= RECORDING_BYTES:
+            return total
+        segment_samples = max(1, RECORDING_BYTES // max(per_step * T, 1))
+    return min(total, max(1, min(int(segment_samples), N)) * T)
+
+
+def _bias_schedule(N: int, T: int, L: int) -> List[int]:
+    """Run lengths for an input fed as the input neuron's bias: step 1, then one sample's window (global steps
+    n*T + 2 .. n*T + T + 1 of layer 1) at a time, then the remaining L - 1 steps, in runs of at most T."""
+    runs = [1] + [T] * N
+    rest = L - 1
+    while rest > 0:
+        runs.append(min(T, rest))
+        rest -= runs[-1]
+    return runs
+
+
+def _set_input_bias(lnet, x: np.ndarray, t0: int, T: int, N: int, chw: bool) -> None:
+    """Before the run starting after global step t0: the input neuron's bias_mant is sample n's value during its
+    window (t0 = n*T + 1), zero before the first and after the last."""
+    n = (t0 - 1) // T if t0 >= 1 else -1
+    if t0 >= 1 and (t0 - 1) % T:
+        return                                         # the tail runs: keep the zero bias
+    neuron = lnet.in_layer.neuron
+    if 0 <= n < N:
+        first = x[n, 0]
+        if np.any(x[n] != first):
+            raise SimulationError("an input fed as the input neuron's bias takes one value per sample: every step "
+                                  "of a sample must be the same")
+        value = first.transpose(2, 1, 0) if chw else first.reshape(-1)
+    else:
+        value = np.zeros(neuron.bias_mant.shape)
+    value = ((np.asarray(value, dtype=np.int64) + 2 ** 15) % 2 ** 16 - 2 ** 15).astype(np.int16)
+    if t0 == 0:
+        neuron.bias_mant.init = value
+    else:
+        neuron.bias_mant.set(value)
+
+
+def _timed_run(lnet, steps: int, cfg, timing: LavaTiming, first: bool) -> None:
+    """Run ``steps`` steps; the very first call is split into one step (compile + start + 1 step, timed as
+    compile_s) and the rest (timed as steady-state steps), which runs exactly the same steps."""
+    from lava.magma.core.run_conditions import RunSteps
+    if first:
+        t0 = time.perf_counter()
+        lnet.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
+        timing.compile_s = time.perf_counter() - t0
+        steps -= 1
+        if steps == 0:
+            return
+    t0 = time.perf_counter()
+    lnet.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+    timing.steps_s += time.perf_counter() - t0
+    timing.steps += steps
 
 
 def run_lava(net_or_path: Union[FxNetwork, str, "os.PathLike[str]"], inputs, labels=None,
              fixed_point: bool = True, target: str = "sim", progress: bool = True,
-             segment_samples: int = 64, input_shape=None) -> SimulationResult:
+             segment_samples: Optional[int] = None, input_shape=None, net: Optional[FxNetwork] = None
+             ) -> SimulationResult:
     """Run the encoded samples ``inputs`` (N, T, *input_shape, integer numpy) through Lava's
     netx Network with Loihi2SimCfg (fixed_pt, or floating_pt when ``fixed_point=False``) or,
     with ``target='loihi2'``, Loihi2HwCfg (needs lava-loihi). Readout per ``net.readout``.
     ``input_shape`` (C, H, W): only for a netx file without an input layer that starts with a conv.
+    ``net``: with a netx path, the FxNetwork read from it as it is fed (its shapes, input bits), so that
+    read_netx is not called again.
 
     With ``fixed_point=False`` the blocks' parameters are converted to the units of Lava's floating-point
     models first (``_to_float_units``), so the float run computes the same network without rounding.
@@ -309,7 +426,7 @@ def run_lava(net_or_path: Union[FxNetwork, str, "os.PathLike[str]"], inputs, lab
     """
     t0 = time.perf_counter()
     _run_cfg(fixed_point, target)          # fail fast (e.g. no lava-loihi) before any work
-    net, path, tmpdir = _resolve(net_or_path, input_shape)
+    net, path, tmpdir = _resolve(net_or_path, input_shape, net)
     try:
         run = _run(net, path, inputs, fixed_point, target, progress, False, False,
                    segment_samples)

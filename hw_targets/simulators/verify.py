@@ -102,13 +102,17 @@ def compare_traces(layer_names: List[str], lava_spikes, lava_voltages, emu_spike
 
 
 def verify(net, inputs, device=None, fixed_point: bool = True, progress: bool = False,
-           input_shape=None) -> VerifyReport:
+           input_shape=None, source=None) -> VerifyReport:
     """Run Lava (recording every layer's spikes and voltages at every step) and the emulator on
-    ``inputs`` (N, T, *input_shape) and compare them. ``net``: an FxNetwork or a netx path."""
+    ``inputs`` (N, T, *input_shape) and compare them. ``net``: an FxNetwork or a netx path; with an
+    FxNetwork, ``source``: the netx file it was read from (Lava then loads that file)."""
     import shutil
-    net_fx, path, tmpdir = _resolve(net, input_shape)
+    if source is not None:
+        net_fx, path, tmpdir = _resolve(source, input_shape, net)
+    else:
+        net_fx, path, tmpdir = _resolve(net, input_shape)
     try:
-        lava = _run(net_fx, path, inputs, fixed_point, "sim", progress, True, True, 64)
+        lava = _run(net_fx, path, inputs, fixed_point, "sim", progress, True, True, None)
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)

@@ -171,6 +171,8 @@ def fanout_map(layer: FxLayer, count_zero_weights: bool = False) -> np.ndarray:
     """Exact fan-out of every input neuron (conv: (C, H, W); dense: (in_features,))."""
     if layer.kind == "conv":
         return conv_fanout_map(layer, count_zero_weights)
+    if layer.kind == "input":                  # netx's input neuron: each input event reaches its one neuron
+        return np.ones(tuple(layer.input_shape), dtype=np.int64)
     if layer.kind == "dense":
         w = np.asarray(layer.weight)
         if w.ndim != 2:
@@ -213,6 +215,8 @@ def ann_equivalent_macs(layer: FxLayer) -> float:
 
 def nominal_fan_in(layer: FxLayer) -> int:
     """Synapses per output neuron: conv in_channels/groups x kh x kw; dense in_features."""
+    if layer.kind == "input":
+        return 1
     w = np.asarray(layer.weight)
     return int(np.prod(w.shape[1:]))
 

@@ -1,13 +1,14 @@
 """Commands of the deployment side: export, simulate, verify, energy, fit (and demo)."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
 import numpy as np
 
 from ..io.checkpoint import load_checkpoint
-from ..quantization.fixed_point import SimulationResult
+from ..quantization.fixed_point import INPUT_FEEDS, SimulationResult
 from ..targets import SIMULATORS, TARGETS
 from ..errors import ConfigError
 from .commands_formats import add_nir_export_args
@@ -68,7 +69,13 @@ def relay_overhead(net) -> dict:
 
 # -- simulate ----------------------------------------------------------------------------------
 def data_for_netx(net, args):
-    return recorded_dataset(net.metadata.get("dataset_info"), args)
+    info = dict(net.metadata.get("dataset_info") or {})
+    how = getattr(args, "normalize", None)
+    if how == "none":
+        raise CliError("--normalize none goes with --inputs (a dataset is normalized: standard or unit)")
+    if how:
+        info["normalize"] = how
+    return recorded_dataset(info, args)
 
 
 def result_to_json(net, result: SimulationResult) -> dict:
@@ -94,21 +101,51 @@ def result_from_json(path: str) -> SimulationResult:
         raise CliError(f"{path}: not a JSON written by 'snntc simulate --json' ({type(exc).__name__}: {exc})") from None
 
 
-def run_simulation(args):
-    from ..deploy import simulate
+def fed_inputs(args):
+    """(the network as it is fed, chip input (N, T, *input_shape), labels or None, the netx file Lava loads or
+    None) from --inputs/--labels or the dataset (recorded in the file, or --dataset), --coding, --normalize,
+    --input-shape, --timesteps, --samples."""
+    from .. import inputs as user
     from ..io.netx import read_netx
-    net = read_netx(args.model, timesteps=args.timesteps)
-    data = data_for_netx(net, args)
-    n = min(args.samples, len(data.test_x))
-    return simulate(args.model, data.test_x[:n], data.test_y[:n], timesteps=args.timesteps, backend=args.backend,
-                    fixed_point=not args.float, target=getattr(args, "sim_target", None) or args.target,
-                    seed=args.seed, progress=not args.no_progress)
+    net = read_netx(args.model, timesteps=args.timesteps, input_shape=args.input_shape)
+    net.input_feed = args.input_feed
+    if args.inputs:
+        x = user.load_array(args.inputs, "--inputs")
+        labels = user.load_array(args.labels, "--labels", labels=True) if args.labels else None
+        labels = user.check_labels(labels, len(x), net.num_classes)
+        n = min(args.samples or len(x), len(x))
+        x, labels = x[:n], (None if labels is None else labels[:n])
+        fed, chip = user.chip_inputs(net, x, coding=args.coding, how=args.normalize or "none",
+                                     timesteps=args.timesteps, seed=args.seed)
+    else:
+        if args.labels:
+            raise CliError("--labels goes with --inputs (a dataset brings its own labels)")
+        data = data_for_netx(net, args)
+        n = min(args.samples or args.default_samples, len(data.test_x))
+        labels = data.test_y[:n]
+        fed, chip = user.chip_inputs(net, data.test_x[:n], coding=args.coding, timesteps=args.timesteps,
+                                     seed=args.seed, samples_only=True)
+        if data.num_classes != net.num_classes:
+            raise CliError(f"dataset '{data.name}' has {data.num_classes} classes, the network {net.num_classes} "
+                           f"(output neurons): pass the --dataset it was trained on, or --inputs/--labels")
+    same_file = fed.timesteps == net.timesteps and not args.timesteps
+    return fed, chip, labels, (args.model if same_file else None)
+
+
+def run_simulation(args):
+    from ..deploy import run_chip_input
+    net, chip, labels, source = fed_inputs(args)
+    result = run_chip_input(net, chip, labels, source=source, backend=args.backend, fixed_point=not args.float,
+                            target=getattr(args, "sim_target", None) or args.target,
+                            progress=not args.no_progress)
+    return net, result
 
 
 def print_simulation(net, result: SimulationResult) -> None:
     acc = result.accuracy
     print(f"{result.backend}: {result.samples} samples x {result.timesteps} steps in {result.wall_time_s:.2f} s "
-          f"({result.samples / max(result.wall_time_s, 1e-9):.1f} samples/s); accuracy {acc:.2%}")
+          f"({result.samples / max(result.wall_time_s, 1e-9):.1f} samples/s); "
+          + ("no labels" if acc is None else f"accuracy {acc:.2%}"))
     print(f"{'layer':<10} {'neurons':>8} {'spikes':>10} {'per inference':>14} {'per neuron':>11}")
     print(f"{'input':<10} {int(np.prod(result.input_spike_counts.shape)):>8} {int(result.input_spike_counts.sum()):>10} "
           f"{result.input_spike_counts.sum() / result.samples:>14.1f}")
@@ -132,14 +169,9 @@ def cmd_simulate(args) -> dict:
 
 # -- verify ------------------------------------------------------------------------------------
 def cmd_verify(args) -> dict:
-    from ..deploy import encode_for_chip
-    from ..io.netx import read_netx
     configure_threads()
-    net = read_netx(args.model, timesteps=args.timesteps)
-    data = data_for_netx(net, args)
-    inputs = encode_for_chip(net, data.test_x[:args.samples], seed=args.seed)
-    report = SIMULATORS.get("lava").compare(args.model if not args.timesteps else net, inputs,
-                                             progress=not args.no_progress)
+    net, inputs, _, source = fed_inputs(args)
+    report = SIMULATORS.get("lava").compare(net, inputs, progress=not args.no_progress, source=source)
     print(report.summary())
     print(f"Lava {report.lava_time_s:.2f} s, emulator {report.emulator_time_s:.3f} s")
     summary = {"command": "verify", "model": args.model, "ok": report.ok, "samples": report.samples,
@@ -169,7 +201,7 @@ def cmd_energy(args) -> dict:
     from ..io.netx import read_netx
     configure_threads()
     TARGETS.get(args.energy_target)
-    net = read_netx(args.model, timesteps=args.timesteps)
+    net = read_netx(args.model, timesteps=args.timesteps, input_shape=args.input_shape)
     if args.from_json:
         result = result_from_json(args.from_json)
         if [l.name for l in net.layers] != result.layer_names:
@@ -192,9 +224,42 @@ def cmd_fit(args) -> dict:
     return fit.to_json()
 
 
+def shape_arg(text: str):
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        shape = ()
+    if not shape or len(shape) not in (1, 3) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W or F (positive integers), got {text!r}")
+    return shape
+
+
 def _sim_args(p, samples_default=200, hardware_target=True):
-    p.add_argument("model", help="netx file (from snntc export, or any netx file of input/conv/flatten/dense CUBA layers)")
-    p.add_argument("--samples", type=positive_int, default=samples_default, help=f"test samples (default {samples_default})")
+    from .. import inputs as user
+    from ..coding import CODINGS
+    p.add_argument("model", help="netx file (from snntc export, or any netx file of CUBA neurons: input, conv, flatten, "
+                                 "dense, dense_rec, delays; see the README)")
+    p.add_argument("--samples", type=positive_int, default=None,
+                   help=f"samples (default: {samples_default} of the dataset's test split, every sample of --inputs)")
+    p.set_defaults(default_samples=samples_default)
+    g = p.add_argument_group("inputs (default: the test split of the dataset the file records)")
+    g.add_argument("--inputs", metavar="X.npy", help="inputs: chip input (N, T, *input_shape), integer spikes or "
+                   "graded events fed as they are, or samples (N, *input_shape), normalized and coded; any shape "
+                   "of the input's size per sample or step is reshaped to it")
+    g.add_argument("--labels", metavar="Y.npy", help="with --inputs: class index per sample (N,), for the accuracy")
+    g.add_argument("--coding", default=None, choices=CODINGS.names(),
+                   help="how samples are coded into chip input: " + "; ".join(f"{c.name}: {c.summary}"
+                                                                               for c in CODINGS.entries())
+                   + " (default: the file's coding, poisson for a file that records none)")
+    g.add_argument("--normalize", default=None, choices=list(user.NORMALIZATIONS),
+                   help="; ".join(f"{k}: {v}" for k, v in user.NORMALIZATIONS.items())
+                   + " (default: none for --inputs, the file's recorded normalization for a dataset)")
+    g.add_argument("--input-shape", type=shape_arg, default=None, metavar="C,H,W",
+                   help="the input shape, for a file without an input layer that starts with a conv")
+    g.add_argument("--input-feed", default="spikes", choices=list(INPUT_FEEDS),
+                   help="a file whose input layer has a neuron: the chip input goes into that neuron's a_in step by "
+                        "step (spikes, default) or each sample is its bias (bias: every step of a sample the same, "
+                        "e.g. --coding direct), as lava-dl feeds such networks")
     p.add_argument("--timesteps", type=positive_int, default=None, help="time steps (default: the file's)")
     p.add_argument("--backend", default=None, choices=SIMULATORS.names(),
                    help=SIMULATORS.help() + " (default: Lava up to 32 samples, the emulator above)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -35,7 +36,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from .. import __version__
-from ..errors import ExportError, NetxError, ToolchainError
+from ..errors import DeploymentWarning, ExportError, NetxError, ToolchainError
 from .files import atomic_write
 from ..ir import conv_out_size
 from ..quantization.fixed_point import FxLayer, FxNetwork
@@ -160,6 +161,12 @@ def _write_layers(f, net: FxNetwork) -> None:
 
     in_shape = tuple(int(s) for s in net.input_shape)
     for i, layer in enumerate(net.layers):
+        if layer.kind == "input":
+            if i != 0 or tuple(layer.input_shape) != in_shape or tuple(layer.output_shape) != in_shape:
+                raise ExportError(f"layer {i} ('{layer.name}'): an input layer with a neuron must be the first "
+                                  f"layer, of the network's input shape {in_shape}")
+            _write_neuron(g, layer)              # the input layer's own neuron (netx's Input block)
+            continue
         _check_layer(i, layer, in_shape)
         w = np.asarray(layer.weight)
         if layer.flatten_before:
@@ -168,11 +175,15 @@ def _write_layers(f, net: FxNetwork) -> None:
             g.create_dataset("shape", data=np.array([int(np.prod(in_shape)), 1, 1], dtype=np.int64))
         g = new()
         if layer.kind == "dense":
-            _type_dataset(g, "dense")
+            _type_dataset(g, "dense" if layer.weight_rec is None else "dense_rec")
             g.create_dataset("shape", data=np.array(layer.output_shape, dtype=np.int64))
             g.create_dataset("inFeatures", data=int(w.shape[1]))
             g.create_dataset("outFeatures", data=int(w.shape[0]))
             g.create_dataset("weight", data=w.astype(np.float32))
+            if layer.weight_rec is not None:
+                g.create_dataset("weight_rec", data=np.asarray(layer.weight_rec).astype(np.float32))
+            if layer.delay is not None:
+                g.create_dataset("delay", data=np.asarray(layer.delay).astype(np.float32))
         else:
             _type_dataset(g, "conv")
             g.create_dataset("shape", data=np.array(layer.output_shape, dtype=np.int64))
@@ -287,6 +298,15 @@ def _read_neuron(group, where: str) -> Dict[str, int]:
     if "type" not in n:
         raise NetxError(f"{where}: neuron has no 'type'")
     ntype = _str(n["type"])
+    if ntype == "SDNN":
+        raise NetxError(f"{where}: sigma-delta (SDNN) neurons are not supported: netx runs them as Lava's "
+                        f"Sigma/Delta/SigmaDelta processes, which the emulator does not model")
+    if "RF" in ntype:
+        raise NetxError(f"{where}: resonate-and-fire neurons ('{ntype}') are not supported by the emulator")
+    if "messageBits" in n:
+        raise NetxError(f"{where}: neuron 'messageBits' cannot be run by netx (lava-dl 0.6 passes the dataset "
+                        f"itself as the message bits and Lava's builder fails); slayer marks graded spikes with "
+                        f"'gradedSpike' instead")
     if ntype not in SUPPORTED_NEURONS:
         raise NetxError(f"{where}: neuron type '{ntype}' is not supported (only CUBA/LOIHI "
                         f"current-based LIF neurons)")
@@ -318,6 +338,41 @@ def _bias(group, out_shape: Tuple[int, ...], kind: str, where: str) -> Optional[
     return b.reshape(n_out)
 
 
+def _recurrent_weight(group, n_out: int, where: str) -> np.ndarray:
+    """dense_rec's 'weight_rec' (out, out), as netx reads it (astype(int) after netx's own bit optimization)."""
+    if "weight_rec" not in group:
+        raise NetxError(f"{where}: a dense_rec layer has no 'weight_rec'")
+    w = _arr(group, "weight_rec").astype(int)
+    if w.ndim == 1 and w.size == n_out * n_out:
+        w = w.reshape(n_out, n_out)
+    if w.shape != (n_out, n_out):
+        raise NetxError(f"{where}: weight_rec of shape {w.shape} is not ({n_out}, {n_out})")
+    return w
+
+
+MAX_DELAY = 62          # netx clamps larger delays (DelayDense's max_delay)
+
+
+def _delays(group, shape: Tuple[int, int], where: str) -> np.ndarray:
+    """A dense layer's synaptic delays (out, in), as netx expands them: a scalar for every synapse, one per output
+    (axonal, slayer's export) or one per input, clamped to [0, 62] and truncated to integers."""
+    d = np.asarray(group["delay"][()], dtype=np.float64)
+    if not np.all(np.isfinite(d)):
+        raise NetxError(f"{where}: delays are not finite")
+    d = np.clip(d, 0, MAX_DELAY)
+    n_out, n_in = shape
+    if d.ndim == 0 or d.size == 1:
+        d = np.full(shape, float(d.reshape(-1)[0]))
+    elif d.ndim == 1 and d.size == n_out:
+        d = np.repeat(d.reshape(-1, 1), n_in, axis=1)
+    elif d.ndim == 1 and d.size == n_in:
+        d = np.repeat(d.reshape(1, -1), n_out, axis=0)
+    elif d.shape != tuple(shape):
+        raise NetxError(f"{where}: delays of shape {d.shape} fit neither the {n_out} outputs, the {n_in} inputs "
+                        f"nor the weights {tuple(shape)}")
+    return d.astype(int)
+
+
 def _attr_str(attrs, key, default):
     if key not in attrs:
         return default
@@ -336,6 +391,21 @@ def _attr_json(attrs, key, default):
         raise NetxError(f"attribute '{key}' is not valid JSON") from None
 
 
+def _sample_length(f, path: Path) -> int:
+    """The file's own sample length: slayer's ``simulation/tSample`` (in steps of ``simulation/Ts``), else
+    DEFAULT_TIMESTEPS."""
+    sim = f.get("simulation")
+    if sim is None or not hasattr(sim, "keys") or "tSample" not in sim:
+        return DEFAULT_TIMESTEPS
+    t_sample = float(np.asarray(sim["tSample"][()]).reshape(-1)[0])
+    ts = float(np.asarray(sim["Ts"][()]).reshape(-1)[0]) if "Ts" in sim else 1.0
+    steps = t_sample / ts if ts > 0 else 0.0
+    if not np.isfinite(steps) or steps < 1 or steps != round(steps):
+        raise NetxError(f"{path}: simulation/tSample {t_sample:g} is not a positive whole number of steps of "
+                        f"Ts {ts:g}")
+    return int(round(steps))
+
+
 def read_netx(path: PathLike, timesteps: Optional[int] = None,
               input_shape: Optional[Tuple[int, ...]] = None) -> FxNetwork:
     """Read a netx HDF5 file (ours or any other with input/flatten/dense/conv layers and CUBA
@@ -343,7 +413,8 @@ def read_netx(path: PathLike, timesteps: Optional[int] = None,
 
     Without the toolchain's attributes: input coding 'poisson' (binary spikes), input_bits 0,
     readout 'spikes', layer names 'layer{i}' (i = index of the layer in the file),
-    num_classes = output neurons, timesteps = ``timesteps`` or DEFAULT_TIMESTEPS. An explicit
+    num_classes = output neurons, timesteps = ``timesteps``, else the file's ``simulation/tSample``
+    (slayer's export), else DEFAULT_TIMESTEPS. An explicit
     ``timesteps`` argument always wins over the file's. ``input_shape`` ((C, H, W) or (F,)) is
     needed only for a file whose first layer is a conv without an 'input' layer (as slayer's
     blocks export it; the stock loader then needs ``Network(input_shape=...)`` too, which
@@ -400,15 +471,19 @@ def _read(f, path: Path, timesteps: Optional[int],
         ltype = _str(g["type"])
         where = f"{path}: layer {i} ({ltype})"
         if ltype == "input":
-            if "neuron" in g:
-                raise NetxError(f"{where}: an input layer with a neuron is driven only by its bias "
-                                f"in netx (the network input is not connected to it); not supported")
             if "shape" not in g:
                 raise NetxError(f"{where}: input layer has no 'shape'")
             if layers:
                 raise NetxError(f"{where}: an input layer must come before the other layers")
             input_shape = tuple(int(s) for s in _arr(g, "shape").reshape(-1))
             cur_shape = input_shape
+            if "neuron" in g:
+                # netx builds a neuron without a synapse (its Input block): lava-dl feeds it through the neuron's
+                # a_in or its bias; the file's input 'weight'/'bias' (its transform) are not used by Lava
+                neuron = _read_neuron(g, where)
+                layers.append(FxLayer(name=f"layer{i}", kind="input", weight=np.zeros((0,), dtype=int),
+                                      input_shape=input_shape, output_shape=input_shape, vth=neuron["vThMant"],
+                                      i_decay=neuron["iDecay"], v_decay=neuron["vDecay"]))
             continue
         if ltype == "flatten":
             flatten_next = True
@@ -416,18 +491,19 @@ def _read(f, path: Path, timesteps: Optional[int],
         if ltype in _NETX_CANNOT_RUN:
             raise NetxError(f"{where}: {_NETX_CANNOT_RUN[ltype]} layers are not supported: "
                             f"netx cannot run '{ltype}' (its loader raises NotImplementedError)")
-        if ltype in ("dense_rec", "dense_comp"):
-            raise NetxError(f"{where}: recurrent/complex dense layers are not supported by this "
-                            f"toolchain")
-        if ltype not in ("dense", "conv"):
+        if ltype == "dense_comp":
+            raise NetxError(f"{where}: complex-valued dense layers (dense_comp) are not supported: they need "
+                            f"Lava's complex-valued neurons, which the emulator does not model")
+        if ltype not in ("dense", "conv", "dense_rec"):
             raise NetxError(f"{where}: unknown layer type '{ltype}'; netx cannot run it")
         if "weight" not in g or "shape" not in g:
             raise NetxError(f"{where}: missing 'weight' or 'shape'")
-        if "delay" in g:
-            raise NetxError(f"{where}: synaptic delays are not supported")
+        if "delay" in g and ltype == "conv":
+            warnings.warn(f"{where}: netx ignores a conv layer's synaptic delays (its Conv block has none); so do "
+                          f"the emulator and Lava", DeploymentWarning, stacklevel=3)
         neuron = _read_neuron(g, where)
         w = _arr(g, "weight").astype(int)       # netx: astype(int) (truncation)
-        if ltype == "dense":
+        if ltype in ("dense", "dense_rec"):
             n_out = int(np.prod(_arr(g, "shape")))
             if w.ndim == 1:
                 if n_out == 0 or w.size % n_out:
@@ -449,10 +525,17 @@ def _read(f, path: Path, timesteps: Optional[int],
                             output_shape=out_shape, vth=neuron["vThMant"],
                             i_decay=neuron["iDecay"], v_decay=neuron["vDecay"],
                             flatten_before=flatten_next)
+            if ltype == "dense_rec":
+                layer.weight_rec = _recurrent_weight(g, n_out, where)
+            if "delay" in g:
+                if ltype == "dense_rec":
+                    raise NetxError(f"{where}: a recurrent dense layer with synaptic delays is not supported "
+                                    f"(netx gives both of its synapses the feed-forward delays)")
+                layer.delay = _delays(g, w.shape, where)
         else:
             if cur_shape is None:
                 raise NetxError(f"{where}: the input shape cannot be inferred (no input layer "
-                                f"before the first conv); pass input_shape=(C, H, W)")
+                                f"before the first conv); pass input_shape=(C, H, W) (snntc: --input-shape C,H,W)")
             if len(cur_shape) != 3:
                 raise NetxError(f"{where}: conv after a {len(cur_shape)}-D output {cur_shape}")
             if w.ndim == 5 and w.shape[4] == 1:
@@ -494,7 +577,7 @@ def _read(f, path: Path, timesteps: Optional[int],
     metadata = dict(_attr_json(attrs, "metadata", {}) or {})
     metadata.update(_attr_json(attrs, "extra_metadata", {}) or {})
     if timesteps is None:
-        timesteps = int(attrs["timesteps"]) if "timesteps" in attrs else DEFAULT_TIMESTEPS
+        timesteps = int(attrs["timesteps"]) if "timesteps" in attrs else _sample_length(f, path)
     num_classes = int(attrs["num_classes"]) if "num_classes" in attrs else layers[-1].neurons
     return FxNetwork(
         input_shape=tuple(input_shape),

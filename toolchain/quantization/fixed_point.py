@@ -45,13 +45,14 @@ VTH_MAX = 2 ** 17 - 1                  # 17-bit threshold mantissa
 BIAS_MIN, BIAS_MAX = -4096, 4095       # 13-bit signed bias mantissa
 STATE_MAX = 2 ** 23 - 1                # 24-bit state (u wraps, v clips)
 DECAY_UNITY = 4096                     # 12-bit decays
+INPUT_FEEDS = ("spikes", "bias")       # how an input layer with a neuron receives the chip input (see FxNetwork)
 
 
 @dataclass
 class FxLayer:
     """One deployable layer: integer synapse + CUBA neurons."""
     name: str
-    kind: str                           # "dense" | "conv"
+    kind: str                           # "dense" | "conv" | "input" (netx's input layer with a neuron: no synapse)
     weight: np.ndarray                  # int; dense (out, in); conv (out, in/groups, kh, kw), torch layout
     input_shape: Tuple[int, ...]        # (C, H, W) or (F,)
     output_shape: Tuple[int, ...]       # (C, H, W) or (F,)
@@ -64,6 +65,9 @@ class FxLayer:
     dilation: Tuple[int, int] = (1, 1)
     groups: int = 1
     flatten_before: bool = False        # a netx 'flatten' precedes this dense layer
+    weight_rec: Optional[np.ndarray] = None   # dense_rec: recurrent weights (out, out), one step of delay
+    delay: Optional[np.ndarray] = None        # dense: synaptic delays (out, in), steps 0..62 beyond the one of
+                                              # every synapse (Lava's DelayDense)
     is_output: bool = False
     scale: float = 1.0                  # integer = float * scale (for reports)
     source: str = ""                    # the toolchain layers this was lowered from
@@ -106,6 +110,8 @@ class FxNetwork:
     input_bits: int = 0                 # 0: unary spikes; >0: graded input spikes of this many bits
     input_scale: float = 1.0            # direct coding: integer input = round(normalized pixel * input_scale)
     readout: str = "voltage"            # "voltage": output layer's v at the last step; "spikes": spike counts
+    input_feed: str = "spikes"          # a first "input" layer (a neuron, no synapse) receives the chip input as
+                                        # "spikes" into its a_in each step, or as its "bias" (one value per sample)
     mean: Tuple[float, ...] = ()        # per-channel normalization applied before coding
     std: Tuple[float, ...] = ()
     metadata: Dict[str, object] = field(default_factory=dict)
@@ -115,6 +121,13 @@ class FxNetwork:
             layer.validate()
         if self.readout not in ("voltage", "spikes"):
             raise QuantizationError(f"readout must be 'voltage' or 'spikes', not {self.readout!r}")
+        if self.input_feed not in INPUT_FEEDS:
+            raise QuantizationError(f"input_feed must be one of {', '.join(INPUT_FEEDS)}, not {self.input_feed!r}")
+
+    @property
+    def input_neuron(self) -> bool:
+        """The first layer is netx's input layer with a neuron (no synapse before it)."""
+        return bool(self.layers) and self.layers[0].kind == "input"
 
 
 @dataclass

@@ -78,10 +78,13 @@ class Simulator:
         raise ConfigError(f"simulator '{self.name}' cannot run {what}; "
                           + (f"use --backend {' or '.join(able)}" if able else "no registered simulator can"))
 
-    def compare(self, net, inputs, progress: bool = False):
+    def compare(self, net, inputs, progress: bool = False, source=None):
+        """Compare with the emulator on chip input; `source`: the netx file `net` (an FxNetwork) was read from."""
         if self.verify is None:
             raise NotSupportedError(f"simulator '{self.name}' cannot be verified against the emulator")
-        return self.verify(net, inputs, progress)
+        if source is None:
+            return self.verify(net, inputs, progress)
+        return self.verify(net, inputs, progress, source=source)
 
 
 TARGETS: Registry[HardwareTarget] = Registry("hardware target")
