@@ -59,7 +59,7 @@ def measure_coding(ann, data, cfg, coding: str, hybrid_T: int, epochs: int, work
     best = {T: max(conv[T], long[T]) for T in conv}
     recipe = next(r for r in cfg.recipes if r.surrogate == "linear")
     tc = TrainConfig(epochs=epochs or recipe.epochs, lr=recipe.lr, batch_size=32, seed=cfg.seed, augment=cfg.augment)
-    hybrid = finetune(snn, data, tc, os.path.join(work, f"hybrid_{coding}.pt"), timesteps=hybrid_T,
+    hybrid = finetune(snn, data, tc, os.path.join(work, f"hybrid_{coding}.pt"), overwrite=True, timesteps=hybrid_T,
                       surrogate={"name": "linear"}, progress=False)
     acc = hybrid.metrics["test_accuracy"]
     return {"coding": coding, "converted": conv, "converted_long_calibration": long,
@@ -78,7 +78,7 @@ def measure_batch_norm(data, cfg, work: str) -> dict:
     from toolchain.training import TrainConfig
     ann = train_ann(data, cfg.model, TrainConfig(epochs=cfg.ann_epochs, lr=cfg.ann_lr, seed=cfg.seed,
                                                  augment=cfg.augment),
-                    os.path.join(work, "ann_bn.pt"), batch_norm=True, progress=False)
+                    os.path.join(work, "ann_bn.pt"), batch_norm=True, progress=False, overwrite=True)
     out = {"ann_accuracy": ann.metrics["test_accuracy"]}
     for method in ("spike", "activation"):
         snn = convert(ann, data, timesteps=100, method=method, scale=1.0, coding="direct",

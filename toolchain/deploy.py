@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from .data.datasets import RECORDED_KEYS
 from .coding import CODINGS, chip_input
 from .errors import ConfigError, DeploymentWarning, HardwareFitError, HardwareFitWarning, SimulationError
 from .quantization.fixed_point import STATE_MAX, FxNetwork, SimulationResult
+from .io.files import refuse_overwrite
 from .io.netx import read_netx, write_netx
 from .quantization.quantize import QuantReport, quantize_snn
 from .targets import SIMULATORS, TARGETS
@@ -27,11 +29,25 @@ FIT_TARGET = "loihi2"             # the hardware target export checks the networ
 EMULATOR_DEFAULT_ABOVE = 32      # samples: Lava for small runs, the emulator above (both give the same result)
 
 
-def export_snn(ckpt: Checkpoint, path: str, train_x: Optional[np.ndarray] = None, allow_misfit: bool = False
-               ) -> Tuple[FxNetwork, QuantReport]:
-    """Quantize an SNN checkpoint and write it as a netx file (atomically). A network that does not fit Loihi 2
-    (its fit mapper) raises HardwareFitError, naming the layer and the limit, before anything is written,
-    unless `allow_misfit` (the file is then still useful for simulation)."""
+@dataclass
+class ExportResult:
+    """What export gives: the fixed-point network, its quantization report (with the Loihi 2 fit in `report.fit`)
+    and the netx file written, if any. `net, report = export_snn(...)` still unpacks (the form before 0.2)."""
+    network: FxNetwork
+    report: QuantReport
+    path: Optional[str] = None
+
+    def __iter__(self):
+        return iter((self.network, self.report))
+
+
+def export_snn(ckpt: Checkpoint, path: Optional[str] = None, train_x: Optional[np.ndarray] = None,
+               allow_misfit: bool = False, overwrite: bool = False) -> ExportResult:
+    """Quantize an SNN checkpoint and, with `path`, write it as a netx file (atomically; an existing file only with
+    `overwrite`). A network that does not fit Loihi 2 (its fit mapper) raises HardwareFitError, naming the layer
+    and the limit, before anything is written, unless `allow_misfit` (the file is then still useful for
+    simulation). `train_x`: the training images, from which a graded coding's input scale is set."""
+    refuse_overwrite(path, overwrite)
     net, report = quantize_snn(ckpt, train_x)
     fit = TARGETS.get(FIT_TARGET).check_fit(net)
     if not fit.fits and not allow_misfit:
@@ -44,9 +60,10 @@ def export_snn(ckpt: Checkpoint, path: str, train_x: Optional[np.ndarray] = None
     net.metadata["dataset_info"] = {k: ckpt.dataset.get(k) for k in ("name", "fingerprint") + RECORDED_KEYS
                                     if k in ckpt.dataset}
     from . import __version__
-    write_netx(net, path, extra_metadata={"toolchain_version": __version__, "quantization": report.to_json(),
-                                          "source_checkpoint_metrics": ckpt.metrics})
-    return net, report
+    if path is not None:
+        write_netx(net, path, extra_metadata={"toolchain_version": __version__, "quantization": report.to_json(),
+                                              "source_checkpoint_metrics": ckpt.metrics})
+    return ExportResult(net, report, None if path is None else str(path))
 
 
 def encode_for_chip(net: FxNetwork, x: np.ndarray, seed: int = 0, timesteps: Optional[int] = None) -> np.ndarray:
@@ -66,8 +83,9 @@ def encode_for_chip(net: FxNetwork, x: np.ndarray, seed: int = 0, timesteps: Opt
 
 def simulate(net_or_path, x: np.ndarray, labels: Optional[np.ndarray] = None, timesteps: Optional[int] = None,
              backend: Optional[str] = None, fixed_point: bool = True, target: str = "sim", seed: int = 0,
-             device: Optional[str] = None, progress: bool = True) -> Tuple[FxNetwork, SimulationResult]:
-    """Run images x through a netx file (or FxNetwork) on a backend; returns the network and the result."""
+             device: Optional[str] = None, progress: bool = True) -> SimulationResult:
+    """Run images x through a netx file (or FxNetwork) on a backend; returns the result, the network that ran in its
+    `network` (`net, result = simulate(...)`, the form before 0.2, still unpacks)."""
     net = read_netx(net_or_path, timesteps=timesteps) if isinstance(net_or_path, (str, os.PathLike)) else net_or_path
     if timesteps:
         net.timesteps = int(timesteps)
@@ -76,7 +94,7 @@ def simulate(net_or_path, x: np.ndarray, labels: Optional[np.ndarray] = None, ti
     source = net_or_path if isinstance(net_or_path, (str, os.PathLike)) and not timesteps else None
     result = run_chip_input(net, inputs, labels, source=source, backend=backend, fixed_point=fixed_point,
                             target=target, device=device, progress=progress)
-    return net, result
+    return result
 
 
 def run_chip_input(net: FxNetwork, inputs: np.ndarray, labels: Optional[np.ndarray] = None, source=None,
@@ -95,6 +113,7 @@ def run_chip_input(net: FxNetwork, inputs: np.ndarray, labels: Optional[np.ndarr
         raise
     except NotImplementedError as exc:
         raise SimulationError(f"{backend} cannot run this network: {exc}") from None
+    result.network = net
     saturated = saturated_outputs(net, result)
     if saturated:
         warnings.warn(f"{saturated} of {result.samples} samples drove an output voltage to the 24-bit limit; the "

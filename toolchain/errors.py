@@ -57,6 +57,10 @@ class ImportModelError(ToolchainError):
     """An imported model (ONNX) uses an unsupported operator or structure."""
 
 
+class OutputExistsError(ToolchainError):
+    """A stage was asked to write a file that exists, without overwrite=True (the CLI's --force)."""
+
+
 class NotSupportedError(ToolchainError):
     """A registered entry (neuron model, input coding, hardware target, simulator) lacks the form asked for; the
     message names the entry and what it lacks."""

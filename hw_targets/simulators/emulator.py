@@ -510,3 +510,45 @@ def run_emulator(net: FxNetwork, x_encoded, labels=None, device=None,
         spike_counts=[c.sum(dim=0).numpy() for c in trace.spike_counts],
         input_spike_counts=trace.input_event_counts.numpy(),
         wall_time_s=time.perf_counter() - t0, output_values=values)
+
+
+def run_emulator_prefixes(net: FxNetwork, x_encoded, steps, labels=None, device=None,
+                          batch_size: int = 64) -> dict:
+    """{T: SimulationResult} for each T in ``steps``, from one run of max(steps) steps: every neuron is causal and
+    every sample starts from zero state, so the first T steps of the long run are the run of T steps (given inputs
+    whose first T steps are the T-step inputs, as every registered coding's are). Runs ``batch_size`` samples at
+    a time, keeping their spikes, so memory is batch_size x max(steps) x neurons bytes."""
+    steps = sorted(set(int(T) for T in steps))
+    x_all = _as_tensor(x_encoded)
+    if not steps or steps[0] < 1 or steps[-1] > int(x_all.shape[1]):
+        raise SimulationError(f"time steps {steps} do not fit inputs of {int(x_all.shape[1])} steps")
+    t0 = time.perf_counter()
+    device = torch.device(device) if device is not None else _default_device()
+    prepared = prepare(net, device)
+    counts = {T: None for T in steps}
+    inputs = {T: None for T in steps}
+    values, preds = {T: [] for T in steps}, {T: [] for T in steps}
+    for b0 in range(0, int(x_all.shape[0]), batch_size):
+        xb = x_all[b0:b0 + batch_size, :steps[-1]]
+        trace = emulate(net, xb, device=device, batch_size=batch_size, record_spikes=True, prepared=prepared)
+        running = [torch.zeros(s.shape[2:], dtype=torch.int64) for s in trace.spikes]   # each step summed once
+        events, out_counts, done = torch.zeros(xb.shape[2:], dtype=torch.int64), 0, 0
+        for T in steps:
+            for k, s in enumerate(trace.spikes):
+                running[k] += s[:, done:T].sum(dim=(0, 1), dtype=torch.int64)
+            events += (xb[:, done:T] != 0).sum(dim=(0, 1))
+            out_counts = out_counts + trace.spikes[-1][:, done:T].sum(dim=1, dtype=torch.int64)
+            done = T
+            layer_counts = [r.numpy().copy() for r in running]
+            counts[T] = layer_counts if counts[T] is None else [a + c for a, c in zip(counts[T], layer_counts)]
+            inputs[T] = events.numpy().copy() if inputs[T] is None else inputs[T] + events.numpy()
+            v, p = readout_values(net, out_counts.numpy(), trace.output_voltage[:, T - 1].numpy())
+            values[T].append(v)
+            preds[T].append(p)
+    wall = time.perf_counter() - t0
+    n = int(x_all.shape[0])
+    return {T: SimulationResult(backend="emulator", samples=n, timesteps=T, predictions=np.concatenate(preds[T]),
+                                labels=None if labels is None else np.asarray(labels).reshape(-1),
+                                layer_names=[p.layer.name for p in prepared], spike_counts=counts[T],
+                                input_spike_counts=inputs[T], wall_time_s=wall, output_values=np.concatenate(values[T]))
+            for T in steps}

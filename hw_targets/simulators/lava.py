@@ -278,7 +278,8 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
         return ok, n, rel % T
 
     bar = None
-    if progress:
+    from toolchain.progress import bars_enabled
+    if bars_enabled(progress):                # a bar on a terminal only: in a log each refresh would be a line
         from toolchain.progress import tqdm
         bar = tqdm(total=N, unit="sample", desc="lava", leave=False)
     done = 0

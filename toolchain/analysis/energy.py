@@ -57,7 +57,8 @@ from ..targets import TARGETS, HardwareTarget
 
 from ..errors import ConfigError
 from ..io.files import atomic_write
-from ..quantization.fixed_point import FxLayer, FxNetwork, SimulationResult
+from ..quantization.fixed_point import (VOLTAGE_READOUT, VOLTAGE_READOUT_NOTE, FxLayer, FxNetwork,
+                                        SimulationResult)
 
 PRECISIONS = ("fp32", "int8")
 
@@ -84,6 +85,7 @@ class LayerOps:
     note: str = ""
     relay_neurons: int = 0       # of `neurons`: relays carrying a residual block's shortcut (toolchain.ir.relays)
     relay_synaptic_ops: float = 0.0   # of `synaptic_ops`: into relays, and from relays into this layer
+    readout: str = ""            # "voltage": read by its voltage, it does not spike
 
     @property
     def active_updates(self) -> float:
@@ -273,7 +275,8 @@ def count_operations(net: FxNetwork, result: SimulationResult, count_zero_weight
                              spikes=float(out.sum()) / n, synaptic_ops=synops, chip_macs=macs,
                              neuron_updates=float(layer.neurons) * steps,
                              ann_macs=ann_equivalent_macs(layer), note=note, relay_neurons=layer.relay_neurons,
-                             relay_synaptic_ops=relay_ops))
+                             relay_synaptic_ops=relay_ops,
+                             readout="voltage" if layer.name == net.readout_layer() else ""))
     return OpCounts(layers=rows, samples=n, timesteps=steps, input_coding=net.input_coding,
                     count_zero_weights=count_zero_weights, backend=result.backend)
 
@@ -296,6 +299,7 @@ class LayerEnergy:
     snn_breakdown: Dict[str, float] = field(default_factory=dict)
     ann_breakdown: Dict[str, float] = field(default_factory=dict)
     note: str = ""
+    readout: str = ""            # "voltage": read by its voltage, it does not spike
 
 
 @dataclass
@@ -381,7 +385,7 @@ def estimate_energy(counts: OpCounts, target: Union[str, HardwareTarget], precis
                                 synaptic_ops=layer.synaptic_ops, chip_macs=layer.chip_macs,
                                 neuron_updates=layer.neuron_updates, ann_macs=layer.ann_macs,
                                 snn_pj=float(sum(snn.values())), ann_pj=float(sum(annb.values())),
-                                snn_breakdown=snn, ann_breakdown=annb, note=layer.note))
+                                snn_breakdown=snn, ann_breakdown=annb, note=layer.note, readout=layer.readout))
     notes = [table.description]
     if t.graded_input_note and any(r.chip_macs for r in rows):
         notes.append(t.graded_input_note)
@@ -431,7 +435,8 @@ def format_energy_table(report: EnergyReport) -> str:
     head = ["layer", "spikes", "synaptic ops", "chip MACs", "neuron updates", "SNN energy", "ANN MACs", "ANN energy"]
     body = []
     for r in report.layers:
-        body.append([r.name + (" *" if r.input_kind in ("direct", "graded") else ""), _count(r.spikes),
+        body.append([r.name + (" *" if r.input_kind in ("direct", "graded") else ""),
+                     VOLTAGE_READOUT if r.readout == "voltage" else _count(r.spikes),
                      _count(r.synaptic_ops), _count(r.chip_macs), _count(r.neuron_updates),
                      format_pj(r.snn_pj), _count(r.ann_macs), format_pj(r.ann_pj)])
     total = ["total", _count(sum(r.spikes for r in report.layers)),
@@ -453,6 +458,8 @@ def format_energy_table(report: EnergyReport) -> str:
     if any(r.input_kind in ("direct", "graded") for r in report.layers):
         out.append("* graded input: counted as MACs the chip performs, not as synaptic ops")
     out += [n for n in report.notes if n.startswith(RELAY_NOTE)]
+    if any(r.readout == "voltage" for r in report.layers):
+        out.append(VOLTAGE_READOUT_NOTE)
     out.append("sources: " + "; ".join(report.sources))
     return "\n".join(out)
 

@@ -12,11 +12,11 @@ import sys
 import warnings
 from typing import List, Optional
 
-from ..errors import ToolchainError
-from . import commands_deploy, commands_formats, commands_snn, commands_train
-from .common import CliError
+import importlib
 
-COMMAND_MODULES = (commands_train, commands_snn, commands_deploy, commands_formats)
+from ..errors import ToolchainError
+from .catalog import COMMANDS, modules
+from .common import CliError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -26,21 +26,38 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Optional[List[str]] = None) -> argparse.ArgumentParser:
+    """The parser of every command (default), or of `commands` only, the others listed by name and one-line help
+    (`toolchain.cli.catalog`) without importing their modules: `snntc --help` and an unknown command load no torch
+    and no Lava."""
     parser = OneLineParser(
         prog="snntc",
         description="Neuromorphic deployment toolchain: train an ANN, convert it to a spiking network, fine-tune it "
                     "with STDB or train it directly, quantize it to Loihi fixed point, export a Lava-DL netx file, "
                     "simulate it in Lava and estimate its energy.",
-        epilog="Typical flow: snntc train-ann -o ann.pt; snntc convert ann.pt -o snn.pt; snntc finetune snn.pt -o hybrid.pt; "
-               "snntc evaluate hybrid.pt --timesteps 5,10; snntc export hybrid.pt -o model.net; snntc simulate model.net. "
+        epilog="Typical flow: snntc train-ann -o ann.pt; snntc convert ann.pt -o snn.pt (an SNN of T=5 time steps: "
+               "--timesteps); snntc finetune snn.pt -o hybrid.pt (fine-tuned at the SNN's T); "
+               "snntc sweep hybrid.pt --timesteps 1,2,4,8 (accuracy, spikes, energy per T; the T to deploy); "
+               "snntc export hybrid.pt -o model.net; snntc simulate model.net. "
                "Or all of it on the bundled digits: snntc demo.")
     from .. import __version__
     parser.add_argument("--version", action="version", version=f"snntc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        module.register(sub)
+    wanted = modules() if commands is None else {COMMANDS[c].module for c in commands if c in COMMANDS}
+    for name in modules():
+        if name in wanted:
+            importlib.import_module(f"{__name__}.{name}").register(sub)
+    for name, command in COMMANDS.items():           # the rest by name only, in the catalog's order
+        if name not in sub.choices:
+            sub.add_parser(name, help=command.help, add_help=False)
+    sub._choices_actions.sort(key=lambda a: list(COMMANDS).index(a.dest) if a.dest in COMMANDS else len(COMMANDS))
     return parser
+
+
+def named_command(argv: List[str]) -> Optional[str]:
+    """The command a command line names: its first word that is not an option (the top level has no option that
+    takes a value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 @contextlib.contextmanager
@@ -54,7 +71,8 @@ def one_line_warnings(command: str):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser([named_command(argv)] if named_command(argv) else [])
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:              # --help (0) or an argument error (2, one line already printed)

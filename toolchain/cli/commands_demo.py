@@ -6,6 +6,7 @@ import time
 from ..coding import CODINGS
 from ..demo.presets import PRESETS, demo_config, run_demo
 from .common import configure_threads, positive_int, write_json
+from .catalog import command_help
 
 
 def cmd_demo(args) -> dict:
@@ -26,7 +27,7 @@ def register(sub) -> None:
     presets = "; ".join(f"{name}: {c.model}, ANN {c.ann_epochs} epochs, fine-tuning "
                         + " and ".join(f"{r.surrogate} {r.epochs} epochs at lr {r.lr:g}" for r in c.recipes)
                         + f", Loihi QAT {c.deploy_epochs} epochs" for name, c in PRESETS.items())
-    p = sub.add_parser("demo", help="run train -> convert -> finetune -> export -> simulate -> energy on bundled data",
+    p = sub.add_parser("demo", help=command_help("demo"),
                        description="The whole pipeline on bundled data with each dataset's preset: train the ANN, "
                                    "convert it, fine-tune it (STDB and the linear surrogate; the better on validation "
                                    "goes on), compare accuracies and time steps, then fine-tune it under Loihi's "

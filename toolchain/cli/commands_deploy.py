@@ -8,11 +8,12 @@ import os
 import numpy as np
 
 from ..io.checkpoint import load_checkpoint
-from ..quantization.fixed_point import INPUT_FEEDS, SimulationResult
+from ..quantization.fixed_point import INPUT_FEEDS, VOLTAGE_READOUT, VOLTAGE_READOUT_NOTE, SimulationResult
 from ..targets import SIMULATORS, TARGETS
 from ..errors import ConfigError
 from .commands_formats import add_nir_export_args
 from .common import CliError, check_output, configure_threads, positive_int, recorded_dataset, write_json
+from .catalog import command_help
 
 
 
@@ -37,7 +38,8 @@ def cmd_export(args) -> dict:
     ckpt = load_checkpoint(args.model, kind="snn")
     from .commands_train import data_for_checkpoint
     train_x = data_for_checkpoint(ckpt, args).train_x      # the input range (direct coding) and sign (Poisson)
-    net, report = export_snn(ckpt, args.output, train_x, allow_misfit=args.allow_misfit)
+    exported = export_snn(ckpt, args.output, train_x, allow_misfit=args.allow_misfit, overwrite=args.force)
+    net, report = exported.network, exported.report
     fit = report.fit
     print(layer_table(net))
     print("\nquantization (integer = float x scale; weights are 8-bit mantissas x 2):")
@@ -79,7 +81,7 @@ def data_for_netx(net, args):
 
 
 def result_to_json(net, result: SimulationResult) -> dict:
-    out = result.to_json()
+    out = result.to_json(net)
     out["spike_count_maps"] = {"input": result.input_spike_counts,
                                **{n: c for n, c in zip(result.layer_names, result.spike_counts)}}
     return out
@@ -149,9 +151,15 @@ def print_simulation(net, result: SimulationResult) -> None:
     print(f"{'layer':<10} {'neurons':>8} {'spikes':>10} {'per inference':>14} {'per neuron':>11}")
     print(f"{'input':<10} {int(np.prod(result.input_spike_counts.shape)):>8} {int(result.input_spike_counts.sum()):>10} "
           f"{result.input_spike_counts.sum() / result.samples:>14.1f}")
-    for row in result.to_json()["layers"]:
+    rows = result.to_json(net)["layers"]
+    for row in rows:
+        if row.get("readout") == "voltage":
+            print(f"{row['name']:<10} {row['neurons']:>8} {VOLTAGE_READOUT:>37}")
+            continue
         print(f"{row['name']:<10} {row['neurons']:>8} {row['spikes']:>10} {row['spikes_per_inference']:>14.1f} "
               f"{row['spikes_per_inference'] / row['neurons']:>11.3f}")
+    if any(row.get("readout") == "voltage" for row in rows):
+        print(VOLTAGE_READOUT_NOTE)
 
 
 def cmd_simulate(args) -> dict:
@@ -276,7 +284,7 @@ def _sim_args(p, samples_default=200, hardware_target=True):
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="quantize an SNN to Loihi fixed point and write a netx HDF5 file",
+    p = sub.add_parser("export", help=command_help("export"),
                        description="Lower the SNN (fold pooling and batch norm into the next/previous layer), quantize "
                                    "it to Loihi's fixed point (8-bit weights, 17-bit thresholds, 12-bit decays) and "
                                    "write a Lava-DL netx file that the stock netx loader runs. Prints the layer table, "
@@ -293,7 +301,7 @@ def register(sub) -> None:
     add_nir_export_args(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("simulate", help="run a netx file in Lava (or the bit-exact emulator) on test samples",
+    p = sub.add_parser("simulate", help=command_help("simulate"),
                        description="Feed coded test samples through the network and print accuracy, spikes per layer "
                                    "(total and per inference) and wall time. State is reset between samples.")
     _sim_args(p)
@@ -302,13 +310,13 @@ def register(sub) -> None:
     p.add_argument("--plot", metavar="PNG", help="with --energy: plot energy per layer")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("verify", help="compare the emulator with Lava spike for spike and voltage for voltage",
+    p = sub.add_parser("verify", help=command_help("verify"),
                        description="Run both backends on the same coded samples, recording every layer's spikes and "
                                    "voltages at every step; report zero mismatches or the first one.")
     _sim_args(p, samples_default=4)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("energy", help="energy per inference from counted synaptic operations",
+    p = sub.add_parser("energy", help=command_help("energy"),
                        description="Count spikes, synaptic operations (each input spike times its real fan-out) and "
                                    "neuron updates per layer and inference, and price them on a target; the equivalent "
                                    "ANN's MACs on 45 nm CMOS beside them. Every constant carries its source.")
@@ -320,7 +328,7 @@ def register(sub) -> None:
     p.add_argument("--plot", metavar="PNG", help="bar chart of energy per layer, SNN beside ANN")
     p.set_defaults(func=cmd_energy)
 
-    p = sub.add_parser("fit", help="check that a netx network fits on Loihi 2",
+    p = sub.add_parser("fit", help=command_help("fit"),
                        description="Cores per layer from neurons, synaptic memory and fan-in per core; chips needed. "
                                    "Exits non-zero, naming the layer and the limit, when it does not fit.")
     p.add_argument("model", help="netx file")

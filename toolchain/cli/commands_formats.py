@@ -9,6 +9,7 @@ from ..errors import DataError
 from ..ir import Residual, chain_shapes
 from .common import (CliError, add_data_args, add_output_args, check_output, configure_threads, positive_int,
                      write_json)
+from .catalog import command_help
 
 
 def _layer_rows(layers, shape, sources, depth=0):
@@ -228,7 +229,7 @@ def add_nir_export_args(p) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("import", help="import an ANN from ONNX or an SNN from NIR (bring your own model)",
+    p = sub.add_parser("import", help=command_help("import"),
                        description="ONNX: read a classifier (Conv, Gemm/MatMul, Relu, AveragePool, GlobalAveragePool, "
                                    "BatchNormalization, Flatten/Reshape, Dropout, Add residual blocks) into an ANN "
                                    "checkpoint that 'snntc convert' takes like a trained one. Batch norm is folded into "

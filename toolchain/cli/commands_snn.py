@@ -15,6 +15,7 @@ from ..training.loop import resolve_device
 from .commands_train import data_from_args, describe_result, train_config, training_summary
 from .common import (CliError, add_data_args, add_output_args, add_train_args, check_output, configure_threads,
                      positive_int, write_json)
+from .catalog import command_help
 
 
 def cmd_train_snn(args) -> dict:
@@ -37,7 +38,8 @@ def cmd_train_snn(args) -> dict:
     start = time.time()
     ckpt = train_snn(data, args.model, cfg, args.output, timesteps=args.timesteps, surrogate=surrogate.to_dict(),
                      batch_norm=args.batch_norm, threshold=args.threshold, neuron=args.neuron, leak=args.leak,
-                     coding=args.coding, resume=args.resume, progress=not args.no_progress, log=log_line)
+                     coding=args.coding, resume=args.resume, progress=not args.no_progress, log=log_line,
+                     overwrite=args.force)
     history = ckpt.training["state"]["history"]
     last = history[-1] if history else {}
     layers = ckpt.training["direct"]["layers"]
@@ -64,7 +66,7 @@ def cmd_train_snn(args) -> dict:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train-snn", help="train an SNN directly with a surrogate gradient (no ANN)",
+    p = sub.add_parser("train-snn", help=command_help("train-snn"),
                        description="Train a spiking network from scratch by back-propagation through time with a "
                                    "surrogate gradient of tuned width and height and batch norm on every spiking "
                                    "layer's input current (statistics over batch and time; Ledinauskas et al. 2020). "

@@ -11,9 +11,11 @@ from ..ir.models import MODELS, model_help
 from ..neurons import NEURONS
 from ..data import load_dataset
 from ..progress import log_line
+from ..training.convert import DEFAULT_TIMESTEPS
 from ..training.loop import TrainConfig, resolve_device
 from .common import (add_data_args, recorded_dataset, add_output_args, add_train_args, check_output, configure_threads,
                      int_list, positive_int, write_json)
+from .catalog import command_help
 
 
 def data_from_args(args):
@@ -59,7 +61,7 @@ def cmd_train_ann(args) -> dict:
     data = data_from_args(args)
     start = time.time()
     ckpt = train_ann(data, args.model, cfg, args.output, resume=args.resume, batch_norm=args.batch_norm,
-                     progress=not args.no_progress, log=log_line)
+                     progress=not args.no_progress, log=log_line, overwrite=args.force)
     summary = {"command": "train-ann", "model": args.model, "dataset": data.name, "output": args.output,
                "split": data.split, **training_summary(ckpt, start)}
     print(f"ANN {args.model} on {data.name}: {describe_result(ckpt)} -> {args.output}")
@@ -103,16 +105,19 @@ def cmd_convert(args) -> dict:
     device = resolve_device(args.device)
     snn = convert(ann, data, timesteps=args.timesteps, method=args.method, scale=args.scale,
                   percentile=args.percentile, calib_samples=args.calibration_samples, coding=args.coding,
-                  neuron=args.neuron, leak=args.leak, seed=args.seed, device=str(device))
+                  neuron=args.neuron, leak=args.leak, seed=args.seed, device=str(device),
+                  calibration_steps=args.calibration_steps)
     result = evaluate_snn(load_snn(snn, device), data.test_x, data.test_y, [args.timesteps], seed=args.seed)[args.timesteps]
     snn.metrics["test_accuracy"], snn.metrics["timesteps"] = result["accuracy"], args.timesteps
     save_checkpoint(snn, args.output)
     summary = {"command": "convert", "output": args.output, "thresholds": snn.snn.thresholds,
-               "timesteps": args.timesteps, "accuracy": result["accuracy"],
+               "timesteps": args.timesteps, "calibration_steps": snn.training["conversion"]["calibration_timesteps"],
+               "accuracy": result["accuracy"],
                "spikes_per_inference": result["spikes_per_inference"], "ann_accuracy": ann.metrics.get("test_accuracy")}
     print("threshold per spiking layer: " + ", ".join(f"{k} {v:.4g}" for k, v in snn.snn.thresholds.items()))
     ann_acc = summary["ann_accuracy"]
-    print(f"converted SNN: {result['accuracy']:.2%} at T={args.timesteps} "
+    print(f"converted SNN: {result['accuracy']:.2%} at T={args.timesteps} (thresholds calibrated over "
+          f"{summary['calibration_steps']} steps) "
           f"(ANN {'not measured' if ann_acc is None else f'{ann_acc:.2%}'}), "
           f"{result['spikes_per_inference']:.0f} spikes per inference -> {args.output}")
     write_json(args.json, summary)
@@ -133,7 +138,7 @@ def cmd_finetune(args) -> dict:
     start = time.time()
     ckpt = finetune(snn, data, cfg, args.output, timesteps=args.timesteps, surrogate=surrogate, neuron=args.neuron,
                     reset=args.reset,
-                    resume=args.resume, progress=not args.no_progress, log=log_line)
+                    resume=args.resume, progress=not args.no_progress, log=log_line, overwrite=args.force)
     T = ckpt.snn.timesteps
     summary = {"command": "finetune", "output": args.output, "timesteps": T, "surrogate": surrogate,
                "neuron": ckpt.snn.neuron, "start_test_accuracy": ckpt.metrics.get("start_test_accuracy"),
@@ -151,14 +156,14 @@ def evaluate_one(path: str, args, device) -> dict:
     from ..training.evaluate import evaluate_snn, load_snn
     ckpt = load_checkpoint(path)
     data = data_for_checkpoint(ckpt, args)
+    x, y = data.test_x[:args.samples], data.test_y[:args.samples]     # --samples: the first N (default: all)
     if ckpt.kind == "ann":
-        acc = ann_accuracy(load_ann(ckpt, device), data.test_x, data.test_y)
-        return {"model": path, "kind": "ann", "accuracy": acc, "samples": len(data.test_x)}
+        acc = ann_accuracy(load_ann(ckpt, device), x, y)
+        return {"model": path, "kind": "ann", "accuracy": acc, "samples": len(x)}
     steps = args.timesteps or [ckpt.snn.timesteps]
-    res = evaluate_snn(load_snn(ckpt, device), data.test_x, data.test_y, steps, seed=args.seed,
-                       progress=not args.no_progress)
+    res = evaluate_snn(load_snn(ckpt, device), x, y, steps, seed=args.seed, progress=not args.no_progress)
     return {"model": path, "kind": "snn", "neuron": ckpt.snn.neuron, "coding": ckpt.snn.coding,
-            "samples": len(data.test_x), "timesteps": {str(T): r for T, r in res.items()}}
+            "samples": len(x), "timesteps": {str(T): r for T, r in res.items()}}
 
 
 def print_evaluation(result: dict) -> None:
@@ -207,7 +212,7 @@ def cmd_evaluate(args) -> dict:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train-ann", help="train an ANN under SNN constraints",
+    p = sub.add_parser("train-ann", help=command_help("train-ann"),
                        description="Train an ANN (no bias, ReLU, average pooling, dropout) on a dataset; a checkpoint "
                                    "is written after every epoch, so --resume continues an interrupted run.")
     p.add_argument("--model", default="vgg-small", choices=MODELS.names(), metavar="MODEL", help=model_help())
@@ -217,7 +222,7 @@ def register(sub) -> None:
     add_output_args(p)
     p.set_defaults(func=cmd_train_ann)
 
-    p = sub.add_parser("models", help="list the networks with their input size, parameters and Loihi 2 fit",
+    p = sub.add_parser("models", help=command_help("models"),
                        description="Every network `--model` accepts: the input it suits, its parameters and synaptic "
                                    "layers, and whether its deployed form (pooling folded, 8-bit weights) fits "
                                    "Loihi 2 and on how many cores, measured at its own input size or at --input-shape.")
@@ -227,12 +232,19 @@ def register(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="write the table as JSON")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("convert", help="convert an ANN checkpoint to an SNN by threshold balancing",
+    p = sub.add_parser("convert", help=command_help("convert"),
                        description="Copy the ANN's weights into a spiking network and set each spiking layer's "
                                    "threshold from the input current it receives (Rathi et al. 2020), or from the "
                                    "ANN's activations (--method activation, Rueckauer et al. 2017).")
     p.add_argument("ann", help="ANN checkpoint (from train-ann or import)")
-    p.add_argument("--timesteps", type=positive_int, default=100, help="time steps for calibration (default 100)")
+    p.add_argument("--timesteps", type=positive_int, default=DEFAULT_TIMESTEPS,
+                   help=f"time steps of the SNN: the T that finetune, evaluate and export then use (default "
+                        f"{DEFAULT_TIMESTEPS}, the hybrid method's few steps; evaluate --timesteps or sweep measures "
+                        f"others)")
+    p.add_argument("--calibration-steps", type=positive_int, default=None, metavar="STEPS",
+                   help="time steps of the calibration run that sets the thresholds (default: --timesteps; more "
+                        "steps see larger currents, hence higher thresholds, suited to running the converted SNN "
+                        "long, e.g. 100 with --scale 1.0, without fine-tuning)")
     p.add_argument("--method", default="spike", choices=["spike", "activation"], help="threshold source (default spike)")
     p.add_argument("--scale", type=float, default=0.7, help="threshold scaling factor (paper default 0.7)")
     p.add_argument("--percentile", type=float, default=100.0, help="percentile of currents (100 = max)")
@@ -246,14 +258,15 @@ def register(sub) -> None:
     add_output_args(p)
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("finetune", help="fine-tune an SNN with spike-based backpropagation (STDB)",
+    p = sub.add_parser("finetune", help=command_help("finetune"),
                        description="Back-propagate through the T time steps with a surrogate gradient: the linear "
                                    "one (alpha * max(0, 1 - |v / threshold - 1|)) by default, or STDB (alpha * "
                                    "exp(-beta * dt), dt = steps since the neuron's last spike; none for a neuron that "
                                    "has not fired). "
                                    "With --neuron loihi-cuba the network trains under Loihi's dynamics and quantization.")
     p.add_argument("snn", help="SNN checkpoint (from convert)")
-    p.add_argument("--timesteps", type=positive_int, default=None, help="time steps (default: the checkpoint's)")
+    p.add_argument("--timesteps", type=positive_int, default=None,
+                   help="time steps (default: the checkpoint's, i.e. convert's --timesteps)")
     p.add_argument("--surrogate", default="linear", help="linear (default), stdb, fast-sigmoid, arctan, rectangular")
     p.add_argument("--alpha", type=float, default=None, help="surrogate height (STDB default 0.3)")
     p.add_argument("--beta", type=float, default=None, help="STDB decay per time step (default 0.01)")
@@ -269,12 +282,14 @@ def register(sub) -> None:
     add_output_args(p)
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("evaluate", help="accuracy and spikes of an ANN or SNN checkpoint",
+    p = sub.add_parser("evaluate", help=command_help("evaluate"),
                        description="Test accuracy of an ANN checkpoint, or of an SNN checkpoint at each of a list of "
                                    "time steps with its spikes per inference and per neuron of each layer.")
     p.add_argument("model", nargs="+", help="ANN or SNN checkpoint(s); several are also shown side by side "
                                              "(e.g. ann.pt snn.pt hybrid.pt)")
     p.add_argument("--timesteps", type=int_list, default=None, help="comma-separated, e.g. 5,10,20")
+    p.add_argument("--samples", type=positive_int, default=None,
+                   help="the first N test samples (default: all); snntc sweep adds confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="seed of the Poisson input")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", default=None, help="override the dataset directory stored in the checkpoint")

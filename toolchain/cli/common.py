@@ -7,9 +7,6 @@ import math
 import os
 from typing import Any, List
 
-import numpy as np
-import torch
-
 from ..io.files import atomic_write
 from ..errors import ToolchainError
 
@@ -86,6 +83,8 @@ def check_output(path: str, args) -> None:
 
 
 def _plain(obj: Any):
+    import numpy as np
+    import torch
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -114,6 +113,7 @@ def write_json(path: str, summary: dict) -> None:
 
 def configure_threads() -> None:
     """Use every core for torch's CPU kernels (torch may default to fewer in containers)."""
+    import torch
     n = os.cpu_count() or 1
     if torch.get_num_threads() < n:
         torch.set_num_threads(n)

@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from ..deploy import export_snn, simulate
+from ..quantization.fixed_point import VOLTAGE_READOUT
 from ..targets import TARGETS
 from ..training.finetune import finetune
 from ..training.loop import TrainConfig
@@ -31,13 +32,13 @@ def run_deploy(cfg, out_dir: str, data, hybrid, log: Callable[[str], None] = pri
     qat = finetune(hybrid, data, TrainConfig(epochs=cfg.deploy_epochs, lr=cfg.deploy_lr, batch_size=32, seed=cfg.seed,
                                              augment=cfg.augment),
                    os.path.join(out_dir, "loihi.pt"), neuron="loihi-cuba", surrogate={"name": "linear"},
-                   progress=progress)
+                   progress=progress, overwrite=True)                # the demo rewrites its own --out directory
     qat_acc = qat.metrics["test_accuracy"]
     log(f"[deploy 1/4] fine-tuned under Loihi CUBA dynamics and 8-bit quantization: validation "
         f"{qat.metrics['val_accuracy']:.2%} (start {qat.training['state']['history'][0]['val_accuracy']:.2%}), "
         f"test {qat_acc:.2%} at T={T}")
     path = os.path.join(out_dir, "model.net")
-    net, report = export_snn(qat, path, data.train_x)
+    net, report = export_snn(qat, path, data.train_x, overwrite=True)
     log(f"[deploy 2/4] exported {path}: " + ", ".join(f"{l.name} ({l.kind} {l.source})" for l in net.layers))
     net, emu = simulate(path, data.test_x, data.test_y, backend="emulator")
     log(f"[deploy 3/4] bit-exact emulator, whole test split: {emu.accuracy:.2%} on {emu.samples} samples "
@@ -45,7 +46,8 @@ def run_deploy(cfg, out_dir: str, data, hybrid, log: Callable[[str], None] = pri
     n = min(cfg.lava_samples, len(data.test_x))
     _, lava = simulate(path, data.test_x[:n], data.test_y[:n], backend="lava", progress=progress)
     agree = bool(np.array_equal(lava.predictions, emu.predictions[:n]))
-    per_layer = ", ".join(f"{row['name']} {row['spikes_per_inference']:.1f}" for row in lava.to_json()["layers"])
+    per_layer = ", ".join(f"{row['name']} " + (VOLTAGE_READOUT if row.get("readout") == "voltage" else
+                                                f"{row['spikes_per_inference']:.1f}") for row in lava.to_json(net)["layers"])
     log(f"[deploy 4/4] Lava fixed point, {n} samples: accuracy {lava.accuracy:.2%}, predictions "
         f"{'identical to' if agree else 'DIFFERENT from'} the emulator's; spikes per inference: {per_layer}")
     counts, energy = _energy_per_target(net, emu, out_dir)
@@ -56,7 +58,7 @@ def run_deploy(cfg, out_dir: str, data, hybrid, log: Callable[[str], None] = pri
         + f"; the ANN on 45 nm CMOS {energy['cmos45nm']['ann_pj_per_inference'] / 1e3:.1f} nJ")
     return {"timesteps": T, "qat_accuracy": qat_acc, "netx": path, "emulator_accuracy": emu.accuracy,
             "emulator_samples": emu.samples, "lava": {"samples": n, "accuracy": lava.accuracy,
-                                                      "agrees_with_emulator": agree, **lava.to_json()},
+                                                      "agrees_with_emulator": agree, **lava.to_json(net)},
             "quantization": report.to_json(), "energy": energy,
             "synaptic_ops_per_inference": counts.total("synaptic_ops"),
             "spikes_per_inference": counts.total("spikes")}

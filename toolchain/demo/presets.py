@@ -86,7 +86,8 @@ def run_front_end(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = sa
     data = load_dataset(cfg.dataset, seed=cfg.seed, limit=cfg.limit)
     paths = {k: os.path.join(out_dir, f"{k}.pt") for k in ("ann", "converted")}
     start = time.time()
-    ann = train_ann(data, cfg.model, _train_config(cfg, cfg.ann_epochs, cfg.ann_lr), paths["ann"], progress=progress)
+    ann = train_ann(data, cfg.model, _train_config(cfg, cfg.ann_epochs, cfg.ann_lr), paths["ann"], progress=progress,
+                    overwrite=True)                 # the demo rewrites its own --out directory
     ann_acc = ann.metrics["test_accuracy"]
     log(f"[1/4] ANN {cfg.model} on {data.name} ({len(data.train_y)} train / {len(data.val_y)} validation / "
         f"{len(data.test_y)} test images): test accuracy {ann_acc:.2%} ({time.time() - start:.0f} s)")
@@ -104,7 +105,7 @@ def run_front_end(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = sa
         epochs = min(recipe.epochs, cfg.finetune_epochs) if cfg.finetune_epochs else recipe.epochs
         path = os.path.join(out_dir, f"hybrid_{recipe.surrogate}.pt")
         ckpt = finetune(snn, data, _train_config(cfg, epochs, recipe.lr, 32), path, timesteps=cfg.hybrid_timesteps,
-                        surrogate={"name": recipe.surrogate}, progress=progress)
+                        surrogate={"name": recipe.surrogate}, progress=progress, overwrite=True)
         hybrids[recipe.surrogate] = (ckpt, path)
         m = ckpt.metrics
         log(f"[3/4] hybrid SNN ({recipe.surrogate} surrogate, {epochs} epochs, lr {recipe.lr:g}): validation "

@@ -13,6 +13,7 @@ def atomic_write(path, write_fn) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())      # mkstemp makes it 0600; a file the user writes follows the umask
     try:
         write_fn(tmp)
         os.replace(tmp, path)
@@ -20,3 +21,17 @@ def atomic_write(path, write_fn) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def refuse_overwrite(path, overwrite: bool = False) -> None:
+    """OutputExistsError if `path` exists and `overwrite` is not set: no stage replaces a file silently."""
+    if path is not None and not overwrite and os.path.exists(os.fspath(path)):
+        from ..errors import OutputExistsError
+        raise OutputExistsError(f"{os.fspath(path)} exists; pass overwrite=True (--force) to replace it")

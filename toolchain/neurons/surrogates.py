@@ -100,6 +100,18 @@ class Surrogate:
         return {"name": self.name, "alpha": self.alpha, "beta": self.beta, "width": self.width}
 
 
+def surrogate_dict(surrogate) -> dict:
+    """A surrogate as the config stores it: from its name ("linear": that surrogate's defaults), a Surrogate, or
+    a dict (as it is)."""
+    if isinstance(surrogate, str):
+        return get_surrogate(surrogate).to_dict()
+    if isinstance(surrogate, Surrogate):
+        return surrogate.to_dict()
+    if isinstance(surrogate, dict):
+        return dict(surrogate)
+    raise ConfigError(f"a surrogate is a name ({', '.join(SURROGATES)}), a Surrogate or a dict, not {surrogate!r}")
+
+
 def get_surrogate(name: str = "stdb", alpha: Optional[float] = None, beta: Optional[float] = None,
                   width: Optional[float] = None) -> Surrogate:
     """The surrogate called `name`; unset parameters take that surrogate's defaults."""

@@ -46,6 +46,9 @@ BIAS_MIN, BIAS_MAX = -4096, 4095       # 13-bit signed bias mantissa
 STATE_MAX = 2 ** 23 - 1                # 24-bit state (u wraps, v clips)
 DECAY_UNITY = 4096                     # 12-bit decays
 INPUT_FEEDS = ("spikes", "bias")       # how an input layer with a neuron receives the chip input (see FxNetwork)
+VOLTAGE_READOUT = "voltage readout"    # what a layer read by its voltage shows where spikes would be
+VOLTAGE_READOUT_NOTE = ("voltage readout: the output layer is read by its neurons' voltage at the last step (the "
+                        "class is the highest), so it is built not to spike")
 
 
 @dataclass
@@ -116,6 +119,10 @@ class FxNetwork:
     std: Tuple[float, ...] = ()
     metadata: Dict[str, object] = field(default_factory=dict)
 
+    def readout_layer(self) -> Optional[str]:
+        """The layer read by its voltage, whose neurons do not spike (readout "voltage"), or None."""
+        return self.layers[-1].name if self.readout == "voltage" and self.layers else None
+
     def validate(self) -> None:
         for layer in self.layers:
             layer.validate()
@@ -147,6 +154,11 @@ class SimulationResult:
     input_spike_counts: np.ndarray
     wall_time_s: float = 0.0
     output_values: Optional[np.ndarray] = None   # (N, classes) readout values
+    network: Optional[FxNetwork] = field(default=None, repr=False, compare=False)   # the network that ran
+
+    def __iter__(self):
+        """`net, result = simulate(...)`, the form before simulate returned the result alone, still unpacks."""
+        return iter((self.network, self))
 
     @property
     def accuracy(self) -> Optional[float]:
@@ -155,11 +167,15 @@ class SimulationResult:
         return float(np.mean(self.predictions == self.labels))
 
     def to_json(self, network: Optional[FxNetwork] = None) -> dict:
+        """Per layer its spikes; with the `network`, the layer read by its voltage says so ("readout": "voltage")."""
         layers = []
+        network = network if network is not None else self.network
+        readout = network.readout_layer() if network is not None else None
         for i, (name, counts) in enumerate(zip(self.layer_names, self.spike_counts)):
             total = int(np.sum(counts))
             layers.append({"name": name, "neurons": int(np.prod(counts.shape)), "spikes": total,
-                           "spikes_per_inference": total / max(self.samples, 1)})
+                           "spikes_per_inference": total / max(self.samples, 1),
+                           **({"readout": "voltage"} if name == readout else {})})
         return {"backend": self.backend, "accuracy": self.accuracy, "samples": self.samples,
                 "timesteps": self.timesteps, "wall_time_s": self.wall_time_s,
                 "input_spikes_per_inference": float(np.sum(self.input_spike_counts)) / max(self.samples, 1),

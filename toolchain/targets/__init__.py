@@ -68,6 +68,9 @@ class Simulator:
     hardware: Tuple[str, ...] = ("sim",)            # where it runs: "sim" (this machine) or a chip
     fixed_point_only: bool = True
     verify: Optional[Callable] = None               # (net or netx path, inputs, progress) -> report against the emulator
+    # (net, inputs (N, max T, ...), steps, labels, device) -> {T: SimulationResult}: every T of `steps` from one run
+    # of the longest (its first T steps), or None: one run per T
+    run_prefixes: Optional[Callable] = None
 
     def check(self, fixed_point: bool, hardware: str) -> None:
         """ConfigError unless it can run fixed point (or float) on `hardware`, naming the simulators that can."""

@@ -32,11 +32,12 @@ def ann_accuracy(model: AnnModel, x: np.ndarray, y: np.ndarray, batch_size: int 
     return correct / max(len(x), 1)
 
 
-def train_ann(data: Dataset, model_name: str, cfg: TrainConfig, out_path: str, resume: bool = False,
+def train_ann(data: Dataset, model_name: str, cfg: TrainConfig, out_path: Optional[str] = None, resume: bool = False,
               batch_norm: bool = False, progress: bool = True, data_args: Optional[dict] = None,
-              log: Optional[Callable[[str], None]] = None) -> Checkpoint:
-    """Train `model_name` on `data`; a checkpoint is written to `out_path` after every epoch. Its weights are those
-    of the epoch with the best validation accuracy; its metrics hold that and the test accuracy."""
+              log: Optional[Callable[[str], None]] = None, overwrite: bool = False) -> Checkpoint:
+    """Train `model_name` on `data`; a checkpoint is written to `out_path` (if given; an existing one only with
+    `overwrite` or `resume`) after every epoch. Its weights are those of the epoch with the best validation
+    accuracy; its metrics hold that and the test accuracy."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     net = build_model(model_name, data.input_shape, data.num_classes, batch_norm=batch_norm)
@@ -55,7 +56,8 @@ def train_ann(data: Dataset, model_name: str, cfg: TrainConfig, out_path: str, r
 
     run = Run(lambda x, y, epoch: F.cross_entropy(model(x), y), evaluate, make_checkpoint, desc=f"ANN {model_name}",
               check_resume=check_resume)
-    return run_training(model, data, cfg, out_path, run, resume=resume, progress=progress, log=log)
+    return run_training(model, data, cfg, out_path, run, resume=resume, progress=progress, log=log,
+                        overwrite=overwrite)
 def load_ann(ckpt: Checkpoint, device="cpu") -> AnnModel:
     model = AnnModel(ckpt.network)
     model.load_state_dict(ckpt.state_dict)

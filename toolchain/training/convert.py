@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from ..io.checkpoint import Checkpoint
+from ..io.checkpoint import Checkpoint, save_checkpoint
+from ..io.files import refuse_overwrite
 from ..data import Dataset
 from ..coding import InputEncoder
 from ..errors import ConfigError
@@ -37,6 +38,7 @@ from ..snn import SnnConfig, SnnModel
 from ..ir.torch_net import AnnModel
 
 METHODS = ("spike", "activation")
+DEFAULT_TIMESTEPS = 5        # the SNN's T: what the hybrid method fine-tunes at (Rathi et al.: few steps)
 MAX_QUANTILE_ELEMENTS = 1 << 22
 
 
@@ -162,15 +164,24 @@ def _activation_thresholds(net: Network, state, scaler: UnitScaler, x: torch.Ten
     return thresholds
 
 
-def convert(ann: Checkpoint, data: Dataset, timesteps: int = 100, method: str = "spike", scale: float = 0.7,
-            percentile: float = 100.0, calib_samples: int = 256, coding: str = "poisson", neuron: str = "if",
-            leak: float = 1.0, seed: int = 0, device: str = "cpu") -> Checkpoint:
-    """Convert an ANN checkpoint into an SNN checkpoint (thresholds from `calib_samples` training images)."""
+def convert(ann: Checkpoint, data: Dataset, timesteps: int = DEFAULT_TIMESTEPS, method: str = "spike",
+            scale: float = 0.7, percentile: float = 100.0, calib_samples: int = 256, coding: str = "poisson",
+            neuron: str = "if", leak: float = 1.0, seed: int = 0, device: str = "cpu",
+            calibration_steps: Optional[int] = None, out_path: Optional[str] = None,
+            overwrite: bool = False) -> Checkpoint:
+    """Convert an ANN checkpoint into an SNN checkpoint of `timesteps` time steps (the T that fine-tuning, evaluation
+    and export then use), its thresholds from `calib_samples` training images run for `calibration_steps` steps
+    (default: `timesteps`; the spike method's maximum current grows with the steps it sees, so a network calibrated
+    over many steps has thresholds for many steps). With `out_path` the checkpoint is also written there (an existing
+    file only with `overwrite`)."""
+    refuse_overwrite(out_path, overwrite)
+    calibration_steps = timesteps if calibration_steps is None else calibration_steps
     if method not in METHODS:
         raise ConfigError(f"unknown conversion method {method!r}; valid: {', '.join(METHODS)}")
-    if not 0 < scale <= 10 or not 0 < percentile <= 100 or calib_samples < 1 or timesteps < 1:
+    if not 0 < scale <= 10 or not 0 < percentile <= 100 or calib_samples < 1 or timesteps < 1 or calibration_steps < 1:
         raise ConfigError(f"impossible conversion settings: scale {scale}, percentile {percentile}, "
-                          f"calibration samples {calib_samples}, timesteps {timesteps}")
+                          f"calibration samples {calib_samples}, timesteps {timesteps}, "
+                          f"calibration steps {calibration_steps}")
     net, state = fold_batch_norms(ann.network, ann.state_dict, prefix="layers.")
     # thresholds are balanced with the model's `converts_as` (loihi-cuba: integrate-and-fire), then fine-tuned
     balance_as = NEURONS.get(neuron).converts_as or neuron
@@ -183,14 +194,17 @@ def convert(ann: Checkpoint, data: Dataset, timesteps: int = 100, method: str = 
     idx = torch.randperm(len(data.train_x), generator=gen)[:calib_samples]
     x = torch.as_tensor(data.train_x[idx.numpy()]).to(device)
     if method == "spike":
-        thresholds = _spike_thresholds(model, scaler, x, timesteps, scale, percentile, seed)
+        thresholds = _spike_thresholds(model, scaler, x, calibration_steps, scale, percentile, seed)
     else:
         thresholds = _activation_thresholds(net, state, scaler, x, scale, percentile)
     if scaler.pending:
         raise ConfigError(f"layers {', '.join(p.layer for p in scaler.pending)} were never reached in calibration")
     config.thresholds, config.neuron = thresholds, neuron
     conversion = {"method": method, "scale": scale, "percentile": percentile, "calibration_samples": int(len(x)),
-                  "calibration_timesteps": timesteps, "seed": seed}
-    return Checkpoint("snn", net, {k: v.detach().cpu() for k, v in model.state_dict().items()}, dict(ann.dataset),
-                      snn=config, training={"conversion": conversion},
-                      metrics={"ann_test_accuracy": ann.metrics.get("test_accuracy")})
+                  "calibration_timesteps": calibration_steps, "seed": seed}
+    snn = Checkpoint("snn", net, {k: v.detach().cpu() for k, v in model.state_dict().items()}, dict(ann.dataset),
+                     snn=config, training={"conversion": conversion},
+                     metrics={"ann_test_accuracy": ann.metrics.get("test_accuracy")})
+    if out_path is not None:
+        save_checkpoint(snn, out_path)
+    return snn

@@ -44,7 +44,7 @@ from ..ir import SYNAPTIC, Network, iter_layers
 from ..ir.models import build_model
 from ..neurons import NEURONS
 from ..snn import SnnConfig, SnnModel
-from ..neurons.surrogates import Surrogate, get_surrogate
+from ..neurons.surrogates import Surrogate, get_surrogate, surrogate_dict
 from .loop import Run, TrainConfig, resolve_device, run_training, seed_everything
 
 DEFAULT_SURROGATE = {"name": "rectangular", "width": 1.0, "alpha": 0.5}
@@ -112,16 +112,16 @@ def snn_config_for(net: Network, timesteps: int, surrogate: Surrogate, threshold
                      coding=coding, timesteps=int(timesteps), surrogate=surrogate.to_dict())
 
 
-def train_snn(data: Dataset, model_name: str, cfg: TrainConfig, out_path: str, timesteps: int = 8,
-              surrogate: Optional[dict] = None, batch_norm: bool = True, threshold: float = 1.0, neuron: str = "if",
+def train_snn(data: Dataset, model_name: str, cfg: TrainConfig, out_path: Optional[str] = None, timesteps: int = 8,
+              surrogate=None, batch_norm: bool = True, threshold: float = 1.0, neuron: str = "if",
               leak: float = 1.0, coding: str = "direct", resume: bool = False, progress: bool = True,
               data_args: Optional[dict] = None, model_args: Optional[dict] = None,
-              log: Optional[Callable[[str], None]] = None) -> Checkpoint:
+              log: Optional[Callable[[str], None]] = None, overwrite: bool = False) -> Checkpoint:
     """Train `model_name` as an SNN from scratch; a checkpoint (kind "snn") is written to `out_path` after every
     epoch, with the gradient norms in its history. Returns the checkpoint of the best epoch on validation."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    spike_fn = get_surrogate(**(surrogate or DEFAULT_SURROGATE))
+    spike_fn = get_surrogate(**surrogate_dict(surrogate or DEFAULT_SURROGATE))
     net = build_model(model_name, data.input_shape, data.num_classes, batch_norm=batch_norm, **(model_args or {}))
     config = snn_config_for(net, timesteps, spike_fn, threshold, neuron, leak, coding)
     model = SnnModel(net, config).to(device)
@@ -159,7 +159,8 @@ def train_snn(data: Dataset, model_name: str, cfg: TrainConfig, out_path: str, t
     run = Run(step_loss, evaluate, make_checkpoint, desc=f"direct SNN training ({neuron} neurons, {spike_fn.name} "
               f"surrogate, T={T})", check_resume=check_resume, epoch_extras=recorder.collect)
     try:
-        return run_training(model, data, cfg, out_path, run, resume=resume, progress=progress, log=log)
+        return run_training(model, data, cfg, out_path, run, resume=resume, progress=progress, log=log,
+                            overwrite=overwrite)
     finally:
         recorder.remove()
 

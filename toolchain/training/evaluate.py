@@ -5,7 +5,7 @@ from typing import Dict, Iterable
 
 import numpy as np
 import torch
-from ..progress import tqdm
+from ..progress import progress_bar
 
 from ..io.checkpoint import Checkpoint
 from dataclasses import replace
@@ -32,7 +32,7 @@ def evaluate_snn(model: SnnModel, x: np.ndarray, y: np.ndarray, timesteps: Itera
     for T in timesteps:
         encoder = InputEncoder(model.config.coding, seed=seed)
         correct, spikes, neurons = 0, {}, {}
-        for xb, yb in tqdm(batches(x, y, batch_size, device), desc=f"SNN T={T}", disable=not progress, leave=False):
+        for xb, yb in progress_bar(batches(x, y, batch_size, device), progress, desc=f"SNN T={T}", leave=False):
             out = model(xb, T, encoder)
             correct += int((out.logits.argmax(1) == yb).sum())
             for name, c in out.spike_counts.items():

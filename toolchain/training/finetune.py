@@ -17,22 +17,26 @@ from ..data import Dataset
 from ..coding import InputEncoder
 from ..errors import CheckpointError
 from ..neurons import NEURONS
+from ..neurons.surrogates import surrogate_dict
 from .evaluate import evaluate_snn, load_snn
 from .loop import Run, TrainConfig, resolve_device, run_training, seed_everything
 
 
-def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, timesteps: Optional[int] = None,
-             surrogate: Optional[dict] = None, neuron: Optional[str] = None, reset: Optional[str] = None,
-             resume: bool = False, progress: bool = True, log: Optional[Callable[[str], None]] = None) -> Checkpoint:
-    """Fine-tune `snn` for cfg.epochs; writes `out_path` after every epoch and returns the checkpoint of the best
-    epoch on validation (the starting network included)."""
+def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: Optional[str] = None,
+             timesteps: Optional[int] = None, surrogate=None, neuron: Optional[str] = None,
+             reset: Optional[str] = None, resume: bool = False, progress: bool = True,
+             log: Optional[Callable[[str], None]] = None, overwrite: bool = False) -> Checkpoint:
+    """Fine-tune `snn` for cfg.epochs; writes `out_path` (if given; an existing one only with `overwrite` or
+    `resume`) after every epoch and returns the checkpoint of the best epoch on validation (the starting network
+    included). `surrogate`: a name ("linear", "stdb", ...), a Surrogate (`toolchain.neurons.surrogates.get_surrogate`)
+    or its dict; default: the checkpoint's."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     overrides = {}
     if timesteps:
         overrides["timesteps"] = int(timesteps)
     if surrogate:
-        overrides["surrogate"] = surrogate
+        overrides["surrogate"] = surrogate_dict(surrogate)
     if neuron:
         overrides["neuron"] = neuron
     if reset:
@@ -74,4 +78,5 @@ def finetune(snn: Checkpoint, data: Dataset, cfg: TrainConfig, out_path: str, ti
     sur = config.spike_fn()
     desc = f"fine-tuning ({config.neuron} neurons, {sur.name} surrogate, T={T})"
     run = Run(step_loss, evaluate, make_checkpoint, desc=desc, check_resume=check_resume, baseline=True)
-    return run_training(model, data, cfg, out_path, run, resume=resume, progress=progress, log=log)
+    return run_training(model, data, cfg, out_path, run, resume=resume, progress=progress, log=log,
+                        overwrite=overwrite)

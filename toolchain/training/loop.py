@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from .allocator import training_allocator
 from ..io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ..io.files import refuse_overwrite
 from ..errors import CheckpointError, ConfigError, TrainingWarning
 from .optim import make_adam
 from ..progress import progress_bar
@@ -168,10 +170,18 @@ class Run:
     baseline: bool = False
 
 
-def run_training(model: torch.nn.Module, data, cfg: TrainConfig, out_path: str, run: Run, resume: bool = False,
-                 progress: bool = True, log: Optional[Callable[[str], None]] = None) -> Checkpoint:
+def run_training(model: torch.nn.Module, data, cfg: TrainConfig, out_path: Optional[str], run: Run,
+                 resume: bool = False, progress: bool = True, log: Optional[Callable[[str], None]] = None,
+                 overwrite: bool = False) -> Checkpoint:
     """Train `model` for cfg.epochs (continuing the run at `out_path` with `resume`); returns the checkpoint written
-    at `out_path`: the best epoch's weights on validation, with its validation and test metrics."""
+    at `out_path`: the best epoch's weights on validation, with its validation and test metrics. An existing
+    `out_path` is refused (OutputExistsError) unless `resume` or `overwrite`; without `out_path` the epochs' checkpoints
+    go to a temporary directory, removed at the end, and only the returned checkpoint remains."""
+    if out_path is None:
+        with tempfile.TemporaryDirectory(prefix="snntc-") as tmp:
+            return run_training(model, data, cfg, os.path.join(tmp, "run.pt"), run, progress=progress, log=log)
+    if not resume:
+        refuse_overwrite(out_path, overwrite)
     state, best = TrainState(), {"run_weights": None}
     if resume and os.path.exists(out_path):
         state, best["run_weights"] = _resumed(model, cfg, out_path, run)
