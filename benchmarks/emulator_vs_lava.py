@@ -203,6 +203,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads of the emulator (default: torch's; on a loaded machine 1 can be faster)")
+    ap.add_argument("--only", default=None, help="only the networks whose name contains this")
     ap.add_argument("--json", metavar="FILE", help="write every measurement as JSON")
     args = ap.parse_args(argv)
     if args.threads:
@@ -217,6 +218,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     rows, failed = [], False
     for name, net, source, error, inputs in networks(args):
+        if args.only and args.only not in name:
+            continue
         if error is not None:
             print(f"{name:<22} cannot be read: {error}", flush=True)
             rows.append({"network": name, "error": error})

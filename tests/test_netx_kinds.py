@@ -4,6 +4,7 @@ one-line refusal naming the layer for the kinds the emulator does not model."""
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from hw_targets.simulators.emulator import emulate
 from hw_targets.simulators.verify import verify
@@ -131,3 +132,32 @@ def test_cli_verifies_an_input_neuron_fed_as_bias(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "v.json").read_text())
     assert report["ok"] and report["timesteps"] == 6 and report["lava_spikes"][0] > 0
+
+
+def _two_traces(tmp_path, kind, seed, first, second):
+    """The traces of `first` and `second` (functions of (net, x)) on kind's network; asserts they are the same."""
+    net = read_netx(kind.write(tmp_path))
+    net.input_feed = kind.feed
+    x = kind.inputs(net, 3, seed=seed)
+    a, b = first(net, x), second(net, x)
+    for k in range(len(net.layers)):
+        assert torch.equal(a.spikes[k], b.spikes[k]) and torch.equal(a.voltages[k], b.voltages[k])
+    assert torch.equal(a.output_voltage, b.output_voltage) and int(a.spike_counts[0].sum()) > 0
+
+
+PLAIN = [k for k in KINDS if k.write is write_input_neuron] + [KINDS[3]]
+
+
+@pytest.mark.parametrize("kind", PLAIN, ids=_ids(PLAIN))
+def test_the_global_time_line_equals_the_batched_emulator_where_both_apply(tmp_path, kind):
+    """Without recurrence or delays nothing crosses a window: the stream path gives the batched path's trace."""
+    from hw_targets.simulators.stream import emulate_stream
+    _two_traces(tmp_path, kind, 8, lambda net, x: emulate(net, x, device="cpu", record_voltages=True),
+                lambda net, x: emulate_stream(net, x, device="cpu", record_voltages=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("kind", KINDS, ids=_ids(KINDS))
+def test_cuda_gives_the_cpu_trace(tmp_path, kind):
+    _two_traces(tmp_path, kind, 9, lambda net, x: emulate(net, x, device="cpu", record_voltages=True),
+                lambda net, x: emulate(net, x, device="cuda", record_voltages=True))

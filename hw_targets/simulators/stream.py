@@ -12,10 +12,10 @@ state that the reset does not clear, so that a sample's window also sees the end
   process's a_buff accumulates them), across window boundaries.
 
 So this path runs the whole stream of N*T + L steps that Lava runs (samples back to back, the input as the Lava
-runner feeds it), layer after layer: the synapse over all steps at once, the neuron (and the recurrent synapse) step
-by step with the reset at the start of each window (``t % T == (k + 1) % T`` for layer k, 1-based), every
-arithmetic detail as in emulator.py (int64 with Lava's int32 and 24-bit wraps). The windows are then cut out into
-the EmulatorTrace the batched path returns. Sequential in time, so meant for what needs it.
+runner feeds it), layer after layer: the synapse over all steps at once; the neurons of a layer without recurrence
+in blocks between its resets (``t % T == (k + 1) % T`` for layer k, 1-based), each from zero state, batched by the
+emulator's own neuron; a recurrent layer's neurons and feedback step by step (int64 with Lava's int32 and 24-bit
+wraps). The windows are then cut out into the EmulatorTrace the batched path returns.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ import torch
 from toolchain.errors import SimulationError
 from toolchain.quantization.fixed_point import FxNetwork
 
-from .emulator import (_M24, EmulatorTrace, _as_tensor, _default_device, _synapse, lava_decay, prepare,
-                       wrap_int16, wrap_int32)
+from .emulator import (_M24, EmulatorTrace, _as_tensor, _default_device, _neuron, _synapse, lava_decay, prepare,
+                       synaptic_bound, wrap_int16, wrap_int32)
 
 
 def _shift(acc: torch.Tensor, weight_exp: int) -> torch.Tensor:
@@ -118,6 +118,24 @@ def _neuron_stream(p, a: torch.Tensor, bias_t: Optional[torch.Tensor], k: int, T
     return spikes, v_all, u_all
 
 
+def _neuron_blocks(p, a: torch.Tensor, k: int, T: int, a_bound: int):
+    """The same as _neuron_stream for a layer without recurrence, batched: the reset at every t = (k+1) mod T
+    starts each block of T steps from zero state (and so does step 1), so the stream is a short first block and
+    then full blocks, each run by the batched emulator's neuron. Returns (spikes uint8, v, u), each (total, *out)."""
+    total = a.shape[0]
+    first = k % T                                           # steps 1 .. first come before the first reset
+    pieces = []
+    if first:
+        pieces.append(a[:first].unsqueeze(0))
+    rest = total - first
+    blocks = -(-rest // T)
+    tail = torch.zeros((blocks * T - rest,) + p.out_shape, dtype=a.dtype, device=a.device)
+    pieces.append(torch.cat([a[first:], tail]).reshape((blocks, T) + p.out_shape))
+    outs = [_neuron(p, piece, True, False, a_bound) for piece in pieces]
+    cat = lambda i: torch.cat([o[i].reshape((-1,) + p.out_shape) for o in outs])[:total]
+    return cat(0), cat(1), cat(2)
+
+
 def _windows(stream: torch.Tensor, k: int, N: int, T: int) -> torch.Tensor:
     """(N, T, *shape): layer k's (1-based) window of each sample, global steps n*T + k + 1 .. n*T + k + T."""
     idx = (torch.arange(N).reshape(N, 1) * T + k + torch.arange(T).reshape(1, T)).to(stream.device)
@@ -157,7 +175,12 @@ def emulate_stream(net: FxNetwork, inputs, device=None, record_voltages: bool = 
                 bias_t = _bias_stream(x, T, total)
                 p = _as_bias_fed(p)
             a = _feedforward(p, s_prev)
-            s_k, v_k, u_k = _neuron_stream(p, a, bias_t, k, T)
+            if p.weight_rec is None and bias_t is None:
+                x_max = int(stream.abs().max()) if (k == 1 and (net.input_neuron or net.input_bits > 0)) else 1
+                bound = synaptic_bound(p, x_max) + (len(p.delays) if p.delays else 0)
+                s_k, v_k, u_k = _neuron_blocks(p, a, k, T, bound)
+            else:
+                s_k, v_k, u_k = _neuron_stream(p, a, bias_t, k, T)
             sw = _windows(s_k, k, N, T)
             counts.append(sw.sum(dim=1, dtype=torch.int64).cpu())
             if keep:

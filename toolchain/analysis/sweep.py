@@ -148,7 +148,7 @@ def _deployed(ckpt, x, y, points: List[SweepPoint], target: str, train_x, seed: 
         p.snn_energy_pj, p.ann_energy_pj = report.snn_total_pj, report.ann_total_pj
 
 
-def emulate_steps(net, x, y, steps: Sequence[int], seed: int = 0, device=None) -> dict:
+def emulate_steps(net, x, y, steps: Sequence[int], seed: int = 0, device=None, prefixes: bool = True) -> dict:
     """{T: SimulationResult} of the deployed network on the emulator at each T: one run of the longest T read at
     each shorter one (the emulator's `run_prefixes`) when the chip input of T steps is the first T steps of the
     longest one's (checked), otherwise one run per T. Saturated readouts warn once, naming the T."""
@@ -156,7 +156,7 @@ def emulate_steps(net, x, y, steps: Sequence[int], seed: int = 0, device=None) -
     from ..targets import SIMULATORS
     emulator = SIMULATORS.get("emulator")
     longest = encode_for_chip(net, x, seed=seed, timesteps=max(steps))
-    prefixes = emulator.run_prefixes is not None and all(
+    prefixes = prefixes and emulator.run_prefixes is not None and all(
         np.array_equal(encode_for_chip(net, x, seed=seed, timesteps=T), longest[:, :T]) for T in steps)
     if prefixes:
         results = emulator.run_prefixes(net, longest, steps, y, device=device)
@@ -166,7 +166,7 @@ def emulate_steps(net, x, y, steps: Sequence[int], seed: int = 0, device=None) -
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")           # the saturation warning, once below
                 results[T] = simulate(net, x, y, timesteps=T, backend="emulator", seed=seed, device=device,
-                                      progress=False)[1]
+                                      progress=False)
     saturated = [T for T in steps if saturated_outputs(net, results[T])]
     if saturated:
         warnings.warn(f"at T={','.join(map(str, saturated))} some samples drove an output voltage to the 24-bit limit; "

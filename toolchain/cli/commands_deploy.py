@@ -263,7 +263,8 @@ SIMULATION_IO = CommandIO(inputs=("model", "inputs", "labels"), outputs=("json",
 def _sim_args(p, samples_default=200, hardware_target=True):
     from .. import inputs as user
     from ..coding import CODINGS
-    p.add_argument("model", help="netx file (from snntc export, or any netx file of input/conv/flatten/dense CUBA layers)")
+    p.add_argument("model", help="netx file (from snntc export, or any netx file of CUBA neurons: input, conv, flatten, "
+                                 "dense, dense_rec, delays; see the README)")
     p.add_argument("--samples", type=positive_int, default=None,
                    help=f"samples (default: {samples_default} of the dataset's test split, every sample of --inputs)")
     p.set_defaults(default_samples=samples_default)
