@@ -24,26 +24,33 @@ def main(argv: Optional[List[str]] = None) -> int:
     debug = debug_requested(argv)
     argv = [a for a in argv if a != DEBUG_FLAG]
     try:
-        from .app import run
+        from .app import StartupError, run
+    except Exception as exc:            # a broken install: one line, the traceback on request
+        return _cannot_start(exc, debug)
     except KeyboardInterrupt:
-        if debug:
-            raise
-        print("snntc: interrupted while starting", file=sys.stderr)
-        return 130
-    except Exception as exc:            # a broken install (torch, numpy, lava): one line, the traceback on request
-        if debug:
-            raise
-        text = " ".join(str(exc).split())[:300]
-        print(f"snntc: error: cannot start: {type(exc).__name__}: {text} (the installation is incomplete or "
-              f"broken: make setup; SNNTC_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 2
+        return _interrupted_starting(debug)
     try:
         return run(argv, debug)
+    except StartupError as exc:         # the command's module (torch, numpy, Lava) failed to import
+        return _cannot_start(exc.__cause__ or exc, debug)
     except KeyboardInterrupt:           # before run's own handler is in place (parsing, plugin loading)
-        if debug:
-            raise
-        print("snntc: interrupted while starting", file=sys.stderr)
-        return 130
+        return _interrupted_starting(debug)
+
+
+def _cannot_start(exc: BaseException, debug: bool) -> int:
+    if debug:
+        raise exc
+    text = " ".join(str(exc).split())[:300]
+    print(f"snntc: error: cannot start: {type(exc).__name__}: {text} (the installation is incomplete or "
+          f"broken: make setup; SNNTC_DEBUG=1 shows the traceback)", file=sys.stderr)
+    return 2
+
+
+def _interrupted_starting(debug: bool) -> int:
+    if debug:
+        raise KeyboardInterrupt
+    print("snntc: interrupted while starting", file=sys.stderr)
+    return 130
 
 
 def build_parser(commands: Optional[List[str]] = None):

@@ -52,12 +52,23 @@ def build_parser(commands: Optional[List[str]] = None) -> argparse.ArgumentParse
     wanted = modules() if commands is None else {COMMANDS[c].module for c in commands if c in COMMANDS}
     for name in modules():
         if name in wanted:
-            importlib.import_module(f"{__package__}.{name}").register(sub)
+            load_command_module(name).register(sub)
     for name, command in COMMANDS.items():           # the rest by name only, in the catalog's order
         if name not in sub.choices:
             sub.add_parser(name, help=command.help, add_help=False)
     sub._choices_actions.sort(key=lambda a: list(COMMANDS).index(a.dest) if a.dest in COMMANDS else len(COMMANDS))
     return parser
+
+
+class StartupError(Exception):
+    """A command's module (and what it imports: torch, numpy, Lava) failed to import: a broken installation."""
+
+
+def load_command_module(name: str):
+    try:
+        return importlib.import_module(f"{__package__}.{name}")
+    except Exception as exc:
+        raise StartupError(str(exc)) from exc
 
 
 def named_command(argv: List[str]) -> Optional[str]:
