@@ -155,6 +155,7 @@ class LayerFit:
     tiles_h: int = 1            # conv: spatial tiles down and across
     tiles_w: int = 1
     channel_chunks: int = 1     # conv: output-channel chunks (cores = chunks x tiles); dense: cores
+    relay_neurons: int = 0      # of `neurons`: relays carrying a residual block's shortcut (counted in the cores)
 
     @property
     def fits(self) -> bool:
@@ -368,6 +369,7 @@ def check_fit(net: FxNetwork, limits=None, conv_weights: str = "shared") -> FitR
             row = _conv_fit(layer, lim, bits, conv_weights)
         else:
             raise ConfigError(f"layer '{layer.name}': unknown layer kind {layer.kind!r}")
+        row.relay_neurons = layer.relay_neurons
         if bits > lim.weight_bits and not row.problem:
             row.problem = (f"layer '{layer.name}': weights need {bits} bits, wider than the "
                            f"{lim.weight_bits} bits a {lim.title} synapse stores")
@@ -415,6 +417,10 @@ def format_fit_table(report: FitReport, warnings: bool = True) -> str:
            rule, line(head), rule] + [line(row) for row in body] + [rule]
     verdict = "fits" if report.fits else "DOES NOT FIT"
     out.append(f"total: {report.total_cores} cores, {report.chips} chip(s): {verdict}")
+    relays = sum(r.relay_neurons for r in report.layers)
+    if relays:
+        out.append(f"residual blocks as relay channels: {relays:,} of the neurons are relays (their synapses and "
+                   f"the shortcuts' are in the layers' fan-in, memory and cores)")
     out += [f"problem: {p}" for p in report.problems]
     out += [f"warning: {w}" for w in report.warnings] if warnings else []
     return "\n".join(out)

@@ -18,6 +18,8 @@ SPECS = [
     ModelSpec("vgg16", vgg.vgg16, (3, 32, 32), "VGG16 of Rathi et al. (13 convs + dense 4096 x2)"),
     ModelSpec("vgg-deep", vgg.vgg_deep, (1, 8, 8), "12 plain convs for 8x8: the exploding/vanishing-gradient test"),
     ModelSpec("resnet-small", resnet.resnet_small, (1, 8, 8), "ResNet of 2 basic blocks (16, 32) for 8x8 digits"),
+    ModelSpec("mnist-resnet", resnet.mnist_resnet, (1, 28, 28), "ResNet of 2 basic blocks (16, 32) after a stride-2 stem, "
+              "for 28x28"),
     ModelSpec("resnet20", resnet.resnet20, (3, 32, 32), "ResNet-20, CIFAR style (3 stages x 3 blocks, 16/32/64)"),
     ModelSpec("resnet18", resnet.resnet18, (3, 32, 32), "ResNet-18 style (4 stages x 2 blocks, 64-512)"),
 ]

@@ -24,15 +24,15 @@ def basic_block(name, cin, cout, stride, batch_norm) -> list:
 
 
 def build_resnet(name: str, input_shape, num_classes: int, stem: int, widths: Sequence[int], blocks: Sequence[int],
-                 batch_norm: bool = False) -> Network:
+                 batch_norm: bool = False, stem_stride: int = 1) -> Network:
     if len(input_shape) != 3:
         raise ModelError(f"model '{name}' needs image input (C, H, W), got {input_shape}")
     n_down = len(widths) - 1
-    if min(input_shape[1:]) < 2 ** n_down:
+    if min(input_shape[1:]) < 2 ** n_down * stem_stride:
         raise ModelError(f"model '{name}' downsamples {n_down} times and needs inputs of at least "
-                         f"{2 ** n_down}x{2 ** n_down}, got {input_shape[1]}x{input_shape[2]}")
-    layers = _conv_bn("stem", input_shape[0], stem, 3, 1, 1, batch_norm) + [Spike("stem_spike")]
-    cin, size = stem, min(input_shape[1:])
+                         f"{2 ** n_down * stem_stride}x{2 ** n_down * stem_stride}, got {input_shape[1]}x{input_shape[2]}")
+    layers = _conv_bn("stem", input_shape[0], stem, 3, stem_stride, 1, batch_norm) + [Spike("stem_spike")]
+    cin, size = stem, (min(input_shape[1:]) - 1) // stem_stride + 1
     for s, (width, count) in enumerate(zip(widths, blocks)):
         for b in range(count):
             stride = 2 if (s > 0 and b == 0) else 1
@@ -56,3 +56,8 @@ def resnet18(input_shape, num_classes, batch_norm=False, **kw) -> Network:
 def resnet_small(input_shape, num_classes, batch_norm=False, **kw) -> Network:
     """A small ResNet for 8x8 digits: 2 stages of 1 block, 16/32 channels."""
     return build_resnet("resnet-small", input_shape, num_classes, 16, [16, 32], [1, 1], batch_norm)
+
+
+def mnist_resnet(input_shape, num_classes, batch_norm=False, **kw) -> Network:
+    """A small ResNet for 28x28: a stride-2 stem (16 channels, 14x14), 2 stages of 1 block (16, 32)."""
+    return build_resnet("mnist-resnet", input_shape, num_classes, 16, [16, 32], [1, 1], batch_norm, stem_stride=2)

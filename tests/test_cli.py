@@ -145,7 +145,7 @@ def test_loihi2_target_says_it_is_not_available(tmp_path, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Loihi 2 hardware is not available here" in err
 
 
-def test_export_of_a_residual_network_names_the_block(tmp_path, capsys):
+def test_export_of_a_residual_network_writes_a_chain_with_relay_channels(tmp_path, capsys):
     from models import build_model
     from toolchain.io.checkpoint import Checkpoint, save_checkpoint
     from toolchain.snn import SnnConfig, SnnModel
@@ -153,8 +153,11 @@ def test_export_of_a_residual_network_names_the_block(tmp_path, capsys):
     model = SnnModel(net, SnnConfig(thresholds={s.name: 1.0 for s in net.spiking_layers}))
     save_checkpoint(Checkpoint("snn", net, model.state_dict(), {"name": "digits"}, snn=model.config.to_dict()),
                     str(tmp_path / "r.pt"))
-    code, _, err = run_cli(["export", str(tmp_path / "r.pt"), "-o", str(tmp_path / "r.net")], capsys)
-    assert code == 2 and "layer 'layer1_0': residual" in err and not (tmp_path / "r.net").exists()
+    code, out, _ = run_cli(["export", str(tmp_path / "r.pt"), "-o", str(tmp_path / "r.net"), "--json",
+                            str(tmp_path / "e.json")], capsys)
+    assert code == 0 and "stock netx loads and Lava runs unchanged" in out
+    assert "residual blocks as relay channels: 1,280 extra neurons" in out       # 16 x 8 x 8 + 16 x 4 x 4
+    assert json.loads((tmp_path / "e.json").read_text())["residual_relays"]["neurons"] == 1280
 
 
 def test_export_does_not_overwrite_without_force(tmp_path, capsys):

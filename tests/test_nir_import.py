@@ -68,7 +68,7 @@ def test_export_then_import_gives_the_same_network(config, options, digits, tmp_
     assert set(back.state_dict) == set(ckpt.state_dict)
     for key, value in ckpt.state_dict.items():          # the sum pool's 1/4 undone exactly
         assert torch.equal(back.state_dict[key], value), key
-    mine, theirs = SnnConfig.from_dict(ckpt.snn), SnnConfig.from_dict(back.snn)
+    mine, theirs = SnnConfig.of(ckpt.snn), SnnConfig.of(back.snn)
     assert theirs.thresholds == mine.thresholds                                   # float64, from the metadata
     for field in ("neuron", "leak", "reset", "coding", "timesteps", "i_decay", "v_decay"):
         assert getattr(theirs, field) == pytest.approx(getattr(mine, field), abs=1e-12), field

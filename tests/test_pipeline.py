@@ -108,11 +108,13 @@ def test_pooling_folded_into_next_layer_gives_the_same_outputs():
     assert float(model(x).spike_counts["s2"].sum()) > 0
 
 
-def test_lowering_rejects_residual_blocks_by_name():
+def test_lowering_carries_residual_blocks_through_relay_channels():
     net = build_model("resnet-small", (1, 8, 8), 10)
     model = SnnModel(net, SnnConfig(thresholds={s.name: 1.0 for s in net.spiking_layers}))
-    with pytest.raises(LoweringError, match="layer 'layer1_0': residual"):
-        model.lowered()
+    chain = model.lowered()
+    assert [l.name for l in chain] == ["stem", "layer1_0_conv1", "layer1_0_conv2", "layer2_0_conv1", "layer2_0_conv2",
+                                       "out"]
+    assert [(l.relays_in, l.relays_out) for l in chain] == [(0, 0), (0, 16), (16, 0), (0, 16), (16, 0), (0, 0)]
 
 
 def test_batch_norm_folding_keeps_ann_outputs():

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 
 import textwrap
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Union
 
@@ -82,6 +82,8 @@ class LayerOps:
     neuron_updates: float        # neurons x T
     ann_macs: float              # ANN-equivalent MACs, once per inference
     note: str = ""
+    relay_neurons: int = 0       # of `neurons`: relays carrying a residual block's shortcut (toolchain.ir.relays)
+    relay_synaptic_ops: float = 0.0   # of `synaptic_ops`: into relays, and from relays into this layer
 
     @property
     def active_updates(self) -> float:
@@ -102,7 +104,8 @@ class OpCounts:
         return float(sum(getattr(layer, attr) for layer in self.layers))
 
     def to_json(self) -> dict:
-        totals = {k: self.total(k) for k in ("spikes", "synaptic_ops", "chip_macs", "neuron_updates", "ann_macs")}
+        totals = {k: self.total(k) for k in ("spikes", "synaptic_ops", "chip_macs", "neuron_updates", "ann_macs",
+                                             "relay_neurons", "relay_synaptic_ops")}
         return {"samples": self.samples, "timesteps": self.timesteps, "input_coding": self.input_coding,
                 "count_zero_weights": self.count_zero_weights, "backend": self.backend,
                 "per": "inference", "layers": [asdict(layer) for layer in self.layers], "totals": totals}
@@ -177,6 +180,37 @@ def fanout_map(layer: FxLayer, count_zero_weights: bool = False) -> np.ndarray:
     raise ConfigError(f"layer '{layer.name}': unknown layer kind {layer.kind!r} (expected 'dense' or 'conv')")
 
 
+def relay_part(layer: FxLayer) -> FxLayer:
+    """The layer with only its relay synapses (rows into relays, columns from relays) kept, the rest zero."""
+    w = np.asarray(layer.weight)
+    keep = np.zeros(w.shape, dtype=bool)
+    if layer.relays_out:
+        keep[-layer.relays_out:] = True
+    if layer.relays_in:
+        keep[:, -layer.relays_in:] = True
+    return replace(layer, weight=np.where(keep, w, 0))
+
+
+def relay_synapses(layer: FxLayer) -> int:
+    """Synapses (input neuron, output neuron, non-zero weight) of a layer that belong to its relays."""
+    if not (layer.relays_in or layer.relays_out):
+        return 0
+    return int(fanout_map(relay_part(layer)).sum())
+
+
+def ann_equivalent_macs(layer: FxLayer) -> float:
+    """What the ANN layer computes once per inference, output neurons x fan-in, relays left out: a relayed block's
+    last layer adds its shortcut's MACs (the non-zero shortcut taps per output neuron: 1 for the identity's add)."""
+    w = np.asarray(layer.weight)
+    if not (layer.relays_in or layer.relays_out):
+        return float(layer.neurons) * nominal_fan_in(layer)
+    own_out = layer.neurons - layer.relay_neurons
+    per_channel = own_out // (int(layer.output_shape[0]) - layer.relays_out)
+    own = w[:w.shape[0] - layer.relays_out, :w.shape[1] - layer.relays_in]
+    shortcut = np.count_nonzero(w[:w.shape[0] - layer.relays_out, w.shape[1] - layer.relays_in:]) if layer.relays_in else 0
+    return float(own_out) * int(np.prod(own.shape[1:])) + float(shortcut) * per_channel
+
+
 def nominal_fan_in(layer: FxLayer) -> int:
     """Synapses per output neuron: conv in_channels/groups x kh x kw; dense in_features."""
     w = np.asarray(layer.weight)
@@ -216,6 +250,8 @@ def count_operations(net: FxNetwork, result: SimulationResult, count_zero_weight
             raise ConfigError(f"layer '{layer.name}': spike counts have {out.size} entries, the layer has {layer.neurons} neurons")
         events = float(incoming.sum()) / n
         ops = float((incoming * fanout).sum()) / n
+        relay_ops = float((incoming * fanout_map(relay_part(layer), count_zero_weights)).sum()) / n \
+            if (layer.relays_in or layer.relays_out) else 0.0
         synops, macs, note = ops, 0.0, ""
         input_kind = "spikes"
         if i == 0 and dense:
@@ -232,7 +268,8 @@ def count_operations(net: FxNetwork, result: SimulationResult, count_zero_weight
                              timesteps=steps, input_kind=input_kind, input_events=events,
                              spikes=float(out.sum()) / n, synaptic_ops=synops, chip_macs=macs,
                              neuron_updates=float(layer.neurons) * steps,
-                             ann_macs=float(layer.neurons) * fan_in, note=note))
+                             ann_macs=ann_equivalent_macs(layer), note=note, relay_neurons=layer.relay_neurons,
+                             relay_synaptic_ops=relay_ops))
     return OpCounts(layers=rows, samples=n, timesteps=steps, input_coding=net.input_coding,
                     count_zero_weights=count_zero_weights, backend=result.backend)
 
@@ -305,6 +342,21 @@ class EnergyReport:
                    notes=list(data.get("notes", [])), ann_target=data.get("ann_target", ""))
 
 
+RELAY_NOTE = "residual blocks as relay channels"
+
+
+def relay_note(counts: OpCounts) -> str:
+    """What the relays that carry residual shortcuts cost, in the counts above; "" for a network without them."""
+    neurons, ops = int(counts.total("relay_neurons")), counts.total("relay_synaptic_ops")
+    if not neurons:
+        return ""
+    share = ops / max(counts.total("synaptic_ops"), 1e-12)
+    updates = neurons * counts.timesteps
+    return (f"{RELAY_NOTE}: {neurons:,} extra neurons ({updates:,} neuron updates, "
+            f"{updates / max(counts.total('neuron_updates'), 1e-12):.1%}), {ops:,.0f} extra synaptic ops per inference "
+            f"({share:.1%} of the synaptic ops), included above (ANN MACs without them)")
+
+
 def estimate_energy(counts: OpCounts, target: Union[str, HardwareTarget], precision: str = "fp32") -> EnergyReport:
     """Energy per inference of the SNN on `target` (a registered name or entry) and of the ANN equivalent, per layer
     (pJ).
@@ -331,6 +383,9 @@ def estimate_energy(counts: OpCounts, target: Union[str, HardwareTarget], precis
         notes.append(t.graded_input_note)
     if any(r.input_kind == "direct" for r in rows):
         notes.append("the first layer is fed by direct (analog) input and is counted as MACs, not synaptic ops")
+    relay = relay_note(counts)
+    if relay:
+        notes.append(relay)
     notes.append("zero weights counted as synapses" if counts.count_zero_weights
                  else "zero weights are not synapses (sparse storage): they cost no synaptic op")
     sources = list(table.sources) + [s for s in ann_table.sources if s not in table.sources]
@@ -393,6 +448,7 @@ def format_energy_table(report: EnergyReport) -> str:
         out.append(f"SNN / ANN energy: {report.snn_total_pj / report.ann_total_pj:.3g}")
     if any(r.input_kind in ("direct", "graded") for r in report.layers):
         out.append("* graded input: counted as MACs the chip performs, not as synaptic ops")
+    out += [n for n in report.notes if n.startswith(RELAY_NOTE)]
     out.append("sources: " + "; ".join(report.sources))
     return "\n".join(out)
 

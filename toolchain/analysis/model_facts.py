@@ -9,7 +9,7 @@ import torch
 
 from ..deploy import FIT_TARGET
 from ..errors import ModelError, ToolchainError
-from ..ir import BATCH_NORMS, SYNAPTIC, Conv2d, Linear, Network, iter_layers
+from ..ir import BATCH_NORMS, SYNAPTIC, Conv2d, Linear, Network, Residual, iter_layers
 from ..ir.lowering import lower
 from ..ir.models import MODELS, build_model
 from ..ir.torch_net import build_modules
@@ -54,13 +54,23 @@ def _param_count(layer) -> int:
 def deployed_shapes(net: Network):
     """The network's deployed chain (pooling folded) as an FxNetwork whose weights are shapes only (every weight
     the largest 8-bit mantissa, a broadcast view: no memory), for the fit check, which depends on shapes and
-    weight bits only. Lowered on torch's meta device: no weights are made."""
-    with torch.device("meta"):
+    weight bits only. Lowered on torch's meta device: no weights are made. A network with residual blocks is
+    lowered with real (initial) weights instead, so that its relay channels' synapses are the one-hot taps they are
+    (toolchain.ir.relays), not full kernels."""
+    relayed = any(isinstance(l, Residual) for l in net.layers)
+    with torch.device("cpu" if relayed else "meta"):
         modules = build_modules(net)
     params = {**dict(modules.named_parameters()), **dict(modules.named_buffers())}
-    chain = lower(net, params, {s.name: 1.0 for s in net.spiking_layers})
-    layers = [FxLayer(l.name, l.kind, np.broadcast_to(np.int64(WEIGHT_MAX), tuple(l.weight.shape)),
-                      tuple(l.input_shape), tuple(l.output_shape), vth=1, stride=tuple(l.stride),
-                      padding=tuple(l.padding), flatten_before=l.flatten_before, is_output=l.threshold is None)
+    with torch.no_grad():
+        chain = lower(net, params, {s.name: 1.0 for s in net.spiking_layers})
+    layers = [FxLayer(l.name, l.kind, _shape_weight(l.weight, relayed), tuple(l.input_shape), tuple(l.output_shape),
+                      vth=1, stride=tuple(l.stride), padding=tuple(l.padding), flatten_before=l.flatten_before,
+                      is_output=l.threshold is None, relays_out=l.relays_out, relays_in=l.relays_in)
               for l in chain]
     return FxNetwork(input_shape=tuple(chain[0].input_shape), layers=layers, num_classes=net.num_classes, timesteps=1)
+
+
+def _shape_weight(weight: torch.Tensor, real: bool) -> np.ndarray:
+    if real:
+        return np.where(weight.detach().numpy() != 0, np.int64(WEIGHT_MAX), np.int64(0))
+    return np.broadcast_to(np.int64(WEIGHT_MAX), tuple(weight.shape))

@@ -43,15 +43,27 @@ def cmd_export(args) -> dict:
     print(report.format(warnings=False))           # export's warnings come through `warnings`, one line each
     print("\nLoihi 2 fit:")
     print(fit.format_fit_table(warnings=False))
+    relays = relay_overhead(net)
     print(f"\nwrote {args.output} ({os.path.getsize(args.output)} bytes): {len(net.layers)} layers, "
-          f"{net.input_coding} input ({net.input_bits or 1}-bit), T={net.timesteps}, readout {net.readout}")
+          f"{net.input_coding} input ({net.input_bits or 1}-bit), T={net.timesteps}, readout {net.readout}; "
+          f"a chain of layers that stock netx loads and Lava runs unchanged")
+    if relays["neurons"]:
+        print(f"residual blocks as relay channels: {relays['neurons']:,} extra neurons, {relays['synapses']:,} extra "
+              f"synapses (snntc energy counts their synaptic ops)")
     summary = {"command": "export", "output": args.output, "format": "netx", "timesteps": net.timesteps,
                "input_coding": net.input_coding, "layers": [{"name": l.name, "kind": l.kind, "input_shape": l.input_shape,
                                                                "output_shape": l.output_shape, "vth": l.vth,
                                                                "scale": l.scale, "source": l.source} for l in net.layers],
-               "quantization": report.to_json(), "fit": fit.to_json()}
+               "quantization": report.to_json(), "fit": fit.to_json(), "residual_relays": relays}
     write_json(args.json, summary)
     return summary
+
+
+def relay_overhead(net) -> dict:
+    """The relays that carry residual shortcuts through the chain (toolchain.ir.relays): neurons and synapses."""
+    from ..analysis.energy import relay_synapses
+    return {"neurons": int(sum(l.relay_neurons for l in net.layers)),
+            "synapses": int(sum(relay_synapses(l) for l in net.layers))}
 
 
 # -- simulate ----------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ netx converts them with ``astype(int)``, and so does ``read_netx``.
 The toolchain's own metadata lives in attributes of the root group (the stock loader ignores
 them): ``snntc_version``, ``input_coding``, ``input_bits``, ``input_scale``, ``timesteps``,
 ``readout``, ``num_classes``, ``mean``, ``std`` (float arrays), ``layers`` (JSON list of
-{name, scale, source, is_output}), ``metadata`` (JSON of FxNetwork.metadata) and
+{name, scale, source, is_output, relays_in, relays_out: the trailing channels that relay a residual
+block's shortcut, toolchain.ir.relays}), ``metadata`` (JSON of FxNetwork.metadata) and
 ``extra_metadata`` (JSON of the ``extra_metadata`` argument).
 """
 from __future__ import annotations
@@ -201,7 +202,8 @@ def _write_attrs(f, net: FxNetwork, extra_metadata: Optional[dict]) -> None:
     a["mean"] = np.asarray(net.mean, dtype=np.float64).reshape(-1)
     a["std"] = np.asarray(net.std, dtype=np.float64).reshape(-1)
     a["layers"] = _json([{"name": l.name, "scale": float(l.scale), "source": l.source,
-                          "is_output": bool(l.is_output)} for l in net.layers], "layer names")
+                          "is_output": bool(l.is_output), "relays_in": int(l.relays_in),
+                          "relays_out": int(l.relays_out)} for l in net.layers], "layer names")
     a["metadata"] = _json(dict(net.metadata), "the network metadata")
     a["extra_metadata"] = _json(dict(extra_metadata or {}), "extra_metadata")
 
@@ -485,6 +487,7 @@ def _read(f, path: Path, timesteps: Optional[int],
             layer.scale = float(info.get("scale", 1.0))
             layer.source = str(info.get("source", ""))
             layer.is_output = bool(info.get("is_output", False))
+            layer.relays_in, layer.relays_out = int(info.get("relays_in", 0)), int(info.get("relays_out", 0))
     else:
         layers[-1].is_output = True
 

@@ -303,6 +303,10 @@ def _fixed_point(quantized, builder: _GraphBuilder) -> dict:
     if isinstance(quantized, str):
         return {"available": False, "reason": quantized}
     fx, report, chain = quantized
+    if any(l.relays_out for l in fx.layers):
+        return {"available": False, "reason": "residual blocks are deployed as relay channels inside a chain "
+                                              "(toolchain.ir.relays), which this graph keeps as blocks: export netx "
+                                              "for the fixed-point network"}
     spike_of = {l.name: l.spike_name for l in chain}
     for layer in fx.layers:
         node = builder.nodes.get(layer.name)

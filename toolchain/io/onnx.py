@@ -614,7 +614,7 @@ def import_onnx(path, num_classes: Optional[int] = None, name: Optional[str] = N
     The network's input shape is the ONNX input's shape without the batch axis; its classes are the
     last Gemm/MatMul's outputs (checked against `num_classes` when given). The checkpoint's
     training["import"] holds the source, the ONNX node of each layer, notes (folded batch norms, a
-    dropped Softmax) and warnings (e.g. a residual network converts but cannot be exported to netx).
+    dropped Softmax) and warnings (e.g. a network that converts but cannot be exported to netx).
     """
     model, source = _load(path)
     imp = _Importer(model, source)

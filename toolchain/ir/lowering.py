@@ -9,10 +9,11 @@ passes.py):
   removed (the identity at inference), first (`fold_batch_norms`);
 - k x k average pooling into the next conv (kernel repeated k x k and divided by k^2, stride and
   padding times k) or, across a flatten, into the next dense layer's weight columns;
-- flatten placed before the dense layer that follows a conv.
+- flatten placed before the dense layer that follows a conv;
+- a residual block into the chain, its shortcut carried by relay channels of the body's layers (relays.py).
 
-Anything else (a residual block, two synaptic layers without a spiking layer between them) raises
-LoweringError naming the layer. Weights stay torch tensors, so the same lowering serves
+Anything else (two synaptic layers without a spiking layer between them, a residual block the relays cannot
+carry) raises LoweringError naming the layer. Weights stay torch tensors, so the same lowering serves
 quantization-aware training (differentiable) and export.
 """
 from __future__ import annotations
@@ -23,8 +24,9 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 
 from ..errors import LoweringError
-from .network import AvgPool2d, Conv2d, Flatten, Linear, Network, Residual, Spike
+from .network import AvgPool2d, Conv2d, Flatten, Linear, Network, Residual, Spike, chain_shapes
 from .passes import fold_batch_norms, fold_pool_into_conv, fold_pool_into_dense
+from .relays import check_body, relay_block, shortcut_conv
 
 
 @dataclass
@@ -43,6 +45,13 @@ class LoweredLayer:
     source: List[str] = field(default_factory=list)
     pool: int = 1                           # k > 1: a k x k average pool folded into the weight (k x k repeats / k^2)
     block_weight: Optional[torch.Tensor] = None   # pool > 1: the weight before the repeat (bitwise each block's value)
+    relays_out: int = 0                     # the last output channels are relays (a residual block's shortcut)
+    relays_in: int = 0                      # the last input channels are relays
+
+    @property
+    def body_channels(self) -> int:
+        """Output channels that are the network's own neurons (not relays)."""
+        return self.output_shape[0] - self.relays_out
 
     def synapse(self, x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Apply this layer's synapse to a batch x (N, *input_shape) (a flatten first where placed)."""
@@ -64,11 +73,17 @@ class _Lowerer:
 
     def run(self) -> List[LoweredLayer]:
         for index, layer in enumerate(self.net.layers):
-            handler = getattr(self, f"_{type(layer).__name__.lower()}")
-            handler(layer, self.net.shapes[index])
+            self._handle(layer, self.net.shapes[index])
+            nxt = self.net.layers[index + 1] if index + 1 < len(self.net.layers) else None
+            if isinstance(layer, Residual) and not isinstance(nxt, Spike):
+                raise LoweringError(f"layer '{layer.name}': a residual block must be followed by a spiking layer to be "
+                                    f"deployed (its sum is formed in that layer's current)")
         if self.open is not None or not self.out or self.out[-1].threshold is not None:
             raise LoweringError(f"network '{self.net.name}': must end in a Linear output layer")
         return self.out
+
+    def _handle(self, layer, shape):
+        getattr(self, f"_{type(layer).__name__.lower()}")(layer, shape)
 
     def _start(self, layer, kind, weight, bias, out_shape):
         if self.open is not None:
@@ -125,8 +140,24 @@ class _Lowerer:
         self.flatten = True
 
     def _residual(self, layer: Residual, shape):
-        raise LoweringError(f"layer '{layer.name}': residual (skip) connections cannot be exported: stock netx "
-                            f"runs layers in a chain only")
+        """The block into the chain: its body lowered in place, its shortcut as relays (relays.py)."""
+        if self.open is not None or not self.out:
+            where = f"follows '{self.open.name}' without spiking neurons" if self.open else "reads the network input"
+            raise LoweringError(f"layer '{layer.name}': a residual block that {where} cannot be deployed: its shortcut "
+                                f"is relayed as spikes (put a conv -> spike layer before it)")
+        if self.flatten or len(self.pre_pool_shape) != 3:
+            raise LoweringError(f"layer '{layer.name}': residual blocks of dense layers cannot be deployed (conv blocks only)")
+        check_body(layer)
+        c, h, w = self.pre_pool_shape
+        k, start = self.pool, len(self.out)
+        shortcut = shortcut_conv(layer, self.params, c, k, self.out[-1].weight)
+        in_shape = (c, h // k, w // k)
+        for inner, inner_shape in zip(layer.body, chain_shapes(layer.body, in_shape)):
+            self._handle(inner, inner_shape)
+        if self.open is None:
+            raise LoweringError(f"layer '{layer.name}': a residual body must end in a synaptic layer to be deployed")
+        relay_block(layer, self.out[start:], self.open, shortcut)
+        self.open.source += self.folded.get(shortcut.name, [])
 
 
 def lower(net: Network, params: Mapping[str, torch.Tensor], thresholds: Mapping[str, float]) -> List[LoweredLayer]:

@@ -67,10 +67,16 @@ class FxLayer:
     is_output: bool = False
     scale: float = 1.0                  # integer = float * scale (for reports)
     source: str = ""                    # the toolchain layers this was lowered from
+    relays_out: int = 0                 # the last output channels are relays carrying a residual block's shortcut
+    relays_in: int = 0                  # the last input channels are relays (toolchain.ir.relays)
 
     @property
     def neurons(self) -> int:
         return int(np.prod(self.output_shape))
+
+    @property
+    def relay_neurons(self) -> int:
+        return self.neurons // int(self.output_shape[0]) * self.relays_out if self.relays_out else 0
 
     def validate(self) -> None:
         w = np.asarray(self.weight)

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import DeploymentWarning, QuantizationError, QuantizationWarning
 from ..ir.lowering import LoweredLayer, lower
+from ..ir.relays import check_relay_weights, check_relays
 from .fixed_point import BIAS_MAX, BIAS_MIN, VTH_MAX, WEIGHT_MAX, FxLayer, FxNetwork
 
 if TYPE_CHECKING:
@@ -133,7 +134,9 @@ def convert_layer(layer: LoweredLayer, scale: float, input_scale: float, decays,
                  input_shape=tuple(layer.input_shape), output_shape=tuple(layer.output_shape), vth=vth,
                  i_decay=decays[0], v_decay=decays[1], bias=bias, stride=tuple(layer.stride),
                  padding=tuple(layer.padding), flatten_before=layer.flatten_before, is_output=is_output,
-                 scale=scale * input_scale, source="+".join(layer.source))
+                 scale=scale * input_scale, source="+".join(layer.source), relays_out=layer.relays_out,
+                 relays_in=layer.relays_in)
+    check_relay_weights(fx)
     report = LayerReport(layer.name, layer.kind, scale * input_scale, None if is_output else vth, err,
                          th_err, int(((w != 0) & (w_int == 0)).sum()),
                          int((raw.abs() > WEIGHT_MAX + 1).sum()), clipped_bias or 0, layer.source)
@@ -168,6 +171,7 @@ def convert_chain(chain, scales, input_scale, config: SnnConfig, dataset: dict, 
     """Round every layer and assemble the FxNetwork with its report. The neurons take the model's Loihi form."""
     chip = config.model.chip_form(config)
     decays = (chip.i_decay, chip.v_decay)
+    check_relays(chain, chip.i_decay)
     layers, rows, report = [], [], QuantReport([], [])
     for i, (layer, scale) in enumerate(zip(chain, scales)):
         fx, row = convert_layer(layer, scale, input_scale if i == 0 else 1.0, decays, layer.threshold is None)

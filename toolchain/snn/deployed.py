@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..neurons import run_neurons
 from ..quantization.fixed_point import VTH_MAX
+from ..ir.relays import check_relays
 from ..quantization.quantize import fake_quant_bias, fake_quant_weight, layer_scale
 from .steps import conv_layout, per_step
 
@@ -23,6 +24,7 @@ def run_deployed(chain, h: torch.Tensor, config, in_scale: Optional[float], coun
     output layer's contribution to the logits (its voltage at the last step, in float units); per spiking layer its
     spikes per sample into `counts` and its neurons into `neurons`."""
     model, spike_fn = config.model, config.spike_fn()
+    check_relays(chain, model.chip_form(config).i_decay)
     for i, layer in enumerate(chain):
         s_in = in_scale if (i == 0 and in_scale is not None) else 1.0
         weight = layer.weight if layer.block_weight is None else layer.block_weight   # the same values, once
@@ -33,8 +35,9 @@ def run_deployed(chain, h: torch.Tensor, config, in_scale: Optional[float], coun
             return readout(a, model, config, bias, scale * s_in, spike_fn)
         vth = float(round(layer.threshold * scale * s_in))      # as convert_layer rounds it
         h, _ = run_neurons(a, model.step, model.deployed_params(config, vth, bias), spike_fn)
-        counts[layer.spike_name] = h.detach().sum((0,) + tuple(range(2, h.dim())))   # without a copy
-        neurons[layer.spike_name] = h[0, 0].numel()
+        own = h if not layer.relays_out else h[:, :, :layer.body_channels]    # relays are not the network's
+        counts[layer.spike_name] = own.detach().sum((0,) + tuple(range(2, h.dim())))   # without a copy
+        neurons[layer.spike_name] = own[0, 0].numel()
     raise ConfigError("the lowered network has no output layer")
 
 
