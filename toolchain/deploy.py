@@ -118,10 +118,12 @@ def run_chip_input(net: FxNetwork, inputs: np.ndarray, labels: Optional[np.ndarr
     result.network = net
     saturated = saturated_outputs(net, result)
     if saturated:
-        warnings.warn(f"{saturated} of {result.samples} samples drove an output voltage to the 24-bit limit; the "
-                      f"readout saturates (fine-tune with --neuron loihi-cuba, which trains with this limit)",
-                      DeploymentWarning, stacklevel=3)
+        warnings.warn(f"{saturated} of {result.samples} samples drove an output voltage to the 24-bit limit; "
+                      f"{SATURATION_ADVICE}", DeploymentWarning, stacklevel=3)
     return result
+
+
+SATURATION_ADVICE = "the readout saturates (fine-tune with --neuron loihi-cuba, which trains with this limit)"
 
 
 def saturated_outputs(net: FxNetwork, result: SimulationResult) -> int:

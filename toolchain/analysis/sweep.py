@@ -152,7 +152,7 @@ def emulate_steps(net, x, y, steps: Sequence[int], seed: int = 0, device=None, p
     """{T: SimulationResult} of the deployed network on the emulator at each T: one run of the longest T read at
     each shorter one (the emulator's `run_prefixes`) when the chip input of T steps is the first T steps of the
     longest one's (checked), otherwise one run per T. Saturated readouts warn once, naming the T."""
-    from ..deploy import encode_for_chip, saturated_outputs, simulate
+    from ..deploy import SATURATION_ADVICE, encode_for_chip, saturated_outputs, simulate
     from ..targets import SIMULATORS
     emulator = SIMULATORS.get("emulator")
     longest = encode_for_chip(net, x, seed=seed, timesteps=max(steps))
@@ -169,9 +169,8 @@ def emulate_steps(net, x, y, steps: Sequence[int], seed: int = 0, device=None, p
                                       progress=False)
     saturated = [T for T in steps if saturated_outputs(net, results[T])]
     if saturated:
-        warnings.warn(f"at T={','.join(map(str, saturated))} some samples drove an output voltage to the 24-bit limit; "
-                      f"the readout saturates (fine-tune with --neuron loihi-cuba, which trains with this limit)",
-                      DeploymentWarning, stacklevel=3)
+        warnings.warn(f"at T={','.join(map(str, saturated))} some samples drove an output voltage to the 24-bit "
+                      f"limit; {SATURATION_ADVICE}", DeploymentWarning, stacklevel=3)
     return results
 
 
