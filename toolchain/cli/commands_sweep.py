@@ -1,7 +1,8 @@
 """Command: sweep (accuracy, spikes and energy per T on a subset of the test split, and the T to deploy)."""
 from __future__ import annotations
 
-from .common import CliError, CommandIO, add_json_arg, configure_threads, int_list, positive_int, write_json
+from .common import (CliError, CommandIO, add_json_arg, configure_threads, int_list, nonnegative_float, positive_int,
+                     write_json)
 from .catalog import command_help
 
 DEFAULT_STEPS = "1,2,4,8,16,32,64,128"
@@ -10,10 +11,7 @@ DEFAULT_SAMPLES = 200
 
 def fraction(text: str) -> float:
     import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction like 0.01, got {text!r}") from None
+    value = nonnegative_float(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1) (0.01 = one percentage point), got {value}")
     return value

@@ -176,13 +176,6 @@ def atomic_write(path, write_fn) -> None:
         raise
 
 
-def current_umask() -> int:
-    """The process's umask (read by setting it and putting it back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def refuse_overwrite(path, overwrite: bool = False) -> None:
     """OutputExistsError if `path` exists and `overwrite` is not set: no stage replaces a file silently."""
     if path is not None and not overwrite and os.path.exists(os.fspath(path)):
