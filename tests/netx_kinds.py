@@ -133,6 +133,57 @@ def write_delays(directory, name="delays.net", t_sample=5) -> Path:
     return _dense_file(directory, name, 14, 20, t_sample, build)
 
 
+def _sdnn(g, v_th: Optional[int], sigma_output: bool = False) -> None:
+    """slayer's sigma-delta device_params: type SDNN, activation, vThMant; sigma_output on its output block."""
+    g.create_dataset("neuron/type", data=b"SDNN")
+    g.create_dataset("neuron/activation", data=b"relu")
+    if v_th is not None:
+        g.create_dataset("neuron/vThMant", data=v_th)
+    if sigma_output:
+        g.create_dataset("neuron/sigma_output", data=True)
+
+
+def _retype(g, v_th: Optional[int], sigma_output: bool = False) -> None:
+    del g["neuron"]
+    _sdnn(g, v_th, sigma_output)
+
+
+def write_sigma_delta(directory, name="sigma_delta.net", t_sample=6) -> Path:
+    """A sigma-delta network as slayer's sigma_delta blocks export it: an input layer with an SDNN neuron (Lava's
+    Delta) 2x8x8 -> conv 2->4 s2 with a bias (SigmaDelta) -> flatten -> dense 64->12 with a bias (SigmaDelta) ->
+    dense 12->5 with sigma_output (Sigma)."""
+    rng = np.random.default_rng(15)
+    path = Path(directory) / name
+    with h5py.File(path, "w") as f:
+        _simulation(f, t_sample)
+        layers = f.create_group("layer")
+        _input(layers, 0, (2, 8, 8), v_th=1)
+        _retype(layers["0"], v_th=2)
+        _conv(layers, 1, rng, 2, 4, (4, 4), v_th=1, stride=2)
+        _retype(layers["1"], v_th=4)
+        layers["1"].create_dataset("bias", data=rng.integers(-30, 30, 4).astype(np.float32))
+        _flatten(layers, 2, 64)
+        g = _dense(layers, 3, rng, 64, 12, v_th=1, lo=-6, hi=8)
+        _retype(g, v_th=8)
+        g.create_dataset("bias", data=rng.integers(-20, 20, 12).astype(np.float32))
+        _retype(_dense(layers, 4, rng, 12, 5, v_th=1, lo=-6, hi=8), v_th=None, sigma_output=True)
+    return path
+
+
+def write_sigma_delta_wraps(directory, name="sigma_delta_wraps.net", t_sample=5) -> Path:
+    """dense sigma-delta layers whose int32 sums wrap on large inputs: Delta 24 -> SigmaDelta 24->16 (weights up to
+    +-254) -> Sigma 16->4."""
+    def build(layers, rng):
+        _retype(layers["0"], v_th=1)
+        _retype(_dense(layers, 1, rng, 24, 16, v_th=1, lo=-127, hi=128), v_th=1)
+        _retype(_dense(layers, 2, rng, 16, 4, v_th=1, lo=-127, hi=128), v_th=None, sigma_output=True)
+
+    def with_input_neuron(layers, rng):
+        layers["0"].create_group("neuron")
+        build(layers, rng)
+    return _dense_file(directory, name, 16, 24, t_sample, with_input_neuron)
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str
@@ -162,4 +213,6 @@ KINDS = (
     Kind("graded spikes", "hidden CUBA neurons exported with gradedSpike (slayer's flag)", write_graded),
     Kind("dense_rec", "a recurrent dense layer (RecurrentDense)", write_dense_rec),
     Kind("synaptic delays", "dense layers with axonal and per-synapse delays (DelayDense)", write_delays),
+    Kind("sigma-delta", "SDNN neurons: Delta input, SigmaDelta conv and dense with biases, Sigma output",
+         write_sigma_delta, graded_max=7),
 )

@@ -63,8 +63,8 @@ def test_message_bits_that_netx_cannot_run_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("neuron_type,text", [
-    (b"SDNN", "sigma-delta (SDNN) neurons are not supported"),
     (b"RF_PHASE", "resonate-and-fire neurons ('RF_PHASE') are not supported"),
+    (b"ADRF", "resonate-and-fire neurons ('ADRF') are not supported"),
 ])
 def test_neurons_the_emulator_does_not_model_are_refused_by_name(tmp_path, neuron_type, text):
     path = write_input_neuron(tmp_path)
@@ -161,3 +161,95 @@ def test_the_global_time_line_equals_the_batched_emulator_where_both_apply(tmp_p
 def test_cuda_gives_the_cpu_trace(tmp_path, kind):
     _two_traces(tmp_path, kind, 9, lambda net, x: emulate(net, x, device="cpu", record_voltages=True),
                 lambda net, x: emulate(net, x, device="cuda", record_voltages=True))
+
+
+# ---- sigma-delta (SDNN) neurons ----------------------------------------------------------------------------------
+
+def _golden_sigma_delta(tmp_path):
+    """Delta (vth 1) -> dense 1->1 weight 64, SigmaDelta vth 3 -> dense 1->1 weight 2, Sigma."""
+    from netx_kinds import _dense_file, _retype, _dense
+    def build(layers, rng):
+        layers["0"].create_group("neuron")
+        _retype(layers["0"], v_th=1)
+        for i, (w, v_th, sigma) in enumerate(((64, 3, False), (2, None, True)), start=1):
+            g = _dense(layers, i, rng, 1, 1, v_th=1)
+            g["weight"][...] = np.float32([[w]])
+            _retype(g, v_th=v_th, sigma_output=sigma)
+    return _dense_file(tmp_path, "golden_sd.net", 1, 1, 4, build)
+
+
+def test_sigma_delta_trajectory_is_the_hand_computed_one(tmp_path):
+    """x = 3, 3, 5, 0. Delta: x << 12 = 12288, 12288, 20480, 0 against vth 1 << 12: sends the changes >> 6:
+    192, 0, 128, -320. SigmaDelta (a = 64 m): sigma 12288, 12288, 20480, 0; against vth 3 << 12 = 12288 the change
+    8192 stays in the residue and leaves with the next (-20480 + 8192): 192, 0, 0, -192. Sigma (a = 2 m) sends its
+    running sum 384, 384, 384, 0."""
+    net = read_netx(_golden_sigma_delta(tmp_path))
+    assert [l.neuron for l in net.layers] == ["sdnn", "sdnn", "sigma"] and net.readout == "voltage"
+    x = np.array([3, 3, 5, 0]).reshape(1, 4, 1)
+    trace = emulate(net, x, device="cpu", record_voltages=True)
+    got = [trace.spikes[k][0, :, 0].tolist() for k in range(3)]
+    assert got == [[192, 0, 128, -320], [192, 0, 0, -192], [384, 384, 384, 0]]
+    assert trace.voltages[1][0, :, 0].tolist() == [12288, 12288, 20480, 0]          # sigma
+    assert trace.voltages[0][0, :, 0].tolist() == [0, 0, 0, 0]                      # the Delta's residue
+    assert [int(c.sum()) for c in trace.spike_counts] == [3, 2, 3]
+
+
+@pytest.mark.lava
+def test_sigma_delta_int32_wraps_match_lava(tmp_path):
+    """Inputs of up to 2**20: the Delta's << 12 wraps, the graded dot products and sigma's running sums wrap at 32
+    bits (asserted, so that the check cannot pass vacuously); Lava and the emulator agree on every value."""
+    from netx_kinds import write_sigma_delta_wraps
+    path = write_sigma_delta_wraps(tmp_path)
+    net = read_netx(path)
+    x = np.random.default_rng(1).integers(-2 ** 20, 2 ** 20, (3, net.timesteps, 24))
+    trace = emulate(net, x, device="cpu", record_voltages=True)
+    running = torch.cumsum(trace.currents[1].reshape(-1, 16), dim=0)       # sigma before its int32 wrap
+    assert bool((running.abs() >= 2 ** 31).any()) and bool((np.abs(x) >= 2 ** 19).any())
+    report = verify(net, x, source=path)
+    assert report.ok, report.summary()
+    assert all(c > 0 for c in report.lava_spikes)
+
+
+def test_sigma_delta_layers_are_written_back_as_slayer_does(tmp_path):
+    from netx_kinds import write_sigma_delta
+    net = read_netx(write_sigma_delta(tmp_path))
+    write_netx(net, tmp_path / "again.net")
+    with h5py.File(tmp_path / "again.net", "r") as f:
+        assert f["layer/0/neuron/type"][()] == b"SDNN" and int(f["layer/0/neuron/vThMant"][()]) == 2
+        assert bool(f["layer/4/neuron/sigma_output"][()]) and "vThMant" in f["layer/4/neuron"]   # as slayer writes it
+    again = read_netx(tmp_path / "again.net")
+    assert [(l.kind, l.neuron, l.vth) for l in again.layers] == [(l.kind, l.neuron, l.vth) for l in net.layers]
+    assert np.array_equal(again.layers[2].bias, net.layers[2].bias) and again.readout == "voltage"
+    x = np.random.default_rng(4).integers(0, 8, (2, net.timesteps) + net.input_shape)
+    a, b = emulate(net, x, device="cpu"), emulate(again, x, device="cpu")
+    assert torch.equal(a.output_voltage, b.output_voltage)
+
+
+def test_a_sigma_output_with_a_bias_is_refused(tmp_path):
+    from netx_kinds import write_sigma_delta
+    path = write_sigma_delta(tmp_path)
+    with h5py.File(path, "a") as f:
+        f.create_dataset("layer/4/bias", data=np.ones(5, np.float32))
+    with pytest.raises(NetxError, match="layer 4 .*Sigma process takes no bias"):
+        read_netx(path)
+
+
+def test_an_activation_other_than_relu_is_run_as_netx_runs_it(tmp_path):
+    from toolchain.errors import DeploymentWarning
+    from netx_kinds import write_sigma_delta
+    path = write_sigma_delta(tmp_path)
+    with h5py.File(path, "a") as f:
+        del f["layer/1/neuron/activation"]
+        f.create_dataset("layer/1/neuron/activation", data=b"tanh")
+    with pytest.warns(DeploymentWarning, match="netx runs every SDNN neuron with a ReLU, not 'tanh'"):
+        read_netx(path)
+
+
+def test_a_sigma_delta_input_cannot_be_fed_as_bias(tmp_path):
+    from toolchain.errors import SimulationError
+    from netx_kinds import write_sigma_delta
+    net = read_netx(write_sigma_delta(tmp_path))
+    net.input_feed = "bias"
+    x = np.ones((1, net.timesteps) + net.input_shape, np.int64)
+    with pytest.raises(SimulationError, match="Delta\\) has no bias"):
+        emulate(net, x, device="cpu")

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from toolchain.errors import SimulationError
-from toolchain.quantization.fixed_point import FxLayer, FxNetwork, SimulationResult
+from toolchain.quantization.fixed_point import SDNN_EXP, FxLayer, FxNetwork, SimulationResult
 
 _I32 = 2 ** 31
 _M24 = 2 ** 23
@@ -171,7 +171,9 @@ def prepare(net: FxNetwork, device: Union[str, torch.device, None] = None) -> Li
         else:
             raise SimulationError(f"layer '{layer.name}': unknown kind {layer.kind!r}")
         bias = None
-        if layer.bias is not None:
+        if layer.bias is not None and layer.sigma_delta:
+            bias = _sigma_delta_bias(layer, device)
+        elif layer.bias is not None:
             b = wrap_int16(np.asarray(layer.bias)) << 6            # bias_mant int16, bias_exp 6
             n_out = int(layer.output_shape[0])
             if layer.kind == "conv" and b.size == n_out:
@@ -180,12 +182,31 @@ def prepare(net: FxNetwork, device: Union[str, torch.device, None] = None) -> Li
                 b = b.reshape(tuple(layer.output_shape)) if b.size > 1 else b.reshape(())
             bias = torch.as_tensor(b, dtype=torch.int64, device=device)
         out.append(_Prepared(layer=layer, kind=layer.kind, weight=wt, weight32=wt.to(torch.float32), weight_exp=wexp,
-                             graded_in=(i == 0 and net.input_bits > 0), bias=bias,
-                             vth=int(layer.vth) << 6, du=int(layer.i_decay), dv=int(layer.v_decay),
+                             graded_in=_graded_in(net, i), bias=bias,
+                             vth=int(layer.vth) << (SDNN_EXP if layer.sigma_delta else 6),
+                             du=int(layer.i_decay), dv=int(layer.v_decay),
                              out_shape=tuple(int(s) for s in layer.output_shape),
                              in_shape=tuple(int(s) for s in layer.input_shape),
                              w_abs_sum=w_abs_sum, weight_rec=weight_rec, delays=delays))
     return out
+
+
+def _graded_in(net: FxNetwork, i: int) -> bool:
+    """Layer i receives graded messages: the chip input's graded spikes, or a sigma-delta layer's messages."""
+    return (i == 0 and net.input_bits > 0) or (i > 0 and net.layers[i - 1].sigma_delta)
+
+
+def _sigma_delta_bias(layer: FxLayer, device) -> torch.Tensor:
+    """A sigma-delta layer's bias as Lava holds it: netx's int32 bias_mant (broadcast per channel, (C, H, W)
+    order here) times 2**12 in int32, which wraps."""
+    b = (np.asarray(layer.bias).astype(np.int64) + _I32) % 2 ** 32 - _I32
+    b = (b * 2 ** SDNN_EXP + _I32) % 2 ** 32 - _I32
+    n_out = int(layer.output_shape[0])
+    if layer.kind == "conv" and b.size == n_out:
+        b = b.reshape(n_out, 1, 1)
+    else:
+        b = b.reshape(tuple(layer.output_shape)) if b.size > 1 else b.reshape(())
+    return torch.as_tensor(b, dtype=torch.int64, device=device)
 
 
 def _default_device() -> torch.device:
@@ -253,7 +274,8 @@ class EmulatorTrace:
 
     spike_counts[i]:   (B, *out_shape_i) int64 spikes of layer i summed over the T window steps
     output_voltage:    (B, T, *out_shape_out) int64 output layer's v after each step (after reset)
-    spikes[i]:         (B, T, *out_shape_i) bool, if record_spikes (or record_voltages)
+    spikes[i]:         (B, T, *out_shape_i) bool, if record_spikes (or record_voltages); int64 message values for
+                       a sigma-delta layer (its "spikes" are graded; spike_counts count the non-zero ones)
     voltages[i], currents[i]: (B, T, *out_shape_i) int64, if record_voltages
     Step index tau (0-based) of layer i (0-based) for sample n is Lava's global step
     n*T + (i + 1) + (tau + 1).
@@ -282,7 +304,7 @@ def emulate(net: FxNetwork, inputs, device=None, record_voltages: bool = False,
     """Run ``net`` on ``inputs`` (B, T, *input_shape), integer-valued: binary spikes when
     ``net.input_bits == 0`` (any non-zero value is a spike, as Lava's astype(bool)), graded
     (signed) spikes otherwise. Every sample starts from zero state."""
-    if any(l.weight_rec is not None or l.delay is not None for l in net.layers):
+    if net.sigma_delta or any(l.weight_rec is not None or l.delay is not None for l in net.layers):
         from .stream import emulate_stream            # state crosses the samples' windows: the global time line
         return emulate_stream(net, inputs, device=device, record_voltages=record_voltages,
                               record_spikes=record_spikes)

@@ -34,6 +34,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Union
@@ -41,7 +42,7 @@ from typing import List, Optional, Union
 import numpy as np
 
 from toolchain.errors import NetxError, SimulationError
-from toolchain.quantization.fixed_point import FxNetwork, SimulationResult
+from toolchain.quantization.fixed_point import NO_DELTA_BIAS, FxNetwork, SimulationResult
 from toolchain.io.netx import read_netx, write_netx
 
 from .emulator import readout_values
@@ -147,6 +148,14 @@ def _run_cfg(fixed_point: bool, target: str):
     raise SimulationError(f"unknown Lava target {target!r} (expected 'sim' or 'loihi2')")
 
 
+def state_var(neuron):
+    """The Var read as a layer's voltage: v (LIF), sigma (SigmaDelta, Sigma), the residue (Delta: an input layer's
+    sigma-delta encoder), as hw_targets/simulators/sigma_delta.py says."""
+    if hasattr(neuron, "v"):
+        return neuron.v
+    return neuron.residue if type(neuron).__name__ == "Delta" else neuron.sigma
+
+
 def _to_lava(a: np.ndarray, chw: bool) -> np.ndarray:
     """(steps, C, H, W) -> (W, H, C, steps); (steps, F) -> (F, steps)."""
     if chw:
@@ -222,8 +231,14 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
 
     t_start = time.perf_counter()
     timing = LavaTiming()
-    with contextlib.redirect_stdout(io.StringIO()), \
+    if net.sigma_delta and not fixed_point:
+        raise SimulationError("sigma-delta (SDNN) layers run in fixed point only here: their floating-point Lava "
+                              "models take other units")
+    if net.sigma_delta and net.input_neuron and net.input_feed == "bias":
+        raise SimulationError(NO_DELTA_BIAS)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), \
             np.errstate(divide="ignore", invalid="ignore"):     # netx prints/warns on its own
+        warnings.filterwarnings("ignore", message="Reset is not supported with Sigma Delta")  # as the emulator
         try:
             # input_shape (x, y, f) matters only for a file without an input layer whose first
             # layer is a conv (slayer's export); an input layer in the file overrides it
@@ -281,18 +296,19 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
             counters.append(c)
     n_pre = (L - 1) // T + 1          # reads of the output v before the first window ends
     v_reader = sink.Read(buffer=n_pre + N, interval=T, offset=(L - 1) % T)
-    v_reader.connect_var(lnet.layers[-1].neuron.v)
+    v_reader.connect_var(state_var(lnet.layers[-1].neuron))
     v_readers = []
     if record_voltages:
         for layer in lnet.layers:
             r = sink.Read(buffer=total)
-            r.connect_var(layer.neuron.v)
+            r.connect_var(state_var(layer.neuron))
             v_readers.append(r)
 
     shapes = [tuple(int(s) for s in l.output_shape) for l in net.layers]
     counts = [np.zeros(s, dtype=np.int64) for s in shapes]
     out_counts = np.zeros((N,) + shapes[-1], dtype=np.int64)
-    spikes = [np.zeros((N, T) + s, dtype=bool) for s in shapes] if record_steps else None
+    spikes = [np.zeros((N, T) + s, dtype=np.int64 if l.sigma_delta else bool) for s, l in zip(shapes, net.layers)] \
+        if record_steps else None
 
     def window(t: np.ndarray, k: int):
         rel = t - k - 1                       # k is 1-based
@@ -326,8 +342,8 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
                 counts[k - 1] += dk.sum(axis=0)
                 if k == L:
                     np.add.at(out_counts, n[ok], dk.astype(np.int64))
-                if spikes is not None:
-                    spikes[k - 1][n[ok], tau[ok]] = dk
+                if spikes is not None:             # a sigma-delta layer's graded messages as they are
+                    spikes[k - 1][n[ok], tau[ok]] = d[ok] if net.layers[k - 1].sigma_delta else dk
             timing.readback_s += time.perf_counter() - t_read
             t0 += steps
             now = int(np.clip((t0 - L) // T, 0, N))

@@ -11,6 +11,9 @@ state that the reset does not clear, so that a sample's window also sees the end
   later, ``a[t] = sum_d (W_d . s[t - 1 - d]) >> -weight_exp`` (each delay's sum shifted on its own, as the
   process's a_buff accumulates them), across window boundaries.
 
+Sigma-delta (SDNN) layers keep all their state across windows (netx does not reset them): they run over the whole
+stream too (hw_targets/simulators/sigma_delta.py), sending graded messages to the next layer.
+
 So this path runs the whole stream of N*T + L steps that Lava runs (samples back to back, the input as the Lava
 runner feeds it), layer after layer: the synapse over all steps at once; the neurons of a layer without recurrence
 in blocks between its resets (``t % T == (k + 1) % T`` for layer k, 1-based), each from zero state, batched by the
@@ -26,8 +29,9 @@ import numpy as np
 import torch
 
 from toolchain.errors import SimulationError
-from toolchain.quantization.fixed_point import FxNetwork
+from toolchain.quantization.fixed_point import NO_DELTA_BIAS, FxNetwork
 
+from . import sigma_delta
 from .emulator import (_M24, EmulatorTrace, _as_tensor, _default_device, _neuron, _synapse, lava_decay, prepare,
                        synaptic_bound, wrap_int16, wrap_int32)
 
@@ -172,19 +176,24 @@ def emulate_stream(net: FxNetwork, inputs, device=None, record_voltages: bool = 
         for k, p in enumerate(prepared, start=1):
             bias_t = None
             if p.kind == "input" and net.input_feed == "bias":
+                if p.layer.sigma_delta:
+                    raise SimulationError(NO_DELTA_BIAS)
                 bias_t = _bias_stream(x, T, total)
                 p = _as_bias_fed(p)
             a = _feedforward(p, s_prev)
-            if p.weight_rec is None and bias_t is None:
-                x_max = int(stream.abs().max()) if (k == 1 and (net.input_neuron or net.input_bits > 0)) else 1
+            if p.layer.sigma_delta:
+                s_k, v_k = sigma_delta.run_stream(p, a)
+                u_k = a
+            elif p.weight_rec is None and bias_t is None:
+                x_max = int(s_prev.abs().max()) if (p.graded_in or k == 1 and net.input_neuron) else 1
                 bound = synaptic_bound(p, x_max) + (len(p.delays) if p.delays else 0)
                 s_k, v_k, u_k = _neuron_blocks(p, a, k, T, bound)
             else:
                 s_k, v_k, u_k = _neuron_stream(p, a, bias_t, k, T)
             sw = _windows(s_k, k, N, T)
-            counts.append(sw.sum(dim=1, dtype=torch.int64).cpu())
+            counts.append((sw != 0).sum(dim=1, dtype=torch.int64).cpu())
             if keep:
-                spikes.append(sw.to(torch.bool).cpu())
+                spikes.append(sw.cpu() if p.layer.sigma_delta else sw.to(torch.bool).cpu())
             if record_voltages:
                 volts.append(_windows(v_k, k, N, T).cpu())
                 currs.append(_windows(u_k, k, N, T).cpu())

@@ -12,6 +12,8 @@ File layout (what ``lava.lib.dl.slayer``'s own ``export_hdf5`` writes, and what
                            kernelSize (kh, kw), stride (sy, sx), padding (py, px),
                            dilation (dy, dx), groups, weight (out, in/groups, kh, kw) float32,
                            [bias (out,)], neuron/{...}
+    sigma-delta neurons (slayer's sigma_delta blocks): neuron/{type 'SDNN', activation 'relu', vThMant
+                           [, sigma_output True on a Sigma layer]}; an input layer with one is Lava's Delta
 
 Shapes are stored in (C, H, W) order and conv parameters in (y, x) order; netx reverses both.
 Weights and biases are stored as float32, like slayer (exact for every integer below 2**24);
@@ -128,6 +130,13 @@ def _check_layer(i: int, layer: FxLayer, in_shape: Tuple[int, ...]) -> None:
 
 
 def _write_neuron(group, layer: FxLayer) -> None:
+    if layer.sigma_delta:                        # slayer's sigma-delta blocks: device_params of the SDNN neuron
+        group.create_dataset("neuron/type", data="SDNN")
+        group.create_dataset("neuron/activation", data="relu")
+        group.create_dataset("neuron/vThMant", data=int(layer.vth))
+        if layer.neuron == "sigma":
+            group.create_dataset("neuron/sigma_output", data=True)
+        return
     group.create_dataset("neuron/type", data="CUBA")
     group.create_dataset("neuron/iDecay", data=int(layer.i_decay))
     group.create_dataset("neuron/vDecay", data=int(layer.v_decay))
@@ -143,7 +152,8 @@ def _bias_dataset(layer: FxLayer) -> np.ndarray:
         b = b.reshape(layer.output_shape).transpose(2, 1, 0)
     else:
         b = b.reshape(-1)
-    return b.astype(np.float32)
+    exact = not b.size or np.abs(b).max() < 2 ** 24       # float32 holds every integer below 2**24
+    return b.astype(np.float32 if exact else np.float64)
 
 
 def _write_layers(f, net: FxNetwork) -> None:
@@ -317,24 +327,37 @@ def _read_neuron(group, where: str) -> Dict[str, int]:
     if "type" not in n:
         raise NetxError(f"{where}: neuron has no 'type'")
     ntype = _str(n["type"])
-    if ntype == "SDNN":
-        raise NetxError(f"{where}: sigma-delta (SDNN) neurons are not supported: netx runs them as Lava's "
-                        f"Sigma/Delta/SigmaDelta processes, which the emulator does not model")
     if "RF" in ntype:
         raise NetxError(f"{where}: resonate-and-fire neurons ('{ntype}') are not supported by the emulator")
     if "messageBits" in n:
         raise NetxError(f"{where}: neuron 'messageBits' cannot be run by netx (lava-dl 0.6 passes the dataset "
                         f"itself as the message bits and Lava's builder fails); slayer marks graded spikes with "
                         f"'gradedSpike' instead")
+    if ntype == "SDNN":
+        return _read_sigma_delta(n, where)
     if ntype not in SUPPORTED_NEURONS:
         raise NetxError(f"{where}: neuron type '{ntype}' is not supported (only CUBA/LOIHI "
-                        f"current-based LIF neurons)")
-    out = {}
+                        f"current-based LIF neurons and SDNN sigma-delta neurons)")
+    out = {"model": "cuba"}
     for key in ("iDecay", "vDecay", "vThMant"):
         if key not in n:
             raise NetxError(f"{where}: CUBA neuron has no '{key}'")
         out[key] = _int(n, key, f"{where}: neuron")
     return out
+
+
+def _read_sigma_delta(n, where: str) -> Dict[str, Any]:
+    """netx's SDNN neuron: Lava's Delta on an input layer, Sigma where 'sigma_output' is present, else SigmaDelta
+    (always ReLU: netx does not read 'activation'); spike_exp = state_exp = 6."""
+    activation = _str(n["activation"]).lower() if "activation" in n else "relu"
+    if activation != "relu":
+        warnings.warn(f"{where}: netx runs every SDNN neuron with a ReLU, not '{activation}'; so do the emulator "
+                      f"and Lava", DeploymentWarning, stacklevel=5)
+    if "sigma_output" in n:
+        return {"model": "sigma", "vThMant": 0, "iDecay": 4096, "vDecay": 0}
+    if "vThMant" not in n:
+        raise NetxError(f"{where}: SDNN neuron has no 'vThMant'")
+    return {"model": "sdnn", "vThMant": _int(n, "vThMant", f"{where}: neuron"), "iDecay": 4096, "vDecay": 0}
 
 
 def _bias(group, out_shape: Tuple[int, ...], kind: str, where: str) -> Optional[np.ndarray]:
@@ -427,11 +450,12 @@ def _sample_length(f, path: Path) -> int:
 
 def read_netx(path: PathLike, timesteps: Optional[int] = None,
               input_shape: Optional[Tuple[int, ...]] = None) -> FxNetwork:
-    """Read a netx HDF5 file (ours or any other with input/flatten/dense/conv layers and CUBA
+    """Read a netx HDF5 file (ours or any other with input/flatten/dense/dense_rec/conv layers and CUBA or SDNN
     neurons) into an FxNetwork. Raises NetxError with a one-line message.
 
     Without the toolchain's attributes: input coding 'poisson' (binary spikes), input_bits 0,
-    readout 'spikes', layer names 'layer{i}' (i = index of the layer in the file),
+    readout 'spikes' ('voltage', the last layer's sigma, for a sigma-delta output layer), layer names 'layer{i}'
+    (i = index of the layer in the file),
     num_classes = output neurons, timesteps = ``timesteps``, else the file's ``simulation/tSample``
     (slayer's export), else DEFAULT_TIMESTEPS. An explicit
     ``timesteps`` argument always wins over the file's. ``input_shape`` ((C, H, W) or (F,)) is
@@ -481,7 +505,7 @@ def _read_dense(g, where: str, i: int, cur_shape, flatten_next: bool, neuron: di
                         f"{n_out} x {n_in} (outputs x inputs of {cur_shape})")
     return FxLayer(name=f"layer{i}", kind="dense", weight=w, input_shape=cur_shape, output_shape=(n_out,),
                    vth=neuron["vThMant"], i_decay=neuron["iDecay"], v_decay=neuron["vDecay"],
-                   flatten_before=flatten_next)
+                   flatten_before=flatten_next, neuron=neuron["model"])
 
 
 def _read_conv(g, where: str, i: int, cur_shape, neuron: dict) -> FxLayer:
@@ -503,7 +527,7 @@ def _read_conv(g, where: str, i: int, cur_shape, neuron: dict) -> FxLayer:
                         f"in {groups} groups")
     layer = FxLayer(name=f"layer{i}", kind="conv", weight=w, input_shape=cur_shape,
                     output_shape=out_shape, vth=neuron["vThMant"],
-                    i_decay=neuron["iDecay"], v_decay=neuron["vDecay"],
+                    i_decay=neuron["iDecay"], v_decay=neuron["vDecay"], neuron=neuron["model"],
                     stride=_pair(g, "stride", 1, where, low=1), padding=_pair(g, "padding", 0, where),
                     dilation=_pair(g, "dilation", 1, where, low=1), groups=groups)
     computed = (int(w.shape[0]),) + _conv_out_hw(layer, cur_shape[1], cur_shape[2])
@@ -541,6 +565,9 @@ def _read_layer(g, where: str, i: int, cur_shape, flatten_next: bool, ltype: str
     else:
         layer = _read_conv(g, where, i, cur_shape, neuron)
     layer.bias = _bias(g, layer.output_shape, ltype, where)
+    if layer.neuron == "sigma" and layer.bias is not None:
+        raise NetxError(f"{where}: a sigma_output (Sigma) layer with a bias cannot be loaded by netx: Lava's Sigma "
+                        f"process takes no bias")
     try:
         layer.validate()                       # Loihi's ranges: what the chip (and the emulator) can hold
     except QuantizationError as e:
@@ -585,9 +612,11 @@ def _read(f, path: Path, timesteps: Optional[int],
                 # netx builds a neuron without a synapse (its Input block): lava-dl feeds it through the neuron's
                 # a_in or its bias; the file's input 'weight'/'bias' (its transform) are not used by Lava
                 neuron = _read_neuron(g, where)
+                if neuron["model"] == "sigma":     # netx gives an input layer a Delta whatever the file says
+                    neuron = _read_sigma_delta({k: v for k, v in g["neuron"].items() if k != "sigma_output"}, where)
                 layers.append(FxLayer(name=f"layer{i}", kind="input", weight=np.zeros((0,), dtype=int),
                                       input_shape=input_shape, output_shape=input_shape, vth=neuron["vThMant"],
-                                      i_decay=neuron["iDecay"], v_decay=neuron["vDecay"]))
+                                      i_decay=neuron["iDecay"], v_decay=neuron["vDecay"], neuron=neuron["model"]))
             continue
         if ltype == "flatten":
             flatten_next = True
@@ -691,7 +720,7 @@ def _network(attrs, path: Path, input_shape, layers: List[FxLayer], timesteps: O
         input_coding=_attr_choice(attrs, "input_coding", "poisson", CODINGS.names(), path),
         input_bits=_attr_number(attrs, "input_bits", 0, path, True, 0, MAX_INPUT_BITS),
         input_scale=_attr_number(attrs, "input_scale", 1.0, path, low=1e-30, high=1e30),
-        readout=_attr_choice(attrs, "readout", "spikes", READOUTS, path),
+        readout=_attr_choice(attrs, "readout", "voltage" if layers[-1].sigma_delta else "spikes", READOUTS, path),
         mean=_attr_floats(attrs, "mean", channels, path),
         std=_attr_floats(attrs, "std", channels, path, positive=True),
         metadata=metadata,

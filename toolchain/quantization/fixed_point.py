@@ -30,6 +30,16 @@ t + k; with samples presented back to back (T steps each, netx reset_interval=T,
 reset_offset=1, staggered per layer), sample n occupies steps n*T + k + 1 .. n*T + k + T of
 layer k, and in that window a_k[tau] = synapse(s_{k-1}[tau]) from zero state, tau = 1..T
 (see hw_targets/simulators/lava.py). "The last step" of a sample is the end of the output layer's window.
+
+Sigma-delta layers (`neuron` "sdnn" / "sigma", netx's SDNN neurons, Lava's Delta / SigmaDelta / Sigma processes with
+netx's spike_exp = state_exp = 6; hw_targets/simulators/sigma_delta.py emulates them) send graded int32 messages and
+keep their state across samples (netx ignores the reset interval for them):
+
+    sigma[t] = sigma[t-1] + a[t]                   # SigmaDelta and Sigma
+    act[t]   = max(sigma[t] + (bias << 12), 0)     # SigmaDelta (ReLU); Delta (an input layer): act = a[t] << 12
+    d[t]     = act[t] - act[t-1] + r[t-1]
+    m[t]     = d[t] if |d[t]| >= vth << 12 else 0;  r[t] = d[t] - m[t]
+    message  = m[t] >> 6                           # Sigma sends sigma[t] itself
 """
 from __future__ import annotations
 
@@ -50,6 +60,12 @@ VOLTAGE_READOUT = "voltage readout"    # what a layer read by its voltage shows 
 VOLTAGE_READOUT_NOTE = ("voltage readout: the output layer is read by its neurons' voltage at the last step (the "
                         "class is the highest), so it is built not to spike")
 READOUTS = ("voltage", "spikes")
+NEURONS = ("cuba", "sdnn", "sigma")    # CUBA LIF; sigma-delta (Delta on an input layer, else SigmaDelta); Sigma
+SDNN_EXP = 12                          # netx's spike_exp + state_exp: vth and bias are stored << 12
+SDNN_VTH_MAX = 2 ** 19 - 1             # vth << 12 must fit Lava's int32 Var
+INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
+NO_DELTA_BIAS = ("a sigma-delta input layer (Lava's Delta) has no bias: its input is fed as values into its a_in "
+                 "(--input-feed spikes)")
 
 
 def _integers(values: np.ndarray, what: str, name: str) -> np.ndarray:
@@ -87,6 +103,12 @@ class FxLayer:
     source: str = ""                    # the toolchain layers this was lowered from
     relays_out: int = 0                 # the last output channels are relays carrying a residual block's shortcut
     relays_in: int = 0                  # the last input channels are relays (toolchain.ir.relays)
+    neuron: str = "cuba"                # one of NEURONS: "sdnn"/"sigma" send graded messages, keep state across samples
+
+    @property
+    def sigma_delta(self) -> bool:
+        """A sigma-delta layer (SDNN: Delta, SigmaDelta or Sigma): graded messages, state kept across samples."""
+        return self.neuron != "cuba"
 
     @property
     def neurons(self) -> int:
@@ -104,6 +126,11 @@ class FxLayer:
         if w.size and (w.min() < WEIGHT_MIN or w.max() > WEIGHT_MAX):
             raise QuantizationError(f"layer '{self.name}': weights span [{w.min()}, {w.max()}], "
                                     f"outside Loihi's [{WEIGHT_MIN}, {WEIGHT_MAX}]")
+        if self.neuron not in NEURONS:
+            raise QuantizationError(f"layer '{self.name}': neuron {self.neuron!r} is not one of {', '.join(NEURONS)}")
+        if self.sigma_delta:
+            self._validate_sigma_delta()
+            return
         if not 0 <= self.vth <= VTH_MAX:
             raise QuantizationError(f"layer '{self.name}': threshold {self.vth} is outside the 17-bit range [0, {VTH_MAX}]")
         if not 1 <= self.i_decay <= DECAY_UNITY or not 0 <= self.v_decay < DECAY_UNITY:
@@ -114,6 +141,19 @@ class FxLayer:
             if b.size and (b.min() < BIAS_MIN or b.max() > BIAS_MAX):
                 raise QuantizationError(f"layer '{self.name}': bias spans [{b.min()}, {b.max()}], "
                                         f"outside the 13-bit range [{BIAS_MIN}, {BIAS_MAX}]")
+
+    def _validate_sigma_delta(self) -> None:
+        """A sigma-delta layer's threshold is stored << 12 in an int32 Var; its bias is int32 (netx casts it)."""
+        if self.neuron == "sigma" and self.kind == "input":
+            raise QuantizationError(f"layer '{self.name}': an input layer with a neuron is a Delta encoder in netx, "
+                                    f"not a Sigma decoder")
+        if not 0 <= self.vth <= SDNN_VTH_MAX:
+            raise QuantizationError(f"layer '{self.name}': sigma-delta threshold {self.vth} is outside [0, "
+                                    f"{SDNN_VTH_MAX}] (Lava holds it << 12 in an int32)")
+        if self.bias is not None:
+            b = _integers(np.asarray(self.bias), "biases", self.name)
+            if b.size and (b.min() < INT32_MIN or b.max() > INT32_MAX):
+                raise QuantizationError(f"layer '{self.name}': bias spans [{b.min()}, {b.max()}], outside int32")
 
 
 @dataclass
@@ -132,6 +172,11 @@ class FxNetwork:
     mean: Tuple[float, ...] = ()        # per-channel normalization applied before coding
     std: Tuple[float, ...] = ()
     metadata: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def sigma_delta(self) -> bool:
+        """Any layer is sigma-delta (its state crosses the samples' windows)."""
+        return any(layer.sigma_delta for layer in self.layers)
 
     def readout_layer(self) -> Optional[str]:
         """The layer read by its voltage, whose neurons do not spike (readout "voltage"), or None."""

@@ -1,0 +1,70 @@
+"""Sigma-delta (SDNN) neurons as Lava's fixed_pt process models run them (lava-nc 0.10.0, lava/proc/sdn/models.py),
+with the parameters netx gives them (spike_exp = state_exp = 6, cum_error off, ReLU):
+
+* Delta (``PyDeltaModelFixed``, netx's input layer with an SDNN neuron):
+  ``x = a_in << 12``; ``d = x - act + r``; ``m = d if |d| >= vth << 12 else 0``; ``r = d - m``; ``act = x``;
+  it sends ``m >> 6``.
+* SigmaDelta (``PySigmaDeltaModelFixed``): ``sigma = sigma + a_in``; ``act_new = max(sigma + (bias << 12), 0)``,
+  then the same delta step against the previous ``act``; it sends ``m >> 6``.
+* Sigma (``PySigmaModelFixed``, a layer with ``sigma_output``): ``sigma = sigma + a_in``; it sends ``sigma``.
+
+Every Var is an int32 numpy array, so each sum wraps at 32 bits; ``np.abs`` of -2**31 stays negative, so that
+value never passes the threshold. Nothing is reset between samples (netx ignores the reset interval for these
+neurons), so a layer runs over the whole stream of Lava's global steps (hw_targets/simulators/stream.py): sigma is
+a running sum (an exact int64 cumsum, wrapped), act follows from it step by step without recurrence, and only the
+residue r is carried from one step to the next. What a layer "holds" for verification (its ``voltages``) is sigma
+for SigmaDelta and Sigma, the residue r for Delta (its only state besides the input it just saw).
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+from toolchain.quantization.fixed_point import SDNN_EXP
+
+_STATE_EXP = 6
+_I32_MIN = -2 ** 31
+
+
+def _wrap32(x: torch.Tensor) -> torch.Tensor:
+    return torch.bitwise_and(x + 2 ** 31, 0xFFFFFFFF) - 2 ** 31
+
+
+def activations(p, a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(act, sigma) over the stream, (total, *out) int64 each, from the synaptic input a (int32 values, int64)."""
+    if p.kind == "input":                                  # Delta: the input itself, << 12
+        act = _wrap32(torch.bitwise_left_shift(a, SDNN_EXP))
+        return act, torch.zeros_like(act)
+    sigma = _wrap32(torch.cumsum(a, dim=0))                # int32 adds wrap: the wrapped running sum
+    if p.layer.neuron == "sigma":
+        return sigma, sigma
+    biased = _wrap32(sigma + p.bias) if p.bias is not None else sigma
+    return torch.clamp_min(biased, 0), sigma
+
+
+def delta_encode(act: torch.Tensor, vth: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(messages m >> 6, residues r), (total, *out) int64, of the delta encoder over the stream of act."""
+    total = act.shape[0]
+    messages = torch.empty_like(act)
+    residues = torch.empty_like(act)
+    r = torch.zeros_like(act[0])
+    prev = torch.zeros_like(act[0])
+    for t in range(total):
+        d = _wrap32(act[t] - prev + r)
+        fire = (torch.abs(d) >= vth) & (d != _I32_MIN)
+        m = torch.where(fire, d, torch.zeros_like(d))
+        r = d - m
+        messages[t] = torch.bitwise_right_shift(m, _STATE_EXP)
+        residues[t] = r
+        prev = act[t]
+    return messages, residues
+
+
+def run_stream(p, a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A sigma-delta layer over the stream: (messages, state), (total, *out) int64; see the module docstring."""
+    act, sigma = activations(p, a)
+    if p.layer.neuron == "sigma":
+        return sigma, sigma
+    messages, residues = delta_encode(act, p.vth)
+    return messages, (residues if p.kind == "input" else sigma)
