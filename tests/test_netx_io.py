@@ -246,15 +246,21 @@ def test_stock_loader_also_rejects_pool(tmp_path):
         Network(net_config=str(path))
 
 
-def test_wrong_neuron_type(tmp_path):
+@pytest.mark.parametrize("neuron_type,drop,text", [
+    ("ALIF", None, "neuron type 'ALIF' is not supported"),
+    ("SDNN", "vThMant", "SDNN neuron has no 'vThMant'"),
+])
+def test_wrong_neuron_type(tmp_path, neuron_type, drop, text):
     path = write_netx(make_dense_net(), tmp_path / "n.net")
     with h5py.File(path, "a") as f:
         del f["layer/2/neuron/type"]
-        f["layer/2"].create_dataset("neuron/type", data="SDNN")
+        f["layer/2"].create_dataset("neuron/type", data=neuron_type)
+        if drop:
+            del f[f"layer/2/neuron/{drop}"]
     with pytest.raises(NetxError) as e:
         read_netx(path)
     msg = one_line(e)
-    assert "SDNN" in msg and "layer 2" in msg
+    assert text in msg and "layer 2" in msg
 
 
 def test_dense_weight_count_mismatch(tmp_path):

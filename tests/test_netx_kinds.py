@@ -253,3 +253,21 @@ def test_a_sigma_delta_input_cannot_be_fed_as_bias(tmp_path):
     x = np.ones((1, net.timesteps) + net.input_shape, np.int64)
     with pytest.raises(SimulationError, match="Delta\\) has no bias"):
         emulate(net, x, device="cpu")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_delta_encoder_keeps_int32_min_and_matches_step_by_step(native, monkeypatch):
+    """np.abs(-2**31) is -2**31 in int32, so that value never passes the threshold and stays in the residue; the
+    compiled encoder and the torch-op one agree on random streams that wrap."""
+    from hw_targets.simulators import sigma_delta
+    from toolchain.neurons.kernels import native as kernels
+    if native and kernels.library() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("SNNTC_NATIVE", "1" if native else "0")
+    act = torch.tensor([[0], [-2 ** 31], [0], [5 * 4096]], dtype=torch.int64)
+    messages, residues = sigma_delta.delta_encode(act, 4096)
+    assert messages[:, 0].tolist() == [0, 0, 0, 320] and residues[:, 0].tolist() == [0, -2 ** 31, 0, 0]
+    g = torch.Generator().manual_seed(0)
+    act = torch.randint(-2 ** 31, 2 ** 31, (40, 3, 700), generator=g, dtype=torch.int64)
+    a, b = sigma_delta.delta_encode(act, 2 ** 24), sigma_delta.delta_encode_steps(act, 2 ** 24)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and 0 < int((a[0] != 0).sum()) < a[0].numel()

@@ -44,10 +44,34 @@ def activations(p, a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def delta_encode(act: torch.Tensor, vth: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(messages m >> 6, residues r), (total, *out) int64, of the delta encoder over the stream of act."""
+    """(messages m >> 6, residues r), (total, *out) int64, of the delta encoder over the stream of act: the compiled
+    kernel on the CPU where it can be built (one pass over memory), else step by step in torch ops."""
+    if act.device.type == "cpu":
+        from toolchain.neurons.kernels.native import library
+        if library() is not None:
+            return _delta_encode_native(act, vth)
+    return delta_encode_steps(act, vth)
+
+
+def _delta_encode_native(act: torch.Tensor, vth: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    from toolchain.errors import SimulationError
+    from toolchain.neurons.kernels.native.calls import DeltaEncode
+    act = act.contiguous()
+    messages, residues = torch.empty_like(act), torch.empty_like(act)
+    total = int(act.shape[0])
+    n = int(act.numel() // total) if total else 0
+    if DeltaEncode(total, n, act, vth, messages, residues).run() != 0:
+        raise SimulationError("the compiled sigma-delta encoder refused its arguments")
+    return messages, residues
+
+
+def delta_encode_steps(act: torch.Tensor, vth: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """delta_encode in torch ops, step by step (any device)."""
     total = act.shape[0]
     messages = torch.empty_like(act)
     residues = torch.empty_like(act)
+    if total == 0:
+        return messages, residues
     r = torch.zeros_like(act[0])
     prev = torch.zeros_like(act[0])
     for t in range(total):

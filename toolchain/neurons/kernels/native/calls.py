@@ -142,3 +142,19 @@ class CubaBackward:
             _f64(self.grad), self.steps, self.n, _ptr(self.g_spikes), _ptr(self.g_v), _ptr(self.g_u),
             self.flags.data_ptr(), _ptr(self.dts), _ptr(self.lut), _ptr(self.factor), self.grad.data_ptr(),
             _ptr(self.g_bias), float(self.vth64), int(self.i_decay), int(self.v_decay), threads())
+
+
+@dataclass
+class DeltaEncode:
+    """snn_delta_encode: the emulator's sigma-delta encoder (hw_targets/simulators/sigma_delta.py) over a stream of
+    `steps` steps of `n` neurons; int64 buffers (steps, n), contiguous."""
+    steps: int
+    n: int
+    act: torch.Tensor                           # the activation at each step
+    vth: int                                    # vth << 12
+    messages: torch.Tensor                      # out: m >> 6
+    residues: torch.Tensor                      # out: r
+
+    def run(self) -> int:
+        return library().snn_delta_encode(self.steps, self.n, self.act.data_ptr(), int(self.vth),
+                                          self.messages.data_ptr(), self.residues.data_ptr(), threads())
