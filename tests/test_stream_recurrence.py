@@ -178,3 +178,20 @@ def test_coupled_windows_match_lava():
     assert int(rec[:-1, -1].sum()) > 0 and not torch.equal(rec, zs[:N])   # the boundaries change the windows
     report = verify(net, x)
     assert report.ok, report.summary()
+
+
+def test_an_input_neuron_fed_by_its_bias_runs_in_windows_as_step_by_step(tmp_path):
+    """The stream path's other step-varying neuron: netx's input neuron whose bias is each sample's value."""
+    from dataclasses import replace
+    from netx_kinds import KINDS, write_input_neuron
+    from hw_targets.simulators.stream import _bias_stream
+    from toolchain.io.netx import read_netx
+    net = read_netx(write_input_neuron(tmp_path))
+    T, N = net.timesteps, 5
+    x = torch.as_tensor(KINDS[2].inputs(net, N, seed=4))
+    p = replace(prepare(net, "cpu")[0], kind="input-bias")
+    bias_t = _bias_stream(x, T, N * T + len(net.layers))
+    a = torch.zeros((bias_t.shape[0],) + p.out_shape, dtype=torch.int64)
+    ref = _step_by_step(p, a, bias_t, 1, T)
+    *got, rounds = _neuron_windows(p, a, bias_t, 1, T)
+    assert all(torch.equal(r, g) for r, g in zip(ref, got)) and rounds == 1 and int(ref[0].sum()) > 0
