@@ -17,8 +17,10 @@ stream too (hw_targets/simulators/sigma_delta.py), sending graded messages to th
 So this path runs the whole stream of N*T + L steps that Lava runs (samples back to back, the input as the Lava
 runner feeds it), layer after layer: the synapse over all steps at once; the neurons of a layer without recurrence
 in blocks between its resets (``t % T == (k + 1) % T`` for layer k, 1-based), each from zero state, batched by the
-emulator's own neuron; a recurrent layer's neurons and feedback step by step (int64 with Lava's int32 and 24-bit
-wraps). The windows are then cut out into the EmulatorTrace the batched path returns.
+emulator's own neuron; a recurrent layer's windows in parallel too, local step by local step (int64 with Lava's
+int32 and 24-bit wraps), the feedback into each window's first step (its predecessor's last spikes) solved by
+iteration (``_neuron_windows``: typically 2-3 rounds, at most _MAX_ROUNDS before it finishes window by window).
+The windows are then cut out into the EmulatorTrace the batched path returns.
 """
 from __future__ import annotations
 
@@ -86,44 +88,135 @@ def _feedforward(p, s_prev: torch.Tensor) -> torch.Tensor:
     return wrap_int32(a)
 
 
-def _neuron_stream(p, a: torch.Tensor, bias_t: Optional[torch.Tensor], k: int, T: int):
-    """CUBA neurons of layer k (1-based) over the whole stream: reset at each window start, the recurrent synapse
-    (if any) from the previous step's spikes. Returns (spikes uint8, v, u), each (total, *out)."""
-    total = a.shape[0]
-    u = torch.zeros(p.out_shape, dtype=torch.int64, device=a.device)
-    v = torch.zeros_like(u)
-    s_last = torch.zeros(p.out_shape, dtype=torch.float64, device=a.device)
-    spikes = torch.empty((total,) + p.out_shape, dtype=torch.uint8, device=a.device)
-    v_all, u_all = torch.empty_like(a), torch.empty_like(a)
+_MAX_ROUNDS = 32      # parallel rounds of _neuron_windows before it finishes window by window
+
+
+def _cuba_step(p, u: torch.Tensor, v: torch.Tensor, a_t: torch.Tensor, bias):
+    """One step of the CUBA neuron (int64 with Lava's int32 and 24-bit wraps): (spiked bool, v, u)."""
     two24 = 2 * _M24
-    reset_phase = (k + 1) % T
-    for i in range(total):
-        t = i + 1
-        if t % T == reset_phase:
+    dc = wrap_int32(lava_decay(u, p.du) + wrap_int32(torch.bitwise_left_shift(a_t, 6)))
+    u = torch.where(dc > _M24, dc - two24, torch.where(dc <= -_M24, dc + two24, dc))
+    vv = lava_decay(v, p.dv) + u
+    if bias is not None:
+        vv = vv + bias
+    vv = torch.clamp(wrap_int32(vv), -_M24 + 1, _M24 - 1)
+    spk = vv > p.vth
+    return spk, torch.where(spk, torch.zeros_like(vv), vv), u
+
+
+def _with_feedback(p, a_t: torch.Tensor, s_last: torch.Tensor) -> torch.Tensor:
+    """a_t plus the recurrent synapse's input from the previous step's spikes s_last (float64, like a_t):
+    the sum shifted by weight_exp, then Lava's int32 channel."""
+    if p.weight_rec is None:
+        return a_t
+    rec = torch.round(s_last.reshape(s_last.shape[0], -1) @ p.weight_rec).to(torch.int64).reshape(a_t.shape)
+    return wrap_int32(a_t + _shift(rec, p.weight_exp))
+
+
+def _neuron_steps(p, a: torch.Tensor, bias_t: Optional[torch.Tensor], k: int, T: int):
+    """CUBA neurons of layer k (1-based) step by step from global step 1: reset at each window start, the
+    recurrent synapse (if any) from the previous step's spikes. Returns (spikes uint8, v, u), each (steps, *out).
+    _neuron_windows runs the first steps (before layer k's first window) with it."""
+    steps = a.shape[0]
+    u = torch.zeros((1,) + p.out_shape, dtype=torch.int64, device=a.device)
+    v = torch.zeros_like(u)
+    s_last = torch.zeros_like(u, dtype=torch.float64)
+    spikes = torch.empty((steps,) + p.out_shape, dtype=torch.uint8, device=a.device)
+    v_all, u_all = torch.empty_like(a), torch.empty_like(a)
+    for i in range(steps):
+        if (i + 1) % T == (k + 1) % T:
             u.zero_()
             v.zero_()
-        a_t = a[i]
-        if p.weight_rec is not None:
-            rec = torch.round(s_last.reshape(1, -1) @ p.weight_rec).to(torch.int64).reshape(p.out_shape)
-            a_t = wrap_int32(a_t + _shift(rec, p.weight_exp))
-        dc = wrap_int32(lava_decay(u, p.du) + wrap_int32(torch.bitwise_left_shift(a_t, 6)))
-        u = torch.where(dc > _M24, dc - two24, torch.where(dc <= -_M24, dc + two24, dc))
-        vv = lava_decay(v, p.dv) + u
-        if bias_t is not None:
-            vv = vv + bias_t[i]
-        elif p.bias is not None:
-            vv = vv + p.bias
-        vv = torch.clamp(wrap_int32(vv), -_M24 + 1, _M24 - 1)
-        spk = vv > p.vth
-        v = torch.where(spk, torch.zeros_like(vv), vv)
-        spikes[i] = spk.to(torch.uint8)
-        v_all[i], u_all[i] = v, u
+        bias = bias_t[i] if bias_t is not None else p.bias
+        spk, v, u = _cuba_step(p, u, v, _with_feedback(p, a[i:i + 1], s_last), bias)
+        spikes[i], v_all[i], u_all[i] = spk[0], v[0], u[0]
         s_last = spk.to(torch.float64)
     return spikes, v_all, u_all
 
 
+def _as_windows(stream: Optional[torch.Tensor], M: int, T: int) -> Optional[torch.Tensor]:
+    """(M, T, *shape): a stream that starts at a window start, zero-padded to M whole windows."""
+    if stream is None:
+        return None
+    pad = torch.zeros((M * T - stream.shape[0],) + tuple(stream.shape[1:]), dtype=stream.dtype, device=stream.device)
+    return torch.cat([stream, pad]).reshape((M, T) + tuple(stream.shape[1:]))
+
+
+def _run_windows(p, aw: torch.Tensor, bw: Optional[torch.Tensor], boundary: torch.Tensor, out, idx=None):
+    """Run the windows idx (all if None) in parallel, each from zero state (its first step is a reset), with the
+    spikes boundary[n] (float64) of the step before it fed back at its first step; writes (spikes, v, u) into out."""
+    a_w = aw if idx is None else aw[idx]
+    b_w = bw if (bw is None or idx is None) else bw[idx]
+    s_last = boundary if idx is None else boundary[idx]
+    u = torch.zeros_like(a_w[:, 0])
+    v = torch.zeros_like(u)
+    s, vs, us = (torch.empty(a_w.shape, dtype=o.dtype, device=o.device) for o in out)
+    for tau in range(a_w.shape[1]):
+        spk, v, u = _cuba_step(p, u, v, _with_feedback(p, a_w[:, tau], s_last),
+                               b_w[:, tau] if b_w is not None else p.bias)
+        s[:, tau], vs[:, tau], us[:, tau] = spk, v, u
+        s_last = spk.to(torch.float64)
+    for o, r in zip(out, (s, vs, us)):
+        if idx is None:
+            o.copy_(r)
+        else:
+            o[idx] = r
+
+
+def _boundaries_changed(out, boundary: torch.Tensor) -> torch.Tensor:
+    """Indices n >= 1 of the windows whose boundary differs from window n-1's computed last spikes."""
+    last = out[0][:-1, -1].to(torch.float64)
+    return (last != boundary[1:]).reshape(last.shape[0], -1).any(dim=1).nonzero().reshape(-1) + 1
+
+
+def _neuron_windows(p, a: torch.Tensor, bias_t: Optional[torch.Tensor], k: int, T: int,
+                    max_rounds: int = _MAX_ROUNDS):
+    """What _neuron_steps computes over the whole stream, with layer k's windows run in parallel.
+
+    The steps 1..k before the first window run step by step; from step k + 1 on the stream is whole windows of T
+    steps (the last one padded), each starting from the reset, so that the only coupling between them is the
+    spikes of the step before a window (its boundary), fed back at its first step. Window 0's boundary is known
+    exactly; the others are solved by iteration: guess zeros, run the windows, set each boundary to its
+    predecessor's last spikes and re-run those that changed, until none changes (window n is exact from round
+    n + 1 on, so a consistent set is the exact one). After max_rounds rounds the rest is finished window by
+    window from the first unsettled one. Returns (spikes uint8, v, u), each (total, *out), and the rounds run."""
+    total = a.shape[0]
+    first = min(k, total)
+    pre = _neuron_steps(p, a[:first], None if bias_t is None else bias_t[:first], k, T)
+    M = -(-(total - first) // T)
+    if M == 0:
+        return pre + (0,)
+    aw = _as_windows(a[first:], M, T)
+    bw = _as_windows(None if bias_t is None else bias_t[first:], M, T)
+    out = (torch.empty(aw.shape, dtype=torch.uint8, device=a.device), torch.empty_like(aw), torch.empty_like(aw))
+    boundary = torch.zeros(aw[:, 0].shape, dtype=torch.float64, device=a.device)
+    boundary[0] = pre[0][-1].to(torch.float64) if first else 0
+    _run_windows(p, aw, bw, boundary, out)
+    rounds = 1
+    changed = _boundaries_changed(out, boundary) if p.weight_rec is not None else torch.zeros(0, dtype=torch.long)
+    while changed.numel() and rounds < max_rounds:
+        boundary[changed] = out[0][changed - 1, -1].to(torch.float64)
+        _run_windows(p, aw, bw, boundary, out, changed)
+        rounds += 1
+        changed = _boundaries_changed(out, boundary)
+    if changed.numel():
+        _finish_by_window(p, aw, bw, boundary, out, int(changed[0]))
+    cat = lambda i: torch.cat([pre[i], out[i].reshape((M * T,) + p.out_shape)])[:total]
+    return cat(0), cat(1), cat(2), rounds
+
+
+def _finish_by_window(p, aw, bw, boundary, out, start: int) -> None:
+    """Windows start.. one after the other, each re-run only where its predecessor's last spikes differ from its
+    boundary (windows before start are settled)."""
+    for n in range(start, aw.shape[0]):
+        last = out[0][n - 1, -1].to(torch.float64)
+        if not torch.equal(last, boundary[n]):
+            boundary[n] = last
+            _run_windows(p, aw, bw, boundary, out, torch.tensor([n], device=aw.device))
+
+
 def _neuron_blocks(p, a: torch.Tensor, k: int, T: int, a_bound: int):
-    """The same as _neuron_stream for a layer without recurrence, batched: the reset at every t = (k+1) mod T
+    """The same as _neuron_steps for a layer without recurrence, batched: the reset at every t = (k+1) mod T
     starts each block of T steps from zero state (and so does step 1), so the stream is a short first block and
     then full blocks, each run by the batched emulator's neuron. Returns (spikes uint8, v, u), each (total, *out)."""
     total = a.shape[0]
@@ -189,7 +282,7 @@ def emulate_stream(net: FxNetwork, inputs, device=None, record_voltages: bool = 
                 bound = synaptic_bound(p, x_max) + (len(p.delays) if p.delays else 0)
                 s_k, v_k, u_k = _neuron_blocks(p, a, k, T, bound)
             else:
-                s_k, v_k, u_k = _neuron_stream(p, a, bias_t, k, T)
+                s_k, v_k, u_k, _ = _neuron_windows(p, a, bias_t, k, T)
             sw = _windows(s_k, k, N, T)
             counts.append((sw != 0).sum(dim=1, dtype=torch.int64).cpu())
             if keep:
