@@ -3,7 +3,7 @@
     python benchmarks/emulator_vs_lava.py [NETX_FILE ...] [--suite] [--samples 8,1024] [--timesteps 16]
                                           [--lava-samples 64] [--batch-size 64] [--device cpu|cuda] [--json FILE]
 
-Networks: the benchmark's demo network (a random 5-layer conv net on 2x16x16 inputs: conv 2->8 3x3 p1 | conv 8->16
+Networks (``--large``: also a PilotNet-shaped conv net for 3x66x200 images, LIF and sigma-delta): the benchmark's demo network (a random 5-layer conv net on 2x16x16 inputs: conv 2->8 3x3 p1 | conv 8->16
 3x3 s2 p1 | conv 16->16 3x3 p1 (groups 2) | flatten+dense 1024->64 | dense 64->10), every NETX_FILE given, and with
 ``--suite`` each test network of the stock layer kinds (tests/netx_kinds.py). For each network and sample count N
 it reports, measured in this one process on the same random inputs:
@@ -57,6 +57,44 @@ def random_conv_net(timesteps: int, seed: int = 0, input_bits: int = 0) -> FxNet
         layers[0].vth = min(2000 * 2 ** (input_bits - 1) // 4, 2 ** 17 - 1)
     return FxNetwork((2, 16, 16), layers, num_classes=10, timesteps=timesteps,
                      input_bits=input_bits, readout="spikes")
+
+
+def pilotnet(timesteps: int, sigma_delta: bool, seed: int = 0) -> FxNetwork:
+    """A PilotNet-shaped network for 3x66x200 driving images, as lava-dl's tutorials deploy it (random weights):
+    conv 3->24 | 24->36 | 36->64 (3x3, stride 2) | conv 64->64 3x3 | flatten + dense 7040->100 | 100->50 | 50->10.
+    With ``sigma_delta``: a Delta input layer, SigmaDelta layers and a Sigma output (the SDNN version), else CUBA LIF
+    neurons on binary input spikes."""
+    rng = np.random.default_rng(seed)
+    neuron = "sdnn" if sigma_delta else "cuba"
+    shapes = [(3, 66, 200), (24, 32, 99), (36, 15, 49), (64, 7, 24), (64, 5, 22)]
+    layers = []
+    if sigma_delta:
+        layers.append(FxLayer("input", "input", np.zeros((0,), int), shapes[0], shapes[0], vth=4, neuron=neuron))
+    for i in range(4):
+        c_in, c_out = shapes[i][0], shapes[i + 1][0]
+        w = rng.integers(*((-3, 4) if sigma_delta else (-60, 64)), (c_out, c_in, 3, 3)) * 2
+        layers.append(FxLayer(f"conv{i + 1}", "conv", w, shapes[i], shapes[i + 1], neuron=neuron,
+                              vth=(4 if sigma_delta else 600 + 300 * i), i_decay=1024, v_decay=256,
+                              stride=(2, 2) if i < 3 else (1, 1)))
+    sizes = [int(np.prod(shapes[-1])), 100, 50, 10]
+    for j in range(3):
+        w = rng.integers(*((-3, 4) if sigma_delta else (-64, 64)), (sizes[j + 1], sizes[j])) * 2
+        last = j == 2
+        layers.append(FxLayer(f"fc{j + 1}", "dense", w, (shapes[-1] if j == 0 else (sizes[j],)), (sizes[j + 1],),
+                              vth=(0 if last else 4) if sigma_delta else 2000, i_decay=1024, v_decay=256,
+                              flatten_before=(j == 0), is_output=last,
+                              neuron=("sigma" if last else neuron) if sigma_delta else "cuba"))
+    return FxNetwork(shapes[0], layers, num_classes=10, timesteps=timesteps, input_coding="direct",
+                     input_bits=8 if sigma_delta else 0, readout="voltage" if sigma_delta else "spikes",
+                     input_feed="spikes")
+
+
+def video_inputs(net: FxNetwork, n: int, seed: int) -> np.ndarray:
+    """Frames for a sigma-delta network: each sample a random image 0..255 drifting by a few levels per step."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (n, 1) + tuple(net.input_shape))
+    drift = rng.integers(-3, 4, (n, net.timesteps) + tuple(net.input_shape)).cumsum(axis=1)
+    return np.clip(base + drift, 0, 255).astype(np.int32)
 
 
 def make_inputs(net: FxNetwork, n: int, t: int, seed: int) -> np.ndarray:
@@ -172,6 +210,10 @@ def networks(args):
             yield os.path.basename(path), net, path, None, None
         except ToolchainError as exc:
             yield os.path.basename(path), None, path, one_line(exc), None
+    if args.large:
+        yield "pilotnet LIF", pilotnet(args.timesteps, False, args.seed), None, None, None
+        yield "pilotnet SDNN", pilotnet(args.timesteps, True, args.seed), None, None, \
+            lambda net, n, seed: video_inputs(net, n, seed)
     if args.suite:
         import tempfile
         sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -190,6 +232,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("netx", nargs="*", help="netx HDF5 files (the demo network is always run first)")
     ap.add_argument("--suite", action="store_true", help="also every test network of the stock layer kinds")
+    ap.add_argument("--large", action="store_true",
+                    help="also PilotNet-shaped networks for 3x66x200 images, with LIF and with sigma-delta neurons")
     ap.add_argument("--samples", default="8,1024", help="sample counts, comma-separated (default 8,1024)")
     ap.add_argument("--timesteps", type=int, default=16)
     ap.add_argument("--lava-samples", type=int, default=64,
