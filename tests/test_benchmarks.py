@@ -91,3 +91,13 @@ def test_emulator_vs_lava_reports_steady_states_and_refuses_in_one_line(tmp_path
         assert r["emulator"]["samples"] == r["samples"] and r["emulator"]["prepare_s"] > 0
     assert any(r["network"] == "bad.net" and "not an HDF5 file" in r["error"] for r in res)
     assert "bad.net" in proc.stdout and "cannot be read" in proc.stdout
+
+
+def test_event_driven_benchmark_reports_measured_and_given_densities():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "event_driven.py"), "--samples", "2",
+                           "--timesteps", "2", "--densities", "0.01", "--threads", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if "->" in line]
+    assert len([line for line in lines if "(measured)" in line]) == 5          # 2 demo + 3 PilotNet dense layers
+    assert len(lines) == 10 and all(line.rstrip().split()[-1].endswith("x") or "(measured)" in line for line in lines)
