@@ -255,19 +255,28 @@ def test_a_sigma_delta_input_cannot_be_fed_as_bias(tmp_path):
         emulate(net, x, device="cpu")
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_the_delta_encoder_keeps_int32_min_and_matches_step_by_step(native, monkeypatch):
-    """np.abs(-2**31) is -2**31 in int32, so that value never passes the threshold and stays in the residue; the
-    compiled encoder and the torch-op one agree on random streams that wrap."""
+def test_the_sigma_delta_kernel_keeps_int32_min_and_matches_torch_ops():
+    """np.abs(-2**31) is -2**31 in int32, so that value never passes the threshold and stays in the residue (a Delta
+    fed -2**19: << 12 is -2**31); the compiled kernel and the torch ops agree on random streams that wrap, for the
+    Delta, the SigmaDelta (with a bias of each shape) and the Sigma."""
+    from types import SimpleNamespace
     from hw_targets.simulators import sigma_delta
     from toolchain.neurons.kernels import native as kernels
-    if native and kernels.library() is None:
+    if kernels.library() is None:
         pytest.skip("no C compiler")
-    monkeypatch.setenv("SNNTC_NATIVE", "1" if native else "0")
-    act = torch.tensor([[0], [-2 ** 31], [0], [5 * 4096]], dtype=torch.int64)
-    messages, residues = sigma_delta.delta_encode(act, 4096)
-    assert messages[:, 0].tolist() == [0, 0, 0, 320] and residues[:, 0].tolist() == [0, -2 ** 31, 0, 0]
+    delta = SimpleNamespace(kind="input", vth=4096, bias=None, layer=SimpleNamespace(neuron="sdnn", name="in"))
+    a = torch.tensor([[0], [-2 ** 19], [0], [5]], dtype=torch.int64)
+    for run in (sigma_delta.run_stream_native, sigma_delta.run_stream_steps):
+        messages, residues = run(delta, a)
+        assert messages[:, 0].tolist() == [0, 0, 0, 320] and residues[:, 0].tolist() == [0, -2 ** 31, 0, 0]
     g = torch.Generator().manual_seed(0)
-    act = torch.randint(-2 ** 31, 2 ** 31, (40, 3, 700), generator=g, dtype=torch.int64)
-    a, b = sigma_delta.delta_encode(act, 2 ** 24), sigma_delta.delta_encode_steps(act, 2 ** 24)
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and 0 < int((a[0] != 0).sum()) < a[0].numel()
+    a = torch.randint(-2 ** 29, 2 ** 29, (40, 3, 5, 70), generator=g, dtype=torch.int64)
+    biases = (None, torch.randint(-2 ** 30, 2 ** 30, (3, 1, 1), generator=g), torch.tensor(7 << 12))
+    cases = [("input", "sdnn", None), ("conv", "sigma", None)] + [("conv", "sdnn", b) for b in biases]
+    for kind, neuron, bias in cases:
+        p = SimpleNamespace(kind=kind, vth=2 ** 26, bias=bias, layer=SimpleNamespace(neuron=neuron, name="x"))
+        x = a >> 10 if kind == "input" else a
+        (m1, s1), (m2, s2) = sigma_delta.run_stream_native(p, x), sigma_delta.run_stream_steps(p, x)
+        assert torch.equal(m1, m2) and torch.equal(s1, s2), (kind, neuron)
+        assert neuron == "sigma" or 0 < int((m1 != 0).sum()) < m1.numel()
+    assert bool((torch.cumsum(a, 0).abs() >= 2 ** 31).any())                # sigma wraps

@@ -107,7 +107,7 @@ def run_chip_input(net: FxNetwork, inputs: np.ndarray, labels: Optional[np.ndarr
                           else "lava")
     simulator = SIMULATORS.get(backend)
     simulator.check(fixed_point, target)
-    check_fixed_point_run(net, len(inputs), net.timesteps, f"simulating on {backend}")
+    check_fixed_point_run(net, len(inputs), net.timesteps, f"simulating on {backend}", emulator=backend == "emulator")
     try:
         result = simulator.run(net, inputs, labels, source=source, fixed_point=fixed_point, hardware=target,
                                device=device, progress=progress)

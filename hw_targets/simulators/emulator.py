@@ -304,7 +304,7 @@ def emulate(net: FxNetwork, inputs, device=None, record_voltages: bool = False,
     """Run ``net`` on ``inputs`` (B, T, *input_shape), integer-valued: binary spikes when
     ``net.input_bits == 0`` (any non-zero value is a spike, as Lava's astype(bool)), graded
     (signed) spikes otherwise. Every sample starts from zero state."""
-    if net.sigma_delta or any(l.weight_rec is not None or l.delay is not None for l in net.layers):
+    if net.global_time_line:
         from .stream import emulate_stream            # state crosses the samples' windows: the global time line
         return emulate_stream(net, inputs, device=device, record_voltages=record_voltages,
                               record_spikes=record_spikes)

@@ -31,6 +31,47 @@ def _wrap32(x: torch.Tensor) -> torch.Tensor:
     return torch.bitwise_and(x + 2 ** 31, 0xFFFFFFFF) - 2 ** 31
 
 
+_MODES = {"input": 0, "sdnn": 1, "sigma": 2}     # the compiled kernel's Delta, SigmaDelta, Sigma
+
+
+def run_stream(p, a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A sigma-delta layer over the stream: (messages, state), (total, *out) int64; see the module docstring. The
+    compiled kernel on the CPU where it can be built (one pass over memory), else torch ops step by step."""
+    if a.device.type == "cpu":
+        from toolchain.neurons.kernels.native import library
+        if library() is not None:
+            return run_stream_native(p, a)
+    return run_stream_steps(p, a)
+
+
+def _mode(p) -> int:
+    return _MODES["input"] if p.kind == "input" else _MODES[p.layer.neuron]
+
+
+def run_stream_native(p, a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    from toolchain.errors import SimulationError
+    from toolchain.neurons.kernels.native.calls import SigmaDelta
+    a = a.contiguous()
+    messages, state = torch.empty_like(a), torch.empty_like(a)
+    total = int(a.shape[0])
+    n = int(a[0].numel()) if total else 0
+    bias = None
+    if p.bias is not None and _mode(p) == 1:
+        bias = torch.broadcast_to(p.bias, tuple(a.shape[1:])).contiguous().reshape(-1)
+    if SigmaDelta(total, n, _mode(p), a, p.vth, messages, state, bias).run() != 0:
+        raise SimulationError(f"layer '{p.layer.name}': the compiled sigma-delta kernel refused its arguments")
+    return messages, state
+
+
+def run_stream_steps(p, a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """run_stream in torch ops (any device): sigma as a wrapped running sum, the delta encoder step by step."""
+    act, sigma = activations(p, a)
+    if _mode(p) == 2:
+        return sigma, sigma
+    messages, residues = delta_encode_steps(act, p.vth)
+    return messages, (residues if p.kind == "input" else sigma)
+
+
 def activations(p, a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """(act, sigma) over the stream, (total, *out) int64 each, from the synaptic input a (int32 values, int64)."""
     if p.kind == "input":                                  # Delta: the input itself, << 12
@@ -43,30 +84,8 @@ def activations(p, a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return torch.clamp_min(biased, 0), sigma
 
 
-def delta_encode(act: torch.Tensor, vth: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(messages m >> 6, residues r), (total, *out) int64, of the delta encoder over the stream of act: the compiled
-    kernel on the CPU where it can be built (one pass over memory), else step by step in torch ops."""
-    if act.device.type == "cpu":
-        from toolchain.neurons.kernels.native import library
-        if library() is not None:
-            return _delta_encode_native(act, vth)
-    return delta_encode_steps(act, vth)
-
-
-def _delta_encode_native(act: torch.Tensor, vth: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    from toolchain.errors import SimulationError
-    from toolchain.neurons.kernels.native.calls import DeltaEncode
-    act = act.contiguous()
-    messages, residues = torch.empty_like(act), torch.empty_like(act)
-    total = int(act.shape[0])
-    n = int(act.numel() // total) if total else 0
-    if DeltaEncode(total, n, act, vth, messages, residues).run() != 0:
-        raise SimulationError("the compiled sigma-delta encoder refused its arguments")
-    return messages, residues
-
-
 def delta_encode_steps(act: torch.Tensor, vth: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """delta_encode in torch ops, step by step (any device)."""
+    """(messages m >> 6, residues r), (total, *out) int64, of the delta encoder over the stream of act."""
     total = act.shape[0]
     messages = torch.empty_like(act)
     residues = torch.empty_like(act)
@@ -83,12 +102,3 @@ def delta_encode_steps(act: torch.Tensor, vth: int) -> Tuple[torch.Tensor, torch
         residues[t] = r
         prev = act[t]
     return messages, residues
-
-
-def run_stream(p, a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A sigma-delta layer over the stream: (messages, state), (total, *out) int64; see the module docstring."""
-    act, sigma = activations(p, a)
-    if p.layer.neuron == "sigma":
-        return sigma, sigma
-    messages, residues = delta_encode(act, p.vth)
-    return messages, (residues if p.kind == "input" else sigma)

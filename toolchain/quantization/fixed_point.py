@@ -178,6 +178,12 @@ class FxNetwork:
         """Any layer is sigma-delta (its state crosses the samples' windows)."""
         return any(layer.sigma_delta for layer in self.layers)
 
+    @property
+    def global_time_line(self) -> bool:
+        """Some state crosses the samples' windows (sigma-delta layers, dense_rec, synaptic delays): the emulator then
+        runs every sample of a run in one stream (hw_targets/simulators/stream.py), not batch by batch."""
+        return self.sigma_delta or any(l.weight_rec is not None or l.delay is not None for l in self.layers)
+
     def readout_layer(self) -> Optional[str]:
         """The layer read by its voltage, whose neurons do not spike (readout "voltage"), or None."""
         return self.layers[-1].name if self.readout == "voltage" and self.layers else None

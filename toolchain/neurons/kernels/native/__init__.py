@@ -162,6 +162,6 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_cuba_forward.restype = i32
     lib.snn_cuba_backward.argtypes = [i32, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, dbl, i32, i32, i32]
     lib.snn_cuba_backward.restype = i32
-    lib.snn_delta_encode.argtypes = [i64, i64, ptr, i64, ptr, ptr, i32]
-    lib.snn_delta_encode.restype = i32
+    lib.snn_sigma_delta.argtypes = [i64, i64, i32, ptr, ptr, i64, ptr, ptr, i32]
+    lib.snn_sigma_delta.restype = i32
     return lib

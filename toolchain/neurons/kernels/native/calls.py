@@ -145,16 +145,18 @@ class CubaBackward:
 
 
 @dataclass
-class DeltaEncode:
-    """snn_delta_encode: the emulator's sigma-delta encoder (hw_targets/simulators/sigma_delta.py) over a stream of
+class SigmaDelta:
+    """snn_sigma_delta: the emulator's sigma-delta neurons (hw_targets/simulators/sigma_delta.py) over a stream of
     `steps` steps of `n` neurons; int64 buffers (steps, n), contiguous."""
     steps: int
     n: int
-    act: torch.Tensor                           # the activation at each step
+    mode: int                                   # 0 Delta, 1 SigmaDelta, 2 Sigma
+    a: torch.Tensor                             # the synaptic input at each step
     vth: int                                    # vth << 12
-    messages: torch.Tensor                      # out: m >> 6
-    residues: torch.Tensor                      # out: r
+    messages: torch.Tensor                      # out: m >> 6 (Sigma: sigma)
+    state: torch.Tensor                         # out: sigma (Delta: the residue)
+    bias: Optional[torch.Tensor] = None         # SigmaDelta: bias << 12 per neuron (n,)
 
     def run(self) -> int:
-        return library().snn_delta_encode(self.steps, self.n, self.act.data_ptr(), int(self.vth),
-                                          self.messages.data_ptr(), self.residues.data_ptr(), threads())
+        return library().snn_sigma_delta(self.steps, self.n, self.mode, self.a.data_ptr(), _ptr(self.bias),
+                                         int(self.vth), self.messages.data_ptr(), self.state.data_ptr(), threads())

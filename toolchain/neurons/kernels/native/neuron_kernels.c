@@ -450,41 +450,52 @@ int snn_cuba_backward(int dtype, int64_t T, int64_t n, const void *g_sp, const v
     return run_parallel(dtype ? cuba_backward_f64 : cuba_backward_f32, &a, nthreads);
 }
 
-/* ---- the emulator's sigma-delta encoder (hw_targets/simulators/sigma_delta.py, `delta_encode`) ----------------- */
-/* Lava's fixed-point delta step over a stream of T steps of n neurons, int64 buffers (T, n): d = wrap32(act - prev +
- * r); m = d where |d| >= vth (np.abs(-2**31) stays negative: never); r = d - m; message m >> 6 (arithmetic). */
+/* ---- the emulator's sigma-delta neurons (hw_targets/simulators/sigma_delta.py) ---------------------------------- */
+/* Lava's fixed-point Delta (mode 0), SigmaDelta (mode 1) and Sigma (mode 2) over a stream of T steps of n neurons,
+ * int64 buffers (T, n), every Var an int32 (each sum wraps): sigma = sigma + a; act = max(sigma + bias, 0) (SigmaDelta)
+ * or a << 12 (Delta); d = act - prev + r; m = d where |d| >= vth (np.abs(-2**31) stays negative: never); r = d - m;
+ * the message m >> 6 (arithmetic), or sigma itself (Sigma). `state` gets sigma (modes 1, 2) or r (mode 0). */
 static inline int64_t wrap32(int64_t x) { return (int64_t)(int32_t)(uint32_t)(uint64_t)x; }
 
-static void delta_encode_block(job_t *a) {
-    const int64_t *act = (const int64_t *)a->cur;
-    int64_t *msg = (int64_t *)a->out, *res = (int64_t *)a->x;
+static void sigma_delta_block(job_t *a) {
+    const int64_t *in = (const int64_t *)a->cur, *bias = (const int64_t *)a->bias;
+    int64_t *msg = (int64_t *)a->out, *state = (int64_t *)a->x;
     const int64_t vth = (int64_t)a->theta;
-    int64_t r[PLAIN_BLOCK], prev[PLAIN_BLOCK];
-    for (int64_t b = a->b0; b < a->b1; b++) {
-        const int64_t j0 = b * PLAIN_BLOCK, len = (a->n - j0 < PLAIN_BLOCK) ? a->n - j0 : PLAIN_BLOCK;
-        for (int64_t j = 0; j < len; j++) { r[j] = 0; prev[j] = 0; }
+    const int mode = a->i_decay;
+    int64_t r[PLAIN_BLOCK], prev[PLAIN_BLOCK], sigma[PLAIN_BLOCK], b[PLAIN_BLOCK];
+    for (int64_t blk = a->b0; blk < a->b1; blk++) {
+        const int64_t j0 = blk * PLAIN_BLOCK, len = (a->n - j0 < PLAIN_BLOCK) ? a->n - j0 : PLAIN_BLOCK;
+        for (int64_t j = 0; j < len; j++) { r[j] = 0; prev[j] = 0; sigma[j] = 0; b[j] = bias ? bias[j0 + j] : 0; }
         for (int64_t t = 0; t < a->T; t++) {
             const int64_t off = t * a->n + j0;
             for (int64_t j = 0; j < len; j++) {
-                const int64_t now = act[off + j];
-                const int64_t d = wrap32(now - prev[j] + r[j]);
+                int64_t act;
+                if (mode == 0) {
+                    act = wrap32(in[off + j] << 12);
+                } else {
+                    sigma[j] = wrap32(sigma[j] + in[off + j]);
+                    if (mode == 2) { msg[off + j] = sigma[j]; state[off + j] = sigma[j]; continue; }
+                    act = wrap32(sigma[j] + b[j]);
+                    act = act > 0 ? act : 0;
+                }
+                const int64_t d = wrap32(act - prev[j] + r[j]);
                 const int64_t ad = d < 0 ? -d : d;
                 const int64_t m = (ad >= vth && d != INT32_MIN) ? d : 0;
                 r[j] = d - m;
                 msg[off + j] = m >> 6;
-                res[off + j] = r[j];
-                prev[j] = now;
+                state[off + j] = mode == 0 ? r[j] : sigma[j];
+                prev[j] = act;
             }
         }
     }
 }
 
-int snn_delta_encode(int64_t T, int64_t n, const int64_t *act, int64_t vth, int64_t *msg, int64_t *res,
-                     int nthreads) {
-    if (T < 0 || n < 0) return -2;
+int snn_sigma_delta(int64_t T, int64_t n, int mode, const int64_t *in, const int64_t *bias, int64_t vth,
+                    int64_t *msg, int64_t *state, int nthreads) {
+    if (T < 0 || n < 0 || mode < 0 || mode > 2) return -2;
     job_t a; memset(&a, 0, sizeof(a));
     a.T = T; a.n = n; a.group = PLAIN_BLOCK; a.nblocks = (n + PLAIN_BLOCK - 1) / PLAIN_BLOCK;
-    a.cur = act; a.out = msg; a.x = res; a.theta = (double)vth;
+    a.cur = in; a.bias = bias; a.out = msg; a.x = state; a.theta = (double)vth; a.i_decay = mode;
     if (a.nblocks == 0) return 0;
-    return run_parallel(delta_encode_block, &a, nthreads);
+    return run_parallel(sigma_delta_block, &a, nthreads);
 }
