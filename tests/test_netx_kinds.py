@@ -280,3 +280,22 @@ def test_the_sigma_delta_kernel_keeps_int32_min_and_matches_torch_ops():
         assert torch.equal(m1, m2) and torch.equal(s1, s2), (kind, neuron)
         assert neuron == "sigma" or 0 < int((m1 != 0).sum()) < m1.numel()
     assert bool((torch.cumsum(a, 0).abs() >= 2 ** 31).any())                # sigma wraps
+
+
+def test_a_sigma_delta_file_takes_its_frames_as_they_are_from_the_cli(tmp_path, capsys):
+    """A Delta input encodes the values it is given: without --coding the frames are fed as they are (direct, no
+    normalization), the same run as with --coding direct --normalize none; the output is read by its sigma."""
+    import json
+    from netx_kinds import write_sigma_delta
+    from toolchain.cli import main
+    path = write_sigma_delta(tmp_path)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 8, (3, 2, 8, 8)))
+    runs = []
+    for extra in ([], ["--coding", "direct", "--normalize", "none"]):
+        out = tmp_path / f"run{len(runs)}.json"
+        code = main(["simulate", str(path), "--inputs", str(tmp_path / "x.npy"), "--backend", "emulator",
+                     "--no-progress", "--json", str(out)] + extra)
+        assert code == 0, capsys.readouterr().err
+        runs.append(json.loads(out.read_text()))
+    assert runs[0]["layers"] == runs[1]["layers"] and runs[0]["layers"][-1]["readout"] == "voltage"
+    assert all(layer["spikes"] > 0 for layer in runs[0]["layers"][:-1])

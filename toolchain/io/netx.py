@@ -453,7 +453,8 @@ def read_netx(path: PathLike, timesteps: Optional[int] = None,
     """Read a netx HDF5 file (ours or any other with input/flatten/dense/dense_rec/conv layers and CUBA or SDNN
     neurons) into an FxNetwork. Raises NetxError with a one-line message.
 
-    Without the toolchain's attributes: input coding 'poisson' (binary spikes), input_bits 0,
+    Without the toolchain's attributes: input coding 'poisson' (binary spikes), input_bits 0 ('direct', the values as
+    they are, for a sigma-delta input layer),
     readout 'spikes' ('voltage', the last layer's sigma, for a sigma-delta output layer), layer names 'layer{i}'
     (i = index of the layer in the file),
     num_classes = output neurons, timesteps = ``timesteps``, else the file's ``simulation/tSample``
@@ -712,13 +713,16 @@ def _network(attrs, path: Path, input_shape, layers: List[FxLayer], timesteps: O
         raise NetxError(f"{path}: {timesteps} time steps asked for; expected 1 to {MAX_TIMESTEPS:,}")
     outputs = layers[-1].neurons
     channels = input_shape[0] if len(input_shape) == 3 else 1
+    # a sigma-delta input (Lava's Delta) encodes the values it is given: by default they are fed as they are
+    coding = "direct" if layers[0].kind == "input" and layers[0].sigma_delta else "poisson"
     return FxNetwork(
         input_shape=tuple(input_shape),
         layers=layers,
         num_classes=_attr_number(attrs, "num_classes", outputs, path, True, 1, outputs),
         timesteps=int(timesteps),
-        input_coding=_attr_choice(attrs, "input_coding", "poisson", CODINGS.names(), path),
-        input_bits=_attr_number(attrs, "input_bits", 0, path, True, 0, MAX_INPUT_BITS),
+        input_coding=_attr_choice(attrs, "input_coding", coding, CODINGS.names(), path),
+        input_bits=_attr_number(attrs, "input_bits", CODINGS.get(coding).input_bits(False), path, True, 0,
+                                MAX_INPUT_BITS),
         input_scale=_attr_number(attrs, "input_scale", 1.0, path, low=1e-30, high=1e30),
         readout=_attr_choice(attrs, "readout", "voltage" if layers[-1].sigma_delta else "spikes", READOUTS, path),
         mean=_attr_floats(attrs, "mean", channels, path),
