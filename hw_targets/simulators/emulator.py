@@ -31,8 +31,11 @@ layer by layer: one big batched matmul/conv over (batch x time) per layer, then 
 recurrence over T steps on (batch x neurons) tensors. State is int64 on ``device``, or int32
 when a per-layer bound on |a| (from the weights and the input range) proves that no int32
 overflow can occur (|a| <= 2**18: then |u|, |v| <= 2**23 and every intermediate fits); the
-int64 path emulates each of Lava's int32 overflows. Masks use arithmetic shifts instead of bool
-tensors (much faster on CPU). Outputs are copied to the CPU per batch.
+int64 path emulates each of Lava's int32 overflows. On the CPU a compiled kernel runs that
+recurrence (``snn_lava_cuba`` in toolchain/neurons/kernels/native: both paths, op for op, all T
+steps per block of neurons in one pass over memory); on CUDA, or without a C compiler (or with
+SNNTC_NATIVE=0), torch ops do, with masks from arithmetic shifts instead of bool tensors. Outputs
+are copied to the CPU per batch.
 """
 from __future__ import annotations
 
@@ -423,12 +426,59 @@ def _decay32(x: torch.Tensor, d: int) -> torch.Tensor:
 
 
 def _neuron(p: _Prepared, a: torch.Tensor, record: bool, is_output: bool, a_bound: int):
-    """CUBA LIF over T steps from zero state. a: (b, T, *out) int64 synaptic input.
+    """CUBA LIF over T steps from zero state. a: (b, T, *out) int64 (or int32) synaptic input.
+    Returns (spikes (b, T, *out) uint8, v history if record, u history if record, v history if
+    is_output), the histories int64. On the CPU the compiled kernel runs it (snn_lava_cuba in
+    toolchain/neurons/kernels/native: all T steps per block of neurons, one pass over memory),
+    where it can be had; elsewhere (CUDA, no C compiler, SNNTC_NATIVE=0) the torch ops do, with
+    the same results."""
+    fast = _fast_ok(p, a_bound)
+    if a.device.type == "cpu":
+        out = _neuron_native(p, a, record, is_output, fast)
+        if out is not None:
+            return out
+    return _neuron_torch(p, a, record, is_output, fast)
 
+
+_NATIVE_CONSTANT = 2 ** 31     # |du|, |dv| the kernel takes (4096 - d stays far inside int64)
+
+
+def _neuron_native(p: _Prepared, a: torch.Tensor, record: bool, is_output: bool, fast: bool):
+    """_neuron by the compiled kernel; None where it cannot run (no library, an empty or odd input)."""
+    from toolchain.neurons.kernels.native import calls, library
+    if (library() is None or a.numel() == 0 or a.dtype not in (torch.int32, torch.int64)
+            or max(abs(p.du), abs(p.dv)) > _NATIVE_CONSTANT or abs(p.vth) >= 2 ** 62):
+        return None
+    b, T = a.shape[0], a.shape[1]
+    shape = (b, T) + p.out_shape
+    act = a.contiguous().reshape(b, T, -1)
+    spikes = torch.empty(shape, dtype=torch.uint8)
+    v_hist = torch.empty(shape, dtype=torch.int64) if (record or is_output) else None
+    u_hist = torch.empty(shape, dtype=torch.int64) if record else None
+    bias, stride = _bias_rows(p.bias, b, p.out_shape)
+    status = calls.LavaCuba(fast, act, spikes, p.vth, p.du, p.dv, bias=bias, bias_stride=stride,
+                            v_hist=v_hist, u_hist=u_hist).run()
+    if status != 0:
+        return None
+    return spikes, (v_hist if record else None), u_hist, (v_hist if is_output else None)
+
+
+def _bias_rows(bias: Optional[torch.Tensor], b: int, out_shape: tuple):
+    """(int64 contiguous bias, stride between samples): one row of the layer's neurons (scalar, (C, 1, 1)
+    and (*out) biases, stride 0), or one per sample (a bias-fed input's (b, *out), stride n)."""
+    if bias is None:
+        return None, 0
+    full = torch.broadcast_to(bias.to(torch.int64), (b,) + tuple(out_shape))
+    if bias.dim() <= len(out_shape):
+        return full[0].contiguous().reshape(-1), 0
+    return full.contiguous().reshape(-1), int(np.prod(out_shape))
+
+
+def _neuron_torch(p: _Prepared, a: torch.Tensor, record: bool, is_output: bool, fast: bool):
+    """_neuron with torch ops, int32 when `fast` (see _fast_ok), else int64 emulating Lava's int32 wraps.
     Masks are computed with arithmetic shifts (x >> 31/63 is -1 where x < 0), which is much
     faster on CPU than comparisons producing bool tensors followed by where/masked_fill."""
     b, T = a.shape[0], a.shape[1]
-    fast = _fast_ok(p, a_bound)
     dt = torch.int32 if fast else torch.int64
     sh = 31 if fast else 63
     two24 = 2 * _M24
