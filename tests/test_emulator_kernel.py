@@ -167,3 +167,22 @@ def test_emulate_same_trace_without_the_kernel(monkeypatch):
             assert torch.equal(g, w), name
     assert torch.equal(with_kernel.output_voltage, torch_ops.output_voltage)
     assert all(int(c.sum()) > 0 for c in torch_ops.spike_counts)
+
+
+def test_synapse_chunks_of_both_paths_equal_the_float64_path(monkeypatch):
+    """Chunks in time that take different paths (exact float32 -> int32, float64 -> int64) join as int64; every
+    value is the float64 path's, and the neuron gives the same spikes on either."""
+    net = small_net()
+    p = E.prepare(net, "cpu")[0]
+    gen = torch.Generator().manual_seed(4)
+    s = torch.randint(-2, 3, (3, 6, 2, 8, 8), generator=gen).to(torch.float64)
+    s[:, 3:] *= 2 ** 14                                  # steps 3.. beyond float32's exact range
+    monkeypatch.setattr(E, "_SYNAPSE_BYTES", 3 * 256 * 8 * 2 * 3)     # 3 steps a chunk
+    mixed = E._synapse_batched(p, s, 3, 6)
+    assert E._synapse_batched(p, s[:, :3], 3, 3).dtype == torch.int32 and mixed.dtype == torch.int64
+    monkeypatch.setattr(E, "_exact_float32", lambda p, s: False)
+    exact = E._synapse_batched(p, s, 3, 6)
+    assert torch.equal(mixed, exact) and bool((exact[:, :3] != 0).any())
+    bound = E.synaptic_bound(p, int(s.abs().max()))
+    assert_same(E._neuron(p, mixed[:, :3].to(torch.int32), True, True, bound),
+                E._neuron(p, exact[:, :3], True, True, bound))

@@ -202,15 +202,20 @@ def _exact_float32(p: _Prepared, s: torch.Tensor) -> bool:
     """True when every partial sum of this layer's products is an integer below 2**23 in magnitude:
     float32 arithmetic (fast oneDNN kernels) is then exact in any summation order, and neither the
     int32 wrap nor the 24-bit wrap can occur."""
-    return s.numel() > 0 and p.w_abs_sum * float(s.abs().max()) < _F32_EXACT // 2
+    if s.numel() == 0:
+        return False
+    lo, hi = torch.aminmax(s)                    # one pass, no |s| tensor
+    return p.w_abs_sum * max(abs(float(lo)), abs(float(hi))) < _F32_EXACT // 2
 
 
 def _synapse(p: _Prepared, s: torch.Tensor) -> torch.Tensor:
-    """s: (M, *in_shape) float64 spikes -> (M, *out_shape) int64 synaptic input a (what the
-    neuron's a_in receives)."""
+    """s: (M, *in_shape) spikes (float64, or any integer-valued dtype) -> (M, *out_shape) synaptic
+    input a (what the neuron's a_in receives): int64, or int32 where the float32 path ran (its sums
+    are below 2**23)."""
     m = s.shape[0]
     if _exact_float32(p, s):
         return _synapse_float32(p, s)
+    s = s.to(torch.float64)
     if p.kind == "dense":
         acc = torch.round(s.reshape(m, -1) @ p.weight).to(torch.int64)
         if p.graded_in:
@@ -237,8 +242,8 @@ def _synapse_float32(p: _Prepared, s: torch.Tensor) -> torch.Tensor:
     """The same synapse in float32, for layers whose sums provably stay exact (see _exact_float32)."""
     m = s.shape[0]
     w = p.weight32
-    if p.kind == "dense":
-        acc = (s.reshape(m, -1).to(torch.float32) @ w).to(torch.int64)
+    if p.kind == "dense":         # int32 unless a left shift could leave it (netx's exponents are <= 0)
+        acc = (s.reshape(m, -1).to(torch.float32) @ w).to(torch.int64 if p.weight_exp > 0 else torch.int32)
         if p.weight_exp > 0:
             acc = torch.bitwise_left_shift(acc, p.weight_exp)
         elif p.weight_exp < 0:
@@ -247,7 +252,7 @@ def _synapse_float32(p: _Prepared, s: torch.Tensor) -> torch.Tensor:
     lay = p.layer
     x = s.reshape((m,) + p.in_shape).to(torch.float32)
     return F.conv2d(x, w, stride=tuple(lay.stride), padding=tuple(lay.padding), dilation=tuple(lay.dilation),
-                    groups=int(lay.groups)).to(torch.int64)
+                    groups=int(lay.groups)).to(torch.int32)
 
 
 @dataclass
@@ -330,13 +335,13 @@ def emulate(net: FxNetwork, inputs, device=None, record_voltages: bool = False,
                 s_prev = xi.to(torch.float64)
             else:
                 x_max = 1
-                s_prev = (xi != 0).to(torch.float64)
+                s_prev = (xi != 0).to(torch.uint8)               # binary spikes, as later layers get them
             del xi, xb
             for k, p in enumerate(prepared):
                 if p.kind == "input" and net.input_feed == "bias":
                     p = _bias_fed(p, s_prev)
                     x_max = 0
-                a = _synapse_batched(p, s_prev, b, T)               # (b, T, *out) int64
+                a = _synapse_batched(p, s_prev, b, T)               # (b, T, *out) int64 or int32
                 bound = synaptic_bound(p, x_max if k == 0 else 1)
                 s_out, v_hist, u_hist, v_last = _neuron(p, a, record_voltages,
                                                         k == nl - 1, bound)
@@ -375,7 +380,9 @@ def _bias_fed(p: _Prepared, s_prev: torch.Tensor) -> _Prepared:
 
 
 def _synapse_batched(p: _Prepared, s_prev: torch.Tensor, b: int, T: int) -> torch.Tensor:
-    """Synapse over all (batch, time) at once, chunked in time to bound memory."""
+    """Synapse over all (batch, time) at once, chunked in time to bound memory: (b, T, *out) int64,
+    or int32 where every chunk took the exact float32 path. s_prev: float64, or the previous layer's
+    uint8 spikes (converted per chunk, straight to the dtype the synapse computes in)."""
     if p.kind == "input":
         return torch.round(s_prev).to(torch.int64).reshape((b, T) + p.out_shape)
     if p.kind == "input-bias":
@@ -384,11 +391,13 @@ def _synapse_batched(p: _Prepared, s_prev: torch.Tensor, b: int, T: int) -> torc
     tc = max(1, min(T, _SYNAPSE_BYTES // max(per_step, 1)))
     outs = []
     for t0 in range(0, T, tc):
-        chunk = s_prev[:, t0:t0 + tc].to(torch.float64)
+        chunk = s_prev[:, t0:t0 + tc]
         m = chunk.shape[0] * chunk.shape[1]
         a = _synapse(p, chunk.reshape((m,) + tuple(chunk.shape[2:])))
         outs.append(a.reshape((b, chunk.shape[1]) + p.out_shape))
-    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    if len(outs) == 1:
+        return outs[0]
+    return torch.cat([o.to(torch.int64) for o in outs] if len({o.dtype for o in outs}) > 1 else outs, dim=1)
 
 
 def synaptic_bound(p: _Prepared, x_max: int) -> int:
@@ -492,7 +501,7 @@ def _neuron_torch(p: _Prepared, a: torch.Tensor, record: bool, is_output: bool, 
         act_all = torch.bitwise_left_shift(a.to(torch.int32), 6)
         bias = p.bias.to(torch.int32) if p.bias is not None else None
     else:
-        act_all = wrap_int32(torch.bitwise_left_shift(a, 6))       # np.left_shift on int32
+        act_all = wrap_int32(torch.bitwise_left_shift(a.to(torch.int64), 6))   # np.left_shift on int32
         bias = p.bias
     for t in range(T):
         if fast:
