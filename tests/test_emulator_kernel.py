@@ -186,3 +186,14 @@ def test_synapse_chunks_of_both_paths_equal_the_float64_path(monkeypatch):
     bound = E.synaptic_bound(p, int(s.abs().max()))
     assert_same(E._neuron(p, mixed[:, :3].to(torch.int32), True, True, bound),
                 E._neuron(p, exact[:, :3], True, True, bound))
+
+
+@pytest.mark.parametrize("threads", ["1", "3", "7"])
+def test_any_thread_count_gives_the_same(threads, monkeypatch):
+    """2 x 1,100 neurons = 2 x 3 blocks of up to 512, split over 1, 3 or 7 threads (more threads than blocks)."""
+    monkeypatch.setenv("SNNTC_KERNEL_THREADS", threads)
+    gen = torch.Generator().manual_seed(8)
+    p = neurons((1100,), bias_of("neuron", 2, (1100,), gen), 900 << 6, 2000, 300)
+    a = torch.randint(-2 ** 12, 2 ** 12, (2, 11, 1100), generator=gen)
+    for fast in (True, False):
+        assert_same(*both(p, a, True, True, fast))
