@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         return 2
     B, T = args.samples, args.timesteps
     x = torch.as_tensor(make_inputs(net, B, T, 1), device=dev)
-    s_prev = (x != 0).to(torch.float64) if net.input_bits == 0 else x.to(torch.float64)
+    s_prev = (x != 0).to(torch.uint8) if net.input_bits == 0 else x.to(torch.float64)     # as emulate() feeds it
     prepared = prepare(net, dev)
     print(f"{dev}: {B} samples x {T} steps")
     print(f"{'layer':<8} {'kind':<6} {'GOP':>8} {'synapse s':>10} {'neuron s':>9} {'torch f32 s':>11} "
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
             emu = gop / (syn + neu)
             print(f"{lay.name:<8} {p.kind:<6} {gop:>8.3f} {syn:>10.4f} {neu:>9.4f} {roof:>11.4f} {emu:>15.2f} "
                   f"{gop / roof:>15.2f} {(gop / roof) / emu:>18.1f}")
-            s_prev = s_out.to(torch.float64)
+            s_prev = s_out                      # uint8 spikes, as emulate() passes them on
     return 0
 
 

@@ -31,8 +31,11 @@ layer by layer: one big batched matmul/conv over (batch x time) per layer, then 
 recurrence over T steps on (batch x neurons) tensors. State is int64 on ``device``, or int32
 when a per-layer bound on |a| (from the weights and the input range) proves that no int32
 overflow can occur (|a| <= 2**18: then |u|, |v| <= 2**23 and every intermediate fits); the
-int64 path emulates each of Lava's int32 overflows. Masks use arithmetic shifts instead of bool
-tensors (much faster on CPU). Outputs are copied to the CPU per batch.
+int64 path emulates each of Lava's int32 overflows. On the CPU a compiled kernel runs that
+recurrence (``snn_lava_cuba`` in toolchain/neurons/kernels/native: both paths, op for op, all T
+steps per block of neurons in one pass over memory); on CUDA, or without a C compiler (or with
+SNNTC_NATIVE=0), torch ops do, with masks from arithmetic shifts instead of bool tensors. Outputs
+are copied to the CPU per batch.
 """
 from __future__ import annotations
 
@@ -220,15 +223,20 @@ def _exact_float32(p: _Prepared, s: torch.Tensor) -> bool:
     """True when every partial sum of this layer's products is an integer below 2**23 in magnitude:
     float32 arithmetic (fast oneDNN kernels) is then exact in any summation order, and neither the
     int32 wrap nor the 24-bit wrap can occur."""
-    return s.numel() > 0 and p.w_abs_sum * float(s.abs().max()) < _F32_EXACT // 2
+    if s.numel() == 0:
+        return False
+    lo, hi = torch.aminmax(s)                    # one pass, no |s| tensor
+    return p.w_abs_sum * max(abs(float(lo)), abs(float(hi))) < _F32_EXACT // 2
 
 
 def _synapse(p: _Prepared, s: torch.Tensor) -> torch.Tensor:
-    """s: (M, *in_shape) float64 spikes -> (M, *out_shape) int64 synaptic input a (what the
-    neuron's a_in receives)."""
+    """s: (M, *in_shape) spikes (float64, or any integer-valued dtype) -> (M, *out_shape) synaptic
+    input a (what the neuron's a_in receives): int64, or int32 where the float32 path ran (its sums
+    are below 2**23)."""
     m = s.shape[0]
     if _exact_float32(p, s):
         return _synapse_float32(p, s)
+    s = s.to(torch.float64)
     if p.kind == "dense":
         acc = torch.round(s.reshape(m, -1) @ p.weight).to(torch.int64)
         if p.graded_in:
@@ -255,8 +263,8 @@ def _synapse_float32(p: _Prepared, s: torch.Tensor) -> torch.Tensor:
     """The same synapse in float32, for layers whose sums provably stay exact (see _exact_float32)."""
     m = s.shape[0]
     w = p.weight32
-    if p.kind == "dense":
-        acc = (s.reshape(m, -1).to(torch.float32) @ w).to(torch.int64)
+    if p.kind == "dense":         # int32 unless a left shift could leave it (netx's exponents are <= 0)
+        acc = (s.reshape(m, -1).to(torch.float32) @ w).to(torch.int64 if p.weight_exp > 0 else torch.int32)
         if p.weight_exp > 0:
             acc = torch.bitwise_left_shift(acc, p.weight_exp)
         elif p.weight_exp < 0:
@@ -265,7 +273,7 @@ def _synapse_float32(p: _Prepared, s: torch.Tensor) -> torch.Tensor:
     lay = p.layer
     x = s.reshape((m,) + p.in_shape).to(torch.float32)
     return F.conv2d(x, w, stride=tuple(lay.stride), padding=tuple(lay.padding), dilation=tuple(lay.dilation),
-                    groups=int(lay.groups)).to(torch.int64)
+                    groups=int(lay.groups)).to(torch.int32)
 
 
 @dataclass
@@ -349,13 +357,13 @@ def emulate(net: FxNetwork, inputs, device=None, record_voltages: bool = False,
                 s_prev = xi.to(torch.float64)
             else:
                 x_max = 1
-                s_prev = (xi != 0).to(torch.float64)
+                s_prev = (xi != 0).to(torch.uint8)               # binary spikes, as later layers get them
             del xi, xb
             for k, p in enumerate(prepared):
                 if p.kind == "input" and net.input_feed == "bias":
                     p = _bias_fed(p, s_prev)
                     x_max = 0
-                a = _synapse_batched(p, s_prev, b, T)               # (b, T, *out) int64
+                a = _synapse_batched(p, s_prev, b, T)               # (b, T, *out) int64 or int32
                 bound = synaptic_bound(p, x_max if k == 0 else 1)
                 s_out, v_hist, u_hist, v_last = _neuron(p, a, record_voltages,
                                                         k == nl - 1, bound)
@@ -394,7 +402,9 @@ def _bias_fed(p: _Prepared, s_prev: torch.Tensor) -> _Prepared:
 
 
 def _synapse_batched(p: _Prepared, s_prev: torch.Tensor, b: int, T: int) -> torch.Tensor:
-    """Synapse over all (batch, time) at once, chunked in time to bound memory."""
+    """Synapse over all (batch, time) at once, chunked in time to bound memory: (b, T, *out) int64,
+    or int32 where every chunk took the exact float32 path. s_prev: float64, or the previous layer's
+    uint8 spikes (converted per chunk, straight to the dtype the synapse computes in)."""
     if p.kind == "input":
         return torch.round(s_prev).to(torch.int64).reshape((b, T) + p.out_shape)
     if p.kind == "input-bias":
@@ -403,11 +413,13 @@ def _synapse_batched(p: _Prepared, s_prev: torch.Tensor, b: int, T: int) -> torc
     tc = max(1, min(T, _SYNAPSE_BYTES // max(per_step, 1)))
     outs = []
     for t0 in range(0, T, tc):
-        chunk = s_prev[:, t0:t0 + tc].to(torch.float64)
+        chunk = s_prev[:, t0:t0 + tc]
         m = chunk.shape[0] * chunk.shape[1]
         a = _synapse(p, chunk.reshape((m,) + tuple(chunk.shape[2:])))
         outs.append(a.reshape((b, chunk.shape[1]) + p.out_shape))
-    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    if len(outs) == 1:
+        return outs[0]
+    return torch.cat([o.to(torch.int64) for o in outs] if len({o.dtype for o in outs}) > 1 else outs, dim=1)
 
 
 def synaptic_bound(p: _Prepared, x_max: int) -> int:
@@ -445,12 +457,59 @@ def _decay32(x: torch.Tensor, d: int) -> torch.Tensor:
 
 
 def _neuron(p: _Prepared, a: torch.Tensor, record: bool, is_output: bool, a_bound: int):
-    """CUBA LIF over T steps from zero state. a: (b, T, *out) int64 synaptic input.
+    """CUBA LIF over T steps from zero state. a: (b, T, *out) int64 (or int32) synaptic input.
+    Returns (spikes (b, T, *out) uint8, v history if record, u history if record, v history if
+    is_output), the histories int64. On the CPU the compiled kernel runs it (snn_lava_cuba in
+    toolchain/neurons/kernels/native: all T steps per block of neurons, one pass over memory),
+    where it can be had; elsewhere (CUDA, no C compiler, SNNTC_NATIVE=0) the torch ops do, with
+    the same results."""
+    fast = _fast_ok(p, a_bound)
+    if a.device.type == "cpu":
+        out = _neuron_native(p, a, record, is_output, fast)
+        if out is not None:
+            return out
+    return _neuron_torch(p, a, record, is_output, fast)
 
+
+_NATIVE_CONSTANT = 2 ** 31     # |du|, |dv| the kernel takes (4096 - d stays far inside int64)
+
+
+def _neuron_native(p: _Prepared, a: torch.Tensor, record: bool, is_output: bool, fast: bool):
+    """_neuron by the compiled kernel; None where it cannot run (no library, an empty or odd input)."""
+    from toolchain.neurons.kernels.native import calls, library
+    if (library() is None or a.numel() == 0 or a.dtype not in (torch.int32, torch.int64)
+            or max(abs(p.du), abs(p.dv)) > _NATIVE_CONSTANT or abs(p.vth) >= 2 ** 62):
+        return None
+    b, T = a.shape[0], a.shape[1]
+    shape = (b, T) + p.out_shape
+    act = a.contiguous().reshape(b, T, -1)
+    spikes = torch.empty(shape, dtype=torch.uint8)
+    v_hist = torch.empty(shape, dtype=torch.int64) if (record or is_output) else None
+    u_hist = torch.empty(shape, dtype=torch.int64) if record else None
+    bias, stride = _bias_rows(p.bias, b, p.out_shape)
+    status = calls.LavaCuba(fast, act, spikes, p.vth, p.du, p.dv, bias=bias, bias_stride=stride,
+                            v_hist=v_hist, u_hist=u_hist).run()
+    if status != 0:
+        return None
+    return spikes, (v_hist if record else None), u_hist, (v_hist if is_output else None)
+
+
+def _bias_rows(bias: Optional[torch.Tensor], b: int, out_shape: tuple):
+    """(int64 contiguous bias, stride between samples): one row of the layer's neurons (scalar, (C, 1, 1)
+    and (*out) biases, stride 0), or one per sample (a bias-fed input's (b, *out), stride n)."""
+    if bias is None:
+        return None, 0
+    full = torch.broadcast_to(bias.to(torch.int64), (b,) + tuple(out_shape))
+    if bias.dim() <= len(out_shape):
+        return full[0].contiguous().reshape(-1), 0
+    return full.contiguous().reshape(-1), int(np.prod(out_shape))
+
+
+def _neuron_torch(p: _Prepared, a: torch.Tensor, record: bool, is_output: bool, fast: bool):
+    """_neuron with torch ops, int32 when `fast` (see _fast_ok), else int64 emulating Lava's int32 wraps.
     Masks are computed with arithmetic shifts (x >> 31/63 is -1 where x < 0), which is much
     faster on CPU than comparisons producing bool tensors followed by where/masked_fill."""
     b, T = a.shape[0], a.shape[1]
-    fast = _fast_ok(p, a_bound)
     dt = torch.int32 if fast else torch.int64
     sh = 31 if fast else 63
     two24 = 2 * _M24
@@ -464,7 +523,7 @@ def _neuron(p: _Prepared, a: torch.Tensor, record: bool, is_output: bool, a_boun
         act_all = torch.bitwise_left_shift(a.to(torch.int32), 6)
         bias = p.bias.to(torch.int32) if p.bias is not None else None
     else:
-        act_all = wrap_int32(torch.bitwise_left_shift(a, 6))       # np.left_shift on int32
+        act_all = wrap_int32(torch.bitwise_left_shift(a.to(torch.int64), 6))   # np.left_shift on int32
         bias = p.bias
     for t in range(T):
         if fast:

@@ -164,4 +164,6 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_cuba_backward.restype = i32
     lib.snn_sigma_delta.argtypes = [i64, i64, i32, ptr, ptr, i64, ptr, ptr, i32]
     lib.snn_sigma_delta.restype = i32
+    lib.snn_lava_cuba.argtypes = [i32, i32, i64, i64, i64, ptr, ptr, i64, ptr, ptr, ptr, i64, i64, i64, i32]
+    lib.snn_lava_cuba.restype = i32
     return lib

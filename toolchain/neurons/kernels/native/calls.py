@@ -160,3 +160,26 @@ class SigmaDelta:
     def run(self) -> int:
         return library().snn_sigma_delta(self.steps, self.n, self.mode, self.a.data_ptr(), _ptr(self.bias),
                                          int(self.vth), self.messages.data_ptr(), self.state.data_ptr(), threads())
+
+
+@dataclass
+class LavaCuba:
+    """snn_lava_cuba: the emulator's bit-exact CUBA neuron (Lava's fixed-point PyLifModelBitAcc) over T steps of b
+    samples from zero state; buffers (b, T, n) contiguous (hw_targets/simulators/emulator.py `_neuron`)."""
+    fast: bool                                  # the int32 version (`_fast_ok`: no int32 overflow can occur)
+    act: torch.Tensor                           # (b, T, n) int32 or int64 synaptic input a
+    spikes: torch.Tensor                        # out: (b, T, n) uint8
+    vth: int                                    # vth << 6
+    du: int
+    dv: int
+    bias: Optional[torch.Tensor] = None         # int64 (<< 6): n values, or n per sample (bias_stride = n)
+    bias_stride: int = 0
+    v_hist: Optional[torch.Tensor] = None       # out: (b, T, n) int64 v after each step (after the reset)
+    u_hist: Optional[torch.Tensor] = None       # out: (b, T, n) int64 u after each step
+
+    def run(self) -> int:
+        b, T, n = self.act.shape
+        return library().snn_lava_cuba(
+            int(self.fast), int(self.act.dtype == torch.int64), b, T, n, self.act.data_ptr(), _ptr(self.bias),
+            int(self.bias_stride), self.spikes.data_ptr(), _ptr(self.v_hist), _ptr(self.u_hist), int(self.vth),
+            int(self.du), int(self.dv), threads())

@@ -18,6 +18,9 @@
  *
  * The quantization-aware CUBA neuron (`_CubaRun`: Loihi's current-based LIF, reset to zero, 24-bit state) runs
  * the same way, all T steps per block of neurons, forward and backward, without pooling or blocks of steps.
+ *
+ * The emulator's bit-exact CUBA neuron (hw_targets/simulators/emulator.py `_neuron`: Lava's fixed-point
+ * PyLifModelBitAcc, integer arithmetic with Lava's int32 wraps) runs all T steps per block of one sample's neurons.
  */
 #include <math.h>
 #include <pthread.h>
@@ -36,6 +39,7 @@ typedef struct {
     const void *g_sp; const void *g_v; const uint8_t *dts_in; const void *lut; const void *sg; void *grad;
     const void *g_carry; double scale; int64_t t_lo, t_hi, t_base;
     const void *bias; uint8_t *flags; void *u_final; const void *g_u; void *g_bias; int i_decay, v_decay;
+    int64_t per_sample, bias_stride, vth, du, dv; int fast, a_int64; int64_t *v_hist, *u_hist;  /* lava_cuba */
     int64_t b0, b1; int status;
 } job_t;
 
@@ -340,6 +344,108 @@ static void NAME(job_t *a) {                                                    
 CUBA_BACKWARD(float, cuba_backward_f32)
 CUBA_BACKWARD(double, cuba_backward_f64)
 
+/* ---- the emulator's bit-exact CUBA neuron (hw_targets/simulators/emulator.py `_neuron`) ------------------------
+ * Lava's PyLifModelBitAcc on a block of one sample's neurons over all T steps, op for op as `_neuron`'s torch ops
+ * compute it, each of their wraps explicit: unsigned arithmetic wherever a torch integer op may wrap (never C's
+ * signed-overflow UB), arithmetic right shifts of signed values and modular narrowing casts (both defined by gcc and
+ * clang). Two versions, as `_neuron` has them (its docstring and `_fast_ok` say when each runs):
+ *   FAST, int32 lanes:  act = int32(a) << 6;  dc = decay32(u) + act;  vv = decay32(v) + u + int32(bias)
+ *   WIDE, int64 lanes:  act = wrap32(a << 6);  dc = wrap32(decay(u) + act);  vv = wrap32(decay(v) + u + bias)
+ * then in both  u = dc - (((2^23 - dc) >> SH) & 2^24) + (((dc + 2^23 - 1) >> SH) & 2^24)   (Lava's conditional wrap)
+ *   vv = clamp(vv, -(2^23 - 1), 2^23 - 1);  spk = (vth - vv) >> SH (-1 where vv > vth);  v = vv & ~spk;  s = -spk
+ * with SH = 31 / 63, decay(x) = wrap32(sign(x m) * (|x m| >> 12)), decay32(x) = sign(x) * ((|x| >> 12) m +
+ * (((|x| & 4095) m) >> 12)), m = 4096 - d (d = 0: x, d = 4096: 0, as the torch code shortcuts them).
+ * a: (b, T, n) int32 or int64; bias (<< 6): int64, n per sample, bias_stride apart (0: the same for every sample);
+ * spikes (b, T, n) uint8; v_hist, u_hist (b, T, n) int64, each optional (NULL). */
+#define LAVA_M24 8388608
+#define LAVA_SAT 8388607
+#define LAVA_MODE(D) ((D) == 0 ? 0 : ((D) == 4096 ? 1 : 2))
+
+static inline __attribute__((always_inline)) int32_t lava_decay32(int32_t x, int32_t m, const int MODE) {
+    if (MODE == 0) return x;
+    if (MODE == 1) return 0;
+    const int32_t ax = (int32_t)(x < 0 ? 0u - (uint32_t)x : (uint32_t)x);
+    const int32_t lo = (int32_t)((uint32_t)(ax & 4095) * (uint32_t)m) >> 12;
+    const int32_t q = (int32_t)((uint32_t)(ax >> 12) * (uint32_t)m + (uint32_t)lo);
+    return x > 0 ? q : (x < 0 ? (int32_t)(0u - (uint32_t)q) : 0);
+}
+
+static inline __attribute__((always_inline)) int64_t lava_wrap32(uint64_t x) { return (int64_t)(int32_t)(uint32_t)x; }
+
+static inline __attribute__((always_inline)) int64_t lava_decay64(int64_t x, int64_t m, const int MODE) {
+    if (MODE == 0) return lava_wrap32((uint64_t)x);     /* x * 4096 >> 12 == x: |x| < 2^32 here */
+    if (MODE == 1) return 0;
+    const int64_t p = (int64_t)((uint64_t)x * (uint64_t)m);
+    const int64_t q = (int64_t)(p < 0 ? 0 - (uint64_t)p : (uint64_t)p) >> 12;
+    return lava_wrap32(p > 0 ? (uint64_t)q : (p < 0 ? 0 - (uint64_t)q : 0));
+}
+
+/* One step of `len` neurons, specialized by the constants MU, MV (decay modes) and HB (a bias) when inlined. STATE
+ * is int32_t (FAST) or int64_t (WIDE), USTATE its unsigned twin, DECAY lava_decay32 or lava_decay64. In FAST, the
+ * casts through (int32_t)(uint32_t) change nothing: they are WIDE's wrap32. */
+#define LAVA_STEP(STATE, USTATE, DECAY, NAME)                                                                    \
+static inline __attribute__((always_inline)) void NAME(                                                        \
+        int64_t len, const STATE *restrict X, const int64_t *restrict bias, uint8_t *restrict sp,              \
+        STATE *restrict u, STATE *restrict v, const STATE mu, const STATE mv, const STATE vth,                 \
+        const int MU, const int MV, const int HB) {                                                            \
+    const int SH = 8 * (int)sizeof(STATE) - 1;                                                                 \
+    for (int64_t j = 0; j < len; j++) {                                                                        \
+        const STATE dc = (STATE)(int32_t)(uint32_t)((USTATE)DECAY(u[j], mu, MU) + (USTATE)X[j]);              \
+        const STATE gt = (STATE)((USTATE)LAVA_M24 - (USTATE)dc) >> SH;                                        \
+        const STATE le = (STATE)((USTATE)dc + (USTATE)(LAVA_M24 - 1)) >> SH;                                  \
+        const STATE uu = (STATE)((USTATE)dc - (USTATE)(gt & (2 * LAVA_M24)) + (USTATE)(le & (2 * LAVA_M24))); \
+        USTATE w = (USTATE)DECAY(v[j], mv, MV) + (USTATE)uu;                                                   \
+        if (HB) w += (USTATE)(uint64_t)bias[j];                                                                \
+        STATE vv = (STATE)(int32_t)(uint32_t)w;                                                                \
+        vv = vv < -LAVA_SAT ? -LAVA_SAT : vv;                                                                  \
+        vv = vv > LAVA_SAT ? LAVA_SAT : vv;                                                                    \
+        const STATE spk = (STATE)((USTATE)vth - (USTATE)vv) >> SH;                                            \
+        v[j] = vv & ~spk;                                                                                      \
+        u[j] = uu;                                                                                             \
+        sp[j] = (uint8_t)(0u - (USTATE)spk);                                                                   \
+    }                                                                                                          \
+}
+LAVA_STEP(int32_t, uint32_t, lava_decay32, lava_fast)
+LAVA_STEP(int64_t, uint64_t, lava_decay64, lava_wide)
+
+/* All T steps of each block (one sample's `group` neurons): state in cache, each input read once, each output
+ * written once. STATE is the lanes' type, STEP the step function; each step's act = a << 6 (as the lanes' int32
+ * or Lava's wrap32) goes to a scratch row first (a loop of its own: the step then loads lanes of one width). */
+#define LAVA_CUBA(ATYPE, STATE, STEP, NAME)                                                                      \
+static void NAME(job_t *a) {                                                                                   \
+    const int64_t T = a->T, n = a->n, group = a->group, per = a->per_sample;                                   \
+    const STATE mu = (STATE)(4096 - a->du), mv = (STATE)(4096 - a->dv), vth = (STATE)a->vth;                   \
+    const int key = (LAVA_MODE(a->du) * 3 + LAVA_MODE(a->dv)) * 2 + (a->bias != NULL);                        \
+    const ATYPE *act = (const ATYPE *)a->cur; uint8_t *spikes = (uint8_t *)a->out;                              \
+    int64_t *restrict vh = a->v_hist, *restrict uh = a->u_hist;                                                \
+    STATE *u = malloc(sizeof(STATE) * group), *v = malloc(sizeof(STATE) * group);                              \
+    STATE *restrict x = malloc(sizeof(STATE) * group);                                                         \
+    if (!u || !v || !x) { a->status = -1; free(u); free(v); free(x); return; }                                 \
+    for (int64_t blk = a->b0; blk < a->b1; blk++) {                                                            \
+        const int64_t s = blk / per, j0 = (blk % per) * group, len = (n - j0 < group) ? n - j0 : group;        \
+        const int64_t *bb = a->bias ? (const int64_t *)a->bias + s * a->bias_stride + j0 : NULL;               \
+        for (int64_t j = 0; j < len; j++) { u[j] = 0; v[j] = 0; }                                              \
+        for (int64_t t = 0; t < T; t++) {                                                                      \
+            const int64_t o = (s * T + t) * n + j0;                                                            \
+            const ATYPE *restrict A = act + o; uint8_t *sp = spikes + o;                                       \
+            for (int64_t j = 0; j < len; j++) x[j] = (STATE)(int32_t)(uint32_t)((uint64_t)A[j] << 6);          \
+            _Pragma("GCC diagnostic push")                                                                     \
+            _Pragma("GCC diagnostic ignored \"-Wimplicit-fallthrough\"")                                       \
+            CUBA_SWITCH(LAVA_CALL_##STEP, key)                                                                 \
+            _Pragma("GCC diagnostic pop")                                                                      \
+            if (vh) for (int64_t j = 0; j < len; j++) vh[o + j] = v[j];                                        \
+            if (uh) for (int64_t j = 0; j < len; j++) uh[o + j] = u[j];                                        \
+        }                                                                                                      \
+    }                                                                                                          \
+    free(u); free(v); free(x);                                                                                 \
+}
+#define LAVA_CALL_lava_fast(MU, MV, B) lava_fast(len, x, bb, sp, u, v, mu, mv, vth, MU, MV, B)
+#define LAVA_CALL_lava_wide(MU, MV, B) lava_wide(len, x, bb, sp, u, v, mu, mv, vth, MU, MV, B)
+LAVA_CUBA(int32_t, int32_t, lava_fast, lava_cuba_fast_a32)
+LAVA_CUBA(int64_t, int32_t, lava_fast, lava_cuba_fast_a64)
+LAVA_CUBA(int32_t, int64_t, lava_wide, lava_cuba_wide_a32)
+LAVA_CUBA(int64_t, int64_t, lava_wide, lava_cuba_wide_a64)
+
 /* ---- threads ---------------------------------------------------------------------------------------------- */
 typedef void (*kernel_t)(job_t *);
 typedef struct { kernel_t fn; job_t job; } task_t;
@@ -498,4 +604,22 @@ int snn_sigma_delta(int64_t T, int64_t n, int mode, const int64_t *in, const int
     a.cur = in; a.bias = bias; a.out = msg; a.x = state; a.theta = (double)vth; a.i_decay = mode;
     if (a.nblocks == 0) return 0;
     return run_parallel(sigma_delta_block, &a, nthreads);
+}
+
+/* The emulator's CUBA neuron (see its section): b samples of n neurons over T steps from zero state. fast: the
+ * int32 version, only for decays in [0, 4096] and |vth| < 2^31 (`_fast_ok` in emulator.py asks for more). */
+int snn_lava_cuba(int fast, int a_int64, int64_t b, int64_t T, int64_t n, const void *act, const int64_t *bias,
+                  int64_t bias_stride, uint8_t *spikes, int64_t *v_hist, int64_t *u_hist, int64_t vth, int64_t du,
+                  int64_t dv, int nthreads) {
+    job_t a; memset(&a, 0, sizeof a);
+    if (b < 0 || T < 0 || n < 0 || bias_stride < 0) return -2;
+    if (fast && (du < 0 || du > 4096 || dv < 0 || dv > 4096 || vth < INT32_MIN || vth > INT32_MAX)) return -4;
+    a.T = T; a.n = n; a.group = PLAIN_BLOCK;
+    a.per_sample = (n + PLAIN_BLOCK - 1) / PLAIN_BLOCK;
+    a.nblocks = b * a.per_sample;
+    a.cur = act; a.bias = bias; a.bias_stride = bias_stride; a.out = spikes; a.v_hist = v_hist; a.u_hist = u_hist;
+    a.vth = vth; a.du = du; a.dv = dv;
+    kernel_t fn = fast ? (a_int64 ? lava_cuba_fast_a64 : lava_cuba_fast_a32)
+                       : (a_int64 ? lava_cuba_wide_a64 : lava_cuba_wide_a32);
+    return a.nblocks ? run_parallel(fn, &a, nthreads) : 0;
 }
