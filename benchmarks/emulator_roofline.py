@@ -1,12 +1,17 @@
 """The emulator's achieved operations per second, layer by layer, against what torch reaches on the same shapes.
 
     python benchmarks/emulator_roofline.py [NETX_FILE] [--samples 256] [--timesteps 16] [--device cpu|cuda]
+    python benchmarks/emulator_roofline.py --suite [--samples 1024] [--large-samples 16]
 
 For each layer: the synapse's dense operations (2 x MACs over every sample and step, as if every input were
 non-zero), the time the emulator spends on the layer (its synapse, exact float32 or float64 path as it chooses, plus
 the CUBA neuron's recurrence over T steps), and the time of torch's own float32 conv2d / matmul on the same shapes
 with nothing else (the roofline). The ratio roofline / emulator says how far the layer is from the machine's dense
 limit; the neuron's share says where the rest goes. Without a file: the benchmark's demo network.
+
+``--suite``: per network (the demo network, each stock layer kind of tests/netx_kinds.py, the PilotNet-shaped LIF and
+sigma-delta networks), the emulator's whole steady-state run against the sum of its synapses' dense roofline (a
+dense_rec layer counts its recurrent product too); input layers with a neuron have no synapse and count nothing.
 """
 from __future__ import annotations
 
@@ -47,15 +52,20 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--large-samples", type=int, default=16, help="--suite: samples of the PilotNet-shaped networks")
+    ap.add_argument("--suite", action="store_true",
+                    help="network totals for the demo network, every stock layer kind and the PilotNet-shaped ones")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    if args.suite:
+        return suite(args, dev, sync)
     net = read_netx(args.netx, timesteps=args.timesteps) if args.netx else random_conv_net(args.timesteps)
-    if net.input_neuron or any(l.weight_rec is not None or l.delay is not None for l in net.layers):
-        print("this network runs on the emulator's stream path (sequential in time); the roofline compares the "
-              "batched path", file=sys.stderr)
+    if net.input_neuron or net.global_time_line:
+        print("this network has an input neuron or runs on the global time line: per layer only with --suite's "
+              "network totals", file=sys.stderr)
         return 2
     B, T = args.samples, args.timesteps
     x = torch.as_tensor(make_inputs(net, B, T, 1), device=dev)
@@ -89,6 +99,58 @@ def main(argv=None) -> int:
             print(f"{lay.name:<8} {p.kind:<6} {gop:>8.3f} {syn:>10.4f} {neu:>9.4f} {roof:>11.4f} {emu:>15.2f} "
                   f"{gop / roof:>15.2f} {(gop / roof) / emu:>18.1f}")
             s_prev = s_out                      # uint8 spikes, as emulate() passes them on
+    return 0
+
+
+def synapse_roofline(p, rows: int, repeats: int, sync, dev) -> tuple:
+    """(dense operations, seconds) of torch's float32 conv2d / matmul on this layer's shapes for `rows` inputs
+    (samples x steps), on random binary inputs: the dense roofline does not depend on the values."""
+    lay = p.layer
+    if p.kind in ("input", "input-bias"):
+        return 0, 0.0
+    if p.kind == "dense":
+        a32 = (torch.rand((rows, int(np.prod(p.in_shape))), device=dev) < 0.2).to(torch.float32)
+        ops = 2 * rows * int(np.prod(p.in_shape)) * int(np.prod(p.out_shape))
+        if p.weight_rec is not None:
+            ops += 2 * rows * int(np.prod(p.out_shape)) ** 2
+        return ops, best(lambda: a32 @ p.weight32, repeats, sync) * (2 if p.weight_rec is not None else 1)
+    kh, kw = lay.weight.shape[2:4]
+    a32 = (torch.rand((rows,) + p.in_shape, device=dev) < 0.2).to(torch.float32)
+    ops = 2 * rows * int(np.prod(p.out_shape)) * (p.in_shape[0] // lay.groups) * kh * kw
+    return ops, best(lambda: F.conv2d(a32, p.weight32, stride=tuple(lay.stride), padding=tuple(lay.padding),
+                                      dilation=tuple(lay.dilation), groups=int(lay.groups)), repeats, sync)
+
+
+def suite(args, dev, sync) -> int:
+    """Per network: the emulator's whole run (steady state, after a warm-up) against the sum of its synapses'
+    dense roofline on the same shapes."""
+    import tempfile
+    from emulator_vs_lava import pilotnet, video_inputs
+    from hw_targets.simulators.emulator import emulate, prepare
+    from toolchain.io.netx import read_netx
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import netx_kinds
+    T = args.timesteps
+    nets = [("demo (random conv)", random_conv_net(T), lambda net, n, seed: make_inputs(net, n, T, seed))]
+    for kind in netx_kinds.KINDS:
+        net = read_netx(kind.write(tempfile.mkdtemp(prefix="snntc_roof_")), timesteps=T)
+        net.input_feed = kind.feed
+        nets.append((kind.name, net, kind.inputs))
+    nets += [("pilotnet LIF", pilotnet(T, False), lambda net, n, seed: make_inputs(net, n, T, seed)),
+             ("pilotnet SDNN", pilotnet(T, True), video_inputs)]
+    print(f"{dev}: T = {T}; samples: {args.samples} (PilotNet: {args.large_samples})")
+    print(f"{'network':<22} {'GOP':>9} {'emulator s':>11} {'roofline s':>11} {'emulator GOP/s':>15} "
+          f"{'roofline GOP/s':>15} {'roofline/emulator':>18}")
+    for name, net, inputs in nets:
+        n = args.large_samples if name.startswith("pilotnet") else args.samples
+        x = inputs(net, n, 1)
+        prepared = prepare(net, dev)
+        emulate(net, x[:min(n, 8)], device=dev, prepared=prepared)                       # warm-up
+        emu = best(lambda: emulate(net, x, device=dev, prepared=prepared), args.repeats, sync)
+        totals = [synapse_roofline(p, n * T, args.repeats, sync, dev) for p in prepared]
+        ops, roof = sum(t[0] for t in totals), sum(t[1] for t in totals)
+        print(f"{name:<22} {ops / 1e9:>9.3f} {emu:>11.4f} {roof:>11.4f} {ops / 1e9 / emu:>15.2f} "
+              f"{ops / 1e9 / roof:>15.2f} {emu / roof:>18.1f}", flush=True)
     return 0
 
 

@@ -74,12 +74,11 @@ def _feedforward(p, s_prev: torch.Tensor) -> torch.Tensor:
         return s_prev.to(torch.int64)
     if p.kind == "input-bias":
         return torch.zeros((total,) + p.out_shape, dtype=torch.int64, device=s_prev.device)
-    s = s_prev.to(torch.float64)
     a = torch.zeros((total,) + p.out_shape, dtype=torch.int64, device=s_prev.device)
     if p.delays is None:
-        a[1:] = _synapse(p, s[:-1])
+        a[1:] = _synapse(p, s_prev[:-1])           # it converts the spikes / messages to the dtype it computes in
         return a
-    flat = s.reshape(total, -1)
+    flat = s_prev.to(torch.float64).reshape(total, -1)
     for d, w_d in p.delays:                                  # DelayDense: each delay's sum shifted on its own
         if 1 + d >= total:
             continue
@@ -235,8 +234,7 @@ def _neuron_blocks(p, a: torch.Tensor, k: int, T: int, a_bound: int):
 
 def _windows(stream: torch.Tensor, k: int, N: int, T: int) -> torch.Tensor:
     """(N, T, *shape): layer k's (1-based) window of each sample, global steps n*T + k + 1 .. n*T + k + T."""
-    idx = (torch.arange(N).reshape(N, 1) * T + k + torch.arange(T).reshape(1, T)).to(stream.device)
-    return stream[idx]
+    return stream[k:k + N * T].reshape((N, T) + tuple(stream.shape[1:]))      # the windows are back to back: a view
 
 
 def emulate_stream(net: FxNetwork, inputs, device=None, record_voltages: bool = False,
@@ -257,11 +255,11 @@ def emulate_stream(net: FxNetwork, inputs, device=None, record_voltages: bool = 
     total = N * T + L
     stream = _stream_input(net, x, total)
     if net.input_neuron:
-        s_prev = stream.to(torch.float64)
+        s_prev = stream
     elif net.input_bits > 0:
-        s_prev = wrap_int32(stream).to(torch.float64)
+        s_prev = wrap_int32(stream)
     else:
-        s_prev = (stream != 0).to(torch.float64)
+        s_prev = (stream != 0).to(torch.uint8)
     keep = record_spikes or record_voltages
     counts, spikes, volts, currs = [], [], [], []
     out_v = None
@@ -292,7 +290,7 @@ def emulate_stream(net: FxNetwork, inputs, device=None, record_voltages: bool = 
                 currs.append(_windows(u_k, k, N, T).cpu())
             if k == L:
                 out_v = _windows(v_k, k, N, T).cpu()
-            s_prev = s_k.to(torch.float64)
+            s_prev = s_k                            # uint8 spikes or int64 messages: the next synapse converts them
     return EmulatorTrace(layer_names=[p.layer.name for p in prepared], timesteps=T, spike_counts=counts,
                          output_voltage=out_v, spikes=spikes if keep else None,
                          voltages=volts if record_voltages else None, currents=currs if record_voltages else None,
