@@ -242,7 +242,7 @@ def _limited_by(lim: HardwareLimits, neurons: int, nbytes: int, axons: int) -> s
 
 def _dense_fit(layer: FxLayer, lim: HardwareLimits, bits: int) -> LayerFit:
     w = np.asarray(layer.weight)
-    fan_in = int(w.shape[1])
+    fan_in = int(w.shape[1]) + (layer.neurons if layer.weight_rec is not None else 0)    # dense_rec: its own spikes too
     per_neuron = int(math.ceil(fan_in * lim.weight_bits / 8))
     neurons = layer.neurons
     problem = ""
@@ -264,6 +264,17 @@ def _dense_fit(layer: FxLayer, lim: HardwareLimits, bits: int) -> LayerFit:
                     neurons * per_neuron, per_core_actual * per_neuron, cores,
                     int(math.ceil(cores / lim.cores_per_chip)), limited,
                     f"{cores} cores x {per_core_actual} neurons", channel_chunks=cores)
+
+
+def _input_fit(layer: FxLayer, lim: HardwareLimits) -> LayerFit:
+    """netx's input layer with a neuron: one axon per neuron from the chip's input, no synaptic memory."""
+    neurons = layer.neurons
+    per_core = min(lim.neurons_per_core, lim.fan_in_axons_per_core)
+    cores = int(math.ceil(neurons / per_core))
+    actual = int(math.ceil(neurons / cores))
+    return LayerFit(layer.name, "input", neurons, 1, 0, actual, actual, 0, 0, cores,
+                    int(math.ceil(cores / lim.cores_per_chip)), _limited_by(lim, actual, 0, actual),
+                    f"{cores} cores x {actual} neurons", channel_chunks=cores)
 
 
 def _conv_fit(layer: FxLayer, lim: HardwareLimits, bits: int, conv_weights: str) -> LayerFit:
@@ -363,7 +374,9 @@ def check_fit(net: FxNetwork, limits=None, conv_weights: str = "shared") -> FitR
     rows: List[LayerFit] = []
     for layer in net.layers:
         bits = weight_bits_needed(layer.weight)
-        if layer.kind == "dense":
+        if layer.kind == "input":
+            row = _input_fit(layer, lim)
+        elif layer.kind == "dense":
             row = _dense_fit(layer, lim, bits)
         elif layer.kind == "conv":
             row = _conv_fit(layer, lim, bits, conv_weights)

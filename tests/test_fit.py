@@ -1,6 +1,7 @@
 """Loihi 2 fit check: cores, chips and the limits a layer breaks."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,18 @@ def test_fan_out_is_a_warning_only():
     assert rep.layers[1].cores == math.ceil(1000 / 32) == 32
     assert rep.fits
     assert len(rep.warnings) == 1 and "layer 'a'" in rep.warnings[0] and str(4096 * 32) in rep.warnings[0]
+
+
+def test_input_neurons_and_recurrent_synapses_are_counted(tmp_path):
+    """netx's input layer with a neuron takes cores for its neurons (one axon each, no synaptic memory); a dense_rec
+    layer's neurons also receive their own spikes."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from netx_kinds import write_dense_rec, write_sigma_delta
+    from toolchain.io.netx import read_netx
+    report = check_fit(read_netx(write_sigma_delta(tmp_path)))
+    first = report.layers[0]
+    assert first.kind == "input" and first.neurons == 128 and first.synaptic_bytes == 0 and first.cores == 1
+    assert report.fits and report.total_cores == 4
+    rec = check_fit(read_netx(write_dense_rec(tmp_path))).layers[0]
+    assert rec.fan_in == 20 + 16
