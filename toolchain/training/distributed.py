@@ -26,7 +26,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
+import gc
 import os
+import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -86,8 +88,16 @@ def init(timeout_s: Optional[float] = None) -> None:
 
 
 def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group. torch 2.3's ProcessGroupGloo destructor joins its worker threads while holding the
+    GIL; a worker still dropping the last reference to a tensor of a just-finished collective needs the GIL to free
+    it, and the process hangs at exit (seen once in CI: rank 1 stuck in ~ProcessGroupGloo after writing its results).
+    So this process's collectives' Python references are collected and the workers get a pause without the GIL to
+    drop theirs before the destructor runs (no barrier: after an error the peers may be gone)."""
+    if not dist.is_initialized():
+        return
+    gc.collect()
+    time.sleep(0.2)                 # releases the GIL
+    dist.destroy_process_group()
 
 
 def world() -> Tuple[int, int]:
