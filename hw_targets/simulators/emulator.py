@@ -284,7 +284,8 @@ class EmulatorTrace:
     output_voltage:    (B, T, *out_shape_out) int64 output layer's v after each step (after reset)
     spikes[i]:         (B, T, *out_shape_i) bool, if record_spikes (or record_voltages); int64 message values for
                        a sigma-delta layer (its "spikes" are graded; spike_counts count the non-zero ones)
-    voltages[i], currents[i]: (B, T, *out_shape_i) int64, if record_voltages
+    voltages[i], currents[i]: (B, T, *out_shape_i) int64, if record_voltages (a sigma-delta layer: its sigma, a
+                       Delta's residue, and the synaptic input it received; see sigma_delta.py)
     Step index tau (0-based) of layer i (0-based) for sample n is Lava's global step
     n*T + (i + 1) + (tau + 1).
     """
