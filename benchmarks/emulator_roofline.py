@@ -124,20 +124,13 @@ def synapse_roofline(p, rows: int, repeats: int, sync, dev) -> tuple:
 def suite(args, dev, sync) -> int:
     """Per network: the emulator's whole run (steady state, after a warm-up) against the sum of its synapses'
     dense roofline on the same shapes."""
-    import tempfile
-    from emulator_vs_lava import pilotnet, video_inputs
+    from types import SimpleNamespace
+    from emulator_vs_lava import networks
     from hw_targets.simulators.emulator import emulate, prepare
-    from toolchain.io.netx import read_netx
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    import netx_kinds
     T = args.timesteps
-    nets = [("demo (random conv)", random_conv_net(T), lambda net, n, seed: make_inputs(net, n, T, seed))]
-    for kind in netx_kinds.KINDS:
-        net = read_netx(kind.write(tempfile.mkdtemp(prefix="snntc_roof_")), timesteps=T)
-        net.input_feed = kind.feed
-        nets.append((kind.name, net, kind.inputs))
-    nets += [("pilotnet LIF", pilotnet(T, False), lambda net, n, seed: make_inputs(net, n, T, seed)),
-             ("pilotnet SDNN", pilotnet(T, True), video_inputs)]
+    chosen = SimpleNamespace(timesteps=T, seed=0, input_bits=0, netx=[], input_shape=None, suite=True, large=True)
+    default_inputs = lambda net, n, seed: make_inputs(net, n, T, seed)                      # noqa: E731
+    nets = [(name, net, inputs or default_inputs) for name, net, _, _, inputs in networks(chosen) if net is not None]
     print(f"{dev}: T = {T}; samples: {args.samples} (PilotNet: {args.large_samples})")
     print(f"{'network':<22} {'GOP':>9} {'emulator s':>11} {'roofline s':>11} {'emulator GOP/s':>15} "
           f"{'roofline GOP/s':>15} {'roofline/emulator':>18}")

@@ -94,11 +94,11 @@ def check_snn_run(net, batch: int, timesteps: int, what: str, device=None) -> No
 def check_fixed_point_run(net, samples: int, timesteps: int, what: str, record: bool = False,
                           batch: int = 64, emulator: bool = True) -> None:
     """A run of a deployed network (FxNetwork) holds the coded input of every sample and step, and per batch of
-    samples (all of them on the emulator's global time line) the largest layer's currents and spikes for every step; recording (verify) keeps every layer's spikes
-    and voltages of every sample and step."""
+    samples (all of them on the emulator's global time line) the largest layer's currents and spikes for every
+    step; recording (verify) keeps every layer's spikes and voltages of every sample and step."""
     shapes = [layer.output_shape for layer in net.layers]
     need = samples * timesteps * largest([net.input_shape]) * 4
-    if emulator and net.global_time_line:        # one stream of every sample: the input as int64 and float64, a layer's a, s, v
+    if emulator and net.global_time_line:   # one stream of all samples: the input (int64, float64), a layer's a, s, v
         need += samples * timesteps * (16 * largest([net.input_shape]) + 24 * largest(shapes))
     else:
         need += min(samples, batch) * timesteps * largest(shapes) * 9

@@ -173,17 +173,7 @@ def prepare(net: FxNetwork, device: Union[str, torch.device, None] = None) -> Li
                 if w32.size else 0
         else:
             raise SimulationError(f"layer '{layer.name}': unknown kind {layer.kind!r}")
-        bias = None
-        if layer.bias is not None and layer.sigma_delta:
-            bias = _sigma_delta_bias(layer, device)
-        elif layer.bias is not None:
-            b = wrap_int16(np.asarray(layer.bias)) << 6            # bias_mant int16, bias_exp 6
-            n_out = int(layer.output_shape[0])
-            if layer.kind == "conv" and b.size == n_out:
-                b = b.reshape(n_out, 1, 1)
-            else:
-                b = b.reshape(tuple(layer.output_shape)) if b.size > 1 else b.reshape(())
-            bias = torch.as_tensor(b, dtype=torch.int64, device=device)
+        bias = _bias(layer, device) if layer.bias is not None else None
         out.append(_Prepared(layer=layer, kind=layer.kind, weight=wt, weight32=wt.to(torch.float32), weight_exp=wexp,
                              graded_in=_graded_in(net, i), bias=bias,
                              vth=int(layer.vth) << (SDNN_EXP if layer.sigma_delta else 6),
@@ -199,11 +189,15 @@ def _graded_in(net: FxNetwork, i: int) -> bool:
     return (i == 0 and net.input_bits > 0) or (i > 0 and net.layers[i - 1].sigma_delta)
 
 
-def _sigma_delta_bias(layer: FxLayer, device) -> torch.Tensor:
-    """A sigma-delta layer's bias as Lava holds it: netx's int32 bias_mant (broadcast per channel, (C, H, W)
-    order here) times 2**12 in int32, which wraps."""
-    b = (np.asarray(layer.bias).astype(np.int64) + _I32) % 2 ** 32 - _I32
-    b = (b * 2 ** SDNN_EXP + _I32) % 2 ** 32 - _I32
+def _bias(layer: FxLayer, device) -> torch.Tensor:
+    """The layer's bias as Lava holds it, broadcastable to (B, *out_shape) (per channel: (C, 1, 1)): a CUBA
+    neuron's int16 bias_mant << 6 (bias_exp 6); a sigma-delta neuron's int32 bias_mant times 2**12 in int32,
+    which wraps."""
+    if layer.sigma_delta:
+        b = (np.asarray(layer.bias).astype(np.int64) + _I32) % 2 ** 32 - _I32
+        b = (b * 2 ** SDNN_EXP + _I32) % 2 ** 32 - _I32
+    else:
+        b = wrap_int16(np.asarray(layer.bias)) << 6
     n_out = int(layer.output_shape[0])
     if layer.kind == "conv" and b.size == n_out:
         b = b.reshape(n_out, 1, 1)

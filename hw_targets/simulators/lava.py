@@ -42,7 +42,7 @@ from typing import List, Optional, Union
 import numpy as np
 
 from toolchain.errors import NetxError, SimulationError
-from toolchain.quantization.fixed_point import NO_DELTA_BIAS, FxNetwork, SimulationResult
+from toolchain.quantization.fixed_point import FxNetwork, SimulationResult
 from toolchain.io.netx import read_netx, write_netx
 
 from .emulator import readout_values
@@ -234,8 +234,7 @@ def _run(net: FxNetwork, path: Path, inputs, fixed_point, target, progress, reco
     if net.sigma_delta and not fixed_point:
         raise SimulationError("sigma-delta (SDNN) layers run in fixed point only here: their floating-point Lava "
                               "models take other units")
-    if net.sigma_delta and net.input_neuron and net.input_feed == "bias":
-        raise SimulationError(NO_DELTA_BIAS)
+    net.check_input_feed()
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), \
             np.errstate(divide="ignore", invalid="ignore"):     # netx prints/warns on its own
         warnings.filterwarnings("ignore", message="Reset is not supported with Sigma Delta")  # as the emulator

@@ -21,16 +21,11 @@ from typing import Tuple
 
 import torch
 
-from toolchain.quantization.fixed_point import SDNN_EXP
+from toolchain.quantization.fixed_point import INT32_MIN, SDNN_EXP
+
+from .emulator import _bias_rows, wrap_int32
 
 _STATE_EXP = 6
-_I32_MIN = -2 ** 31
-
-
-def _wrap32(x: torch.Tensor) -> torch.Tensor:
-    return torch.bitwise_and(x + 2 ** 31, 0xFFFFFFFF) - 2 ** 31
-
-
 _MODES = {"input": 0, "sdnn": 1, "sigma": 2}     # the compiled kernel's Delta, SigmaDelta, Sigma
 
 
@@ -55,9 +50,7 @@ def run_stream_native(p, a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     messages, state = torch.empty_like(a), torch.empty_like(a)
     total = int(a.shape[0])
     n = int(a[0].numel()) if total else 0
-    bias = None
-    if p.bias is not None and _mode(p) == 1:
-        bias = torch.broadcast_to(p.bias, tuple(a.shape[1:])).contiguous().reshape(-1)
+    bias = _bias_rows(p.bias, 1, tuple(a.shape[1:]))[0] if _mode(p) == 1 else None
     if SigmaDelta(total, n, _mode(p), a, p.vth, messages, state, bias).run() != 0:
         raise SimulationError(f"layer '{p.layer.name}': the compiled sigma-delta kernel refused its arguments")
     return messages, state
@@ -75,12 +68,12 @@ def run_stream_steps(p, a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 def activations(p, a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """(act, sigma) over the stream, (total, *out) int64 each, from the synaptic input a (int32 values, int64)."""
     if p.kind == "input":                                  # Delta: the input itself, << 12
-        act = _wrap32(torch.bitwise_left_shift(a, SDNN_EXP))
+        act = wrap_int32(torch.bitwise_left_shift(a, SDNN_EXP))
         return act, torch.zeros_like(act)
-    sigma = _wrap32(torch.cumsum(a, dim=0))                # int32 adds wrap: the wrapped running sum
+    sigma = wrap_int32(torch.cumsum(a, dim=0))                # int32 adds wrap: the wrapped running sum
     if p.layer.neuron == "sigma":
         return sigma, sigma
-    biased = _wrap32(sigma + p.bias) if p.bias is not None else sigma
+    biased = wrap_int32(sigma + p.bias) if p.bias is not None else sigma
     return torch.clamp_min(biased, 0), sigma
 
 
@@ -94,8 +87,8 @@ def delta_encode_steps(act: torch.Tensor, vth: int) -> Tuple[torch.Tensor, torch
     r = torch.zeros_like(act[0])
     prev = torch.zeros_like(act[0])
     for t in range(total):
-        d = _wrap32(act[t] - prev + r)
-        fire = (torch.abs(d) >= vth) & (d != _I32_MIN)
+        d = wrap_int32(act[t] - prev + r)
+        fire = (torch.abs(d) >= vth) & (d != INT32_MIN)
         m = torch.where(fire, d, torch.zeros_like(d))
         r = d - m
         messages[t] = torch.bitwise_right_shift(m, _STATE_EXP)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from toolchain.errors import SimulationError
-from toolchain.quantization.fixed_point import NO_DELTA_BIAS, FxNetwork
+from toolchain.quantization.fixed_point import FxNetwork
 
 from . import sigma_delta
 from .emulator import (_M24, EmulatorTrace, _as_tensor, _default_device, _neuron, _synapse, lava_decay, prepare,
@@ -250,6 +250,7 @@ def emulate_stream(net: FxNetwork, inputs, device=None, record_voltages: bool = 
         raise SimulationError("inputs must be integer-valued spikes")
     device = torch.device(device) if device is not None else _default_device()
     x = (torch.round(x.to(torch.float64)) if x.is_floating_point() else x).to(torch.int64).to(device)
+    net.check_input_feed()
     prepared = prepare(net, device)
     N, T, L = int(x.shape[0]), int(x.shape[1]), len(prepared)
     total = N * T + L
@@ -267,8 +268,6 @@ def emulate_stream(net: FxNetwork, inputs, device=None, record_voltages: bool = 
         for k, p in enumerate(prepared, start=1):
             bias_t = None
             if p.kind == "input" and net.input_feed == "bias":
-                if p.layer.sigma_delta:
-                    raise SimulationError(NO_DELTA_BIAS)
                 bias_t = _bias_stream(x, T, total)
                 p = _as_bias_fed(p)
             a = _feedforward(p, s_prev)

@@ -318,7 +318,7 @@ def _pair(group, key, default: int, where: str = "", low: int = 0) -> Tuple[int,
     return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
 
 
-def _read_neuron(group, where: str) -> Dict[str, int]:
+def _read_neuron(group, where: str, input_layer: bool = False) -> Dict[str, int]:
     if "neuron" not in group:
         raise NetxError(f"{where}: the layer has no 'neuron'; netx would give it its default neuron (iDecay 0, "
                         f"vDecay 4096, vThMant 2**17), which is outside Loihi's fixed-point ranges: give it a CUBA "
@@ -334,7 +334,7 @@ def _read_neuron(group, where: str) -> Dict[str, int]:
                         f"itself as the message bits and Lava's builder fails); slayer marks graded spikes with "
                         f"'gradedSpike' instead")
     if ntype == "SDNN":
-        return _read_sigma_delta(n, where)
+        return _read_sigma_delta(n, where, input_layer)
     if ntype not in SUPPORTED_NEURONS:
         raise NetxError(f"{where}: neuron type '{ntype}' is not supported (only CUBA/LOIHI "
                         f"current-based LIF neurons and SDNN sigma-delta neurons)")
@@ -346,14 +346,14 @@ def _read_neuron(group, where: str) -> Dict[str, int]:
     return out
 
 
-def _read_sigma_delta(n, where: str) -> Dict[str, Any]:
-    """netx's SDNN neuron: Lava's Delta on an input layer, Sigma where 'sigma_output' is present, else SigmaDelta
-    (always ReLU: netx does not read 'activation'); spike_exp = state_exp = 6."""
+def _read_sigma_delta(n, where: str, input_layer: bool) -> Dict[str, Any]:
+    """netx's SDNN neuron: Lava's Delta on an input layer (whatever else the file says), Sigma where 'sigma_output'
+    is present, else SigmaDelta (always ReLU: netx does not read 'activation'); spike_exp = state_exp = 6."""
     activation = _str(n["activation"]).lower() if "activation" in n else "relu"
     if activation != "relu":
         warnings.warn(f"{where}: netx runs every SDNN neuron with a ReLU, not '{activation}'; so do the emulator "
                       f"and Lava", DeploymentWarning, stacklevel=5)
-    if "sigma_output" in n:
+    if "sigma_output" in n and not input_layer:
         return {"model": "sigma", "vThMant": 0, "iDecay": 4096, "vDecay": 0}
     if "vThMant" not in n:
         raise NetxError(f"{where}: SDNN neuron has no 'vThMant'")
@@ -612,9 +612,7 @@ def _read(f, path: Path, timesteps: Optional[int],
             if "neuron" in g:
                 # netx builds a neuron without a synapse (its Input block): lava-dl feeds it through the neuron's
                 # a_in or its bias; the file's input 'weight'/'bias' (its transform) are not used by Lava
-                neuron = _read_neuron(g, where)
-                if neuron["model"] == "sigma":     # netx gives an input layer a Delta whatever the file says
-                    neuron = _read_sigma_delta({k: v for k, v in g["neuron"].items() if k != "sigma_output"}, where)
+                neuron = _read_neuron(g, where, input_layer=True)
                 layers.append(FxLayer(name=f"layer{i}", kind="input", weight=np.zeros((0,), dtype=int),
                                       input_shape=input_shape, output_shape=input_shape, vth=neuron["vThMant"],
                                       i_decay=neuron["iDecay"], v_decay=neuron["vDecay"], neuron=neuron["model"]))

@@ -48,7 +48,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import QuantizationError
+from ..errors import QuantizationError, SimulationError
 
 WEIGHT_MIN, WEIGHT_MAX = -256, 254     # effective integer weight range (8-bit mantissa, times 2)
 VTH_MAX = 2 ** 17 - 1                  # 17-bit threshold mantissa
@@ -183,6 +183,11 @@ class FxNetwork:
         """Some state crosses the samples' windows (sigma-delta layers, dense_rec, synaptic delays): the emulator then
         runs every sample of a run in one stream (hw_targets/simulators/stream.py), not batch by batch."""
         return self.sigma_delta or any(l.weight_rec is not None or l.delay is not None for l in self.layers)
+
+    def check_input_feed(self) -> None:
+        """SimulationError where the input cannot be fed as `input_feed` says: a Delta input has no bias."""
+        if self.input_neuron and self.input_feed == "bias" and self.layers[0].sigma_delta:
+            raise SimulationError(NO_DELTA_BIAS)
 
     def readout_layer(self) -> Optional[str]:
         """The layer read by its voltage, whose neurons do not spike (readout "voltage"), or None."""

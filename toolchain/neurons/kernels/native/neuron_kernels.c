@@ -40,6 +40,7 @@ typedef struct {
     const void *g_carry; double scale; int64_t t_lo, t_hi, t_base;
     const void *bias; uint8_t *flags; void *u_final; const void *g_u; void *g_bias; int i_decay, v_decay;
     int64_t per_sample, bias_stride, vth, du, dv; int fast, a_int64; int64_t *v_hist, *u_hist;  /* lava_cuba */
+    int sd_mode;                                                                                /* sigma_delta */
     int64_t b0, b1; int status;
 } job_t;
 
@@ -561,13 +562,11 @@ int snn_cuba_backward(int dtype, int64_t T, int64_t n, const void *g_sp, const v
  * int64 buffers (T, n), every Var an int32 (each sum wraps): sigma = sigma + a; act = max(sigma + bias, 0) (SigmaDelta)
  * or a << 12 (Delta); d = act - prev + r; m = d where |d| >= vth (np.abs(-2**31) stays negative: never); r = d - m;
  * the message m >> 6 (arithmetic), or sigma itself (Sigma). `state` gets sigma (modes 1, 2) or r (mode 0). */
-static inline int64_t wrap32(int64_t x) { return (int64_t)(int32_t)(uint32_t)(uint64_t)x; }
-
 static void sigma_delta_block(job_t *a) {
     const int64_t *in = (const int64_t *)a->cur, *bias = (const int64_t *)a->bias;
     int64_t *msg = (int64_t *)a->out, *state = (int64_t *)a->x;
-    const int64_t vth = (int64_t)a->theta;
-    const int mode = a->i_decay;
+    const int64_t vth = a->vth;
+    const int mode = a->sd_mode;
     int64_t r[PLAIN_BLOCK], prev[PLAIN_BLOCK], sigma[PLAIN_BLOCK], b[PLAIN_BLOCK];
     for (int64_t blk = a->b0; blk < a->b1; blk++) {
         const int64_t j0 = blk * PLAIN_BLOCK, len = (a->n - j0 < PLAIN_BLOCK) ? a->n - j0 : PLAIN_BLOCK;
@@ -577,14 +576,14 @@ static void sigma_delta_block(job_t *a) {
             for (int64_t j = 0; j < len; j++) {
                 int64_t act;
                 if (mode == 0) {
-                    act = wrap32(in[off + j] << 12);
+                    act = lava_wrap32((uint64_t)in[off + j] << 12);
                 } else {
-                    sigma[j] = wrap32(sigma[j] + in[off + j]);
+                    sigma[j] = lava_wrap32((uint64_t)(sigma[j] + in[off + j]));
                     if (mode == 2) { msg[off + j] = sigma[j]; state[off + j] = sigma[j]; continue; }
-                    act = wrap32(sigma[j] + b[j]);
+                    act = lava_wrap32((uint64_t)(sigma[j] + b[j]));
                     act = act > 0 ? act : 0;
                 }
-                const int64_t d = wrap32(act - prev[j] + r[j]);
+                const int64_t d = lava_wrap32((uint64_t)(act - prev[j] + r[j]));
                 const int64_t ad = d < 0 ? -d : d;
                 const int64_t m = (ad >= vth && d != INT32_MIN) ? d : 0;
                 r[j] = d - m;
@@ -601,7 +600,7 @@ int snn_sigma_delta(int64_t T, int64_t n, int mode, const int64_t *in, const int
     if (T < 0 || n < 0 || mode < 0 || mode > 2) return -2;
     job_t a; memset(&a, 0, sizeof(a));
     a.T = T; a.n = n; a.group = PLAIN_BLOCK; a.nblocks = (n + PLAIN_BLOCK - 1) / PLAIN_BLOCK;
-    a.cur = in; a.bias = bias; a.out = msg; a.x = state; a.theta = (double)vth; a.i_decay = mode;
+    a.cur = in; a.bias = bias; a.out = msg; a.x = state; a.vth = vth; a.sd_mode = mode;
     if (a.nblocks == 0) return 0;
     return run_parallel(sigma_delta_block, &a, nthreads);
 }
